@@ -1,0 +1,39 @@
+"""einderive: backward passes of index-notation expressions, derived symbolically and verified.
+
+>>> import einderive as ed
+>>> d = ed.derive("Y[i,j] = W[m,n]*X[s*i+m-1, s*j+n-1]")
+>>> print(d.pullbacks["X"].notation())
+dX[p, q] = sum_{i,j}(dY[i, j] * W[p - s*i + 1, q - s*j + 1])
+"""
+
+from .api import derive, evaluate, vjp
+from .derivation import Derivation, Pullback
+from .errors import (
+    ArgumentError,
+    BackendMissingError,
+    EinderiveError,
+    ExtentError,
+    IndexNotationError,
+    NotationSyntaxError,
+    VerificationError,
+)
+from .verify import Report, verify
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentError",
+    "BackendMissingError",
+    "Derivation",
+    "EinderiveError",
+    "ExtentError",
+    "IndexNotationError",
+    "NotationSyntaxError",
+    "Pullback",
+    "Report",
+    "VerificationError",
+    "derive",
+    "evaluate",
+    "verify",
+    "vjp",
+]

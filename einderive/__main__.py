@@ -1,0 +1,5 @@
+"""``python -m einderive``: the same as the ``einderive`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,870 @@
+"""Syntax tree -> IR: index variables and parameters, affine index expressions, extents.
+
+The rules are those of CONTRACT section 1:
+
+* an identifier in brackets is an index variable if it is on a gather-form
+  left-hand side, stands alone as a whole position of some tensor, is bound by
+  ``sum_{...}``/``max_{...}``/``min_{...}``, or has a declared range; any other
+  identifier is a parameter (``params=`` overrides the rule);
+* an index ranges over ``[0, n)`` where ``n`` is the size of an axis it indexes
+  alone; sizes are symbols unless ``shapes=`` gives numbers;
+* a gather-form left-hand-side extent is declared, or the largest range for
+  which no read runs past the upper end of a tensor;
+* a scatter-form left-hand side is just large enough to hold every write.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import sympy
+
+from . import ir
+from .ir import expand
+from .errors import ArgumentError, EinderiveError, ExtentError, IndexNotationError, Span
+from .parse import SAccess, SBinary, SCall, SName, SNeg, SNumber, SReduce, SStatement, parse
+
+ParamValues = Mapping[str, int | float | None]
+ShapeValues = Mapping[str, Sequence[int]]
+RangeValues = Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Program:
+    """An analysed program: gather-form statements over tensors of known shape."""
+
+    text: str
+    statements: tuple[ir.Statement, ...]
+    shapes: dict[str, tuple[sympy.Expr, ...]]
+    inputs: tuple[str, ...]
+    params: tuple[sympy.Symbol, ...]
+    sizes: tuple[sympy.Symbol, ...]
+    values: dict[str, int | float] = field(default_factory=dict)
+    extents: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
+    definitions: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
+
+    @property
+    def output(self) -> str:
+        return self.statements[-1].target
+
+    @property
+    def symbols(self) -> tuple[sympy.Symbol, ...]:
+        """The symbols a numeric evaluation must be given: parameters, then sizes."""
+        return self.params + self.sizes
+
+
+_fresh_counter = itertools.count()
+
+
+def fresh(name: str, taken: set[str]) -> sympy.Symbol:
+    """An integer symbol named after ``name`` that is not in ``taken`` (and then is)."""
+    candidate = name
+    for k in itertools.count(1):
+        if candidate not in taken:
+            break
+        candidate = f"{name}{k}"
+    taken.add(candidate)
+    return sympy.Symbol(candidate, integer=True)
+
+
+def _names_in(node: Any) -> set[str]:
+    if isinstance(node, SName):
+        return {node.name}
+    if isinstance(node, SBinary):
+        return _names_in(node.left) | _names_in(node.right)
+    if isinstance(node, SNeg):
+        return _names_in(node.operand)
+    return set()
+
+
+def _multiplied_names(node: Any) -> set[str]:
+    """Names that appear as a factor of a product inside an index expression."""
+    if isinstance(node, SBinary):
+        inner = _multiplied_names(node.left) | _multiplied_names(node.right)
+        if node.op == "*":
+            inner |= _names_in(node.left) | _names_in(node.right)
+        return inner
+    if isinstance(node, SNeg):
+        return _multiplied_names(node.operand)
+    return set()
+
+
+def _accesses(node: Any) -> list[SAccess]:
+    """Every tensor read in a syntax tree, in source order (index positions included)."""
+    found: list[SAccess] = []
+
+    def visit(n: Any) -> None:
+        if isinstance(n, SAccess):
+            found.append(n)
+            for index in n.indices:
+                visit(index)
+        elif isinstance(n, SBinary):
+            visit(n.left)
+            visit(n.right)
+        elif isinstance(n, SNeg):
+            visit(n.operand)
+        elif isinstance(n, SCall):
+            visit(n.arg)
+        elif isinstance(n, SReduce):
+            visit(n.body)
+
+    visit(node)
+    return found
+
+
+def _reductions(node: Any) -> list[SReduce]:
+    found: list[SReduce] = []
+
+    def visit(n: Any) -> None:
+        if isinstance(n, SReduce):
+            found.append(n)
+            visit(n.body)
+        elif isinstance(n, SBinary):
+            visit(n.left)
+            visit(n.right)
+        elif isinstance(n, SNeg):
+            visit(n.operand)
+        elif isinstance(n, SCall):
+            visit(n.arg)
+        elif isinstance(n, SAccess):
+            for index in n.indices:
+                visit(index)
+
+    visit(node)
+    return found
+
+
+def _value_names(node: Any) -> list[SName]:
+    """Names used as values (outside brackets)."""
+    found: list[SName] = []
+
+    def visit(n: Any) -> None:
+        if isinstance(n, SName):
+            found.append(n)
+        elif isinstance(n, SBinary):
+            visit(n.left)
+            visit(n.right)
+        elif isinstance(n, SNeg):
+            visit(n.operand)
+        elif isinstance(n, SCall):
+            visit(n.arg)
+        elif isinstance(n, SReduce):
+            visit(n.body)
+
+    visit(node)
+    return found
+
+
+def _is_gather_target(target: SAccess | SName) -> bool:
+    if isinstance(target, SName):
+        return True
+    names = [i.name for i in target.indices if isinstance(i, SName)]
+    return len(names) == len(target.indices) and len(set(names)) == len(names)
+
+
+def _top_terms(node: Any, sign: int = 1) -> list[tuple[int, Any]]:
+    """The top-level additive terms of a right-hand side, with their signs."""
+    if isinstance(node, SBinary) and node.op in "+-" and len(node.op) == 1:
+        right_sign = sign if node.op == "+" else -sign
+        return _top_terms(node.left, sign) + _top_terms(node.right, right_sign)
+    return [(sign, node)]
+
+
+class _Analyser:
+    def __init__(
+        self,
+        text: str,
+        params: ParamValues | None,
+        shapes: ShapeValues | None,
+        ranges: RangeValues | None,
+    ) -> None:
+        self.text = text
+        self.param_values = dict(params or {})
+        self.shape_values = {k: tuple(v) for k, v in (shapes or {}).items()}
+        self.range_values = dict(ranges or {})
+        self._check_arguments()
+        self.taken: set[str] = set()
+        self.shapes: dict[str, list[sympy.Expr]] = {}
+        self.size_symbols: list[sympy.Symbol] = []
+        self.param_symbols: dict[str, sympy.Symbol] = {}
+        self.extents: dict[sympy.Symbol, sympy.Expr] = {}
+        self.replacements: list[tuple[sympy.Symbol, sympy.Expr]] = []
+        self.definitions: dict[sympy.Symbol, sympy.Expr] = {}
+
+    def _check_arguments(self) -> None:
+        for name, value in self.param_values.items():
+            if value is not None and not isinstance(value, int | float):
+                raise ArgumentError(f"parameter {name!r} must be a number, not {value!r}")
+        for name, shape in self.shape_values.items():
+            if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+                raise ArgumentError(
+                    f"shape of {name!r} must be non-negative integers, not {shape!r}"
+                )
+        for name, extent in self.range_values.items():
+            if not isinstance(extent, int) or isinstance(extent, bool) or extent < 1:
+                raise ArgumentError(f"range of {name!r} must be a positive integer, not {extent!r}")
+            if name in self.param_values:
+                raise ArgumentError(f"{name!r} is declared both as a parameter and as a range")
+
+    # ---- classification -------------------------------------------------------------
+
+    def classify(self, statements: list[SStatement]) -> None:
+        """Decide, for every identifier, whether it is an index variable or a parameter."""
+        self.index_vars: list[set[str]] = []
+        targets = {
+            s.target.name if isinstance(s.target, SAccess) else s.target.name for s in statements
+        }
+        tensors = targets | {a.name for s in statements for a in _accesses(s.rhs)}
+        self.tensor_names = tensors
+        coefficient_params: set[str] = set()
+        index_params: set[str] = set()
+        for statement in statements:
+            lone: set[str] = set()
+            in_brackets: set[str] = set()
+            multiplied: set[str] = set()
+            reads = _accesses(statement.rhs)
+            if isinstance(statement.target, SAccess):
+                reads = [statement.target, *reads]
+            for access in reads:
+                for index in access.indices:
+                    if isinstance(index, SName):
+                        lone.add(index.name)
+                    in_brackets |= _names_in(index)
+                    multiplied |= _multiplied_names(index)
+            bound = {n.name for r in _reductions(statement.rhs) for n in r.names}
+            variables = (lone | bound | (in_brackets & set(self.range_values))) - set(
+                self.param_values
+            )
+            for name in variables & tensors:
+                raise IndexNotationError(
+                    f"{name!r} is used both as a tensor and as an index",
+                    self._first_span(statement, name),
+                    self.text,
+                )
+            self.index_vars.append(variables)
+            for name in in_brackets - variables:
+                index_params.add(name)
+                if name in multiplied:
+                    coefficient_params.add(name)
+        for k, statement in enumerate(statements):
+            for name in index_params & self.index_vars[k]:
+                raise IndexNotationError(
+                    f"{name!r} is an index in one statement and a parameter in another",
+                    self._first_span(statement, name),
+                    self.text,
+                )
+        value_params: set[str] = set()
+        for k, statement in enumerate(statements):
+            for node in _value_names(statement.rhs):
+                if node.name in self.index_vars[k]:
+                    raise IndexNotationError(
+                        f"index {node.name!r} is used as a value; "
+                        "only tensors, numbers and parameters can be",
+                        node.span,
+                        self.text,
+                    )
+                if node.name not in targets:
+                    value_params.add(node.name)
+        for name in index_params | value_params | set(self.param_values):
+            if name in tensors:
+                raise IndexNotationError(
+                    f"{name!r} is used both as a tensor and as a parameter",
+                    self._first_span(statements[0], name),
+                    self.text,
+                )
+            if name in coefficient_params:
+                symbol = sympy.Symbol(name, integer=True, positive=True)
+            elif name in index_params:
+                symbol = sympy.Symbol(name, integer=True)
+            else:
+                symbol = sympy.Symbol(name, real=True)
+            self.param_symbols[name] = symbol
+            self.taken.add(name)
+        for variables in self.index_vars:
+            self.taken |= variables
+        self.taken |= tensors
+        unused = set(self.range_values) - set().union(*self.index_vars)
+        if unused:
+            raise ArgumentError(f"ranges given for {sorted(unused)}, which are not indices")
+        unknown_shapes = set(self.shape_values) - tensors
+        if unknown_shapes:
+            raise ArgumentError(f"shapes given for {sorted(unknown_shapes)}, which are not tensors")
+
+    def _first_span(self, statement: SStatement, name: str) -> Span:
+        """Where ``name`` first occurs as a whole identifier in a statement."""
+        pattern = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])")
+        found = pattern.search(self.text, statement.span[0], statement.span[1])
+        return (found.start(), found.end()) if found else statement.span
+
+    # ---- index expressions -------------------------------------------------------------
+
+    def index_expr(self, node: Any, variables: Mapping[str, sympy.Symbol]) -> sympy.Expr:
+        """An affine sympy expression for an index position, or an error at the offending text."""
+        if isinstance(node, SName):
+            if node.name in variables:
+                return variables[node.name]
+            return self.param_symbols[node.name]
+        if isinstance(node, SNumber):
+            if not node.text.isdigit():
+                raise IndexNotationError(
+                    f"index positions take integers, not {node.text!r}", node.span, self.text
+                )
+            return sympy.Integer(int(node.text))
+        if isinstance(node, SNeg):
+            return -self.index_expr(node.operand, variables)
+        if isinstance(node, SBinary):
+            if node.op in ("/", "**"):
+                what = "division" if node.op == "/" else "a power"
+                raise IndexNotationError(
+                    f"index expressions must be affine: {what} is not allowed in an index",
+                    node.span,
+                    self.text,
+                )
+            left = self.index_expr(node.left, variables)
+            right = self.index_expr(node.right, variables)
+            if node.op == "+":
+                return left + right
+            if node.op == "-":
+                return left - right
+            index_symbols = set(variables.values())
+            if left.free_symbols & index_symbols and right.free_symbols & index_symbols:
+                raise IndexNotationError(
+                    "index expressions must be affine: this multiplies two index variables",
+                    node.span,
+                    self.text,
+                )
+            return expand(left * right)
+        what = {
+            SAccess: "a tensor",
+            SCall: "a function call",
+            SReduce: "a reduction",
+        }.get(type(node), "this")
+        raise IndexNotationError(
+            f"index expressions must be affine: {what} cannot appear inside brackets",
+            node.span,
+            self.text,
+        )
+
+    # ---- shapes and extents ------------------------------------------------------------
+
+    def size_symbol(self, tensor: str, axis: int, rank: int, lone: str | None) -> sympy.Symbol:
+        if lone is not None and lone.upper() not in self.taken:
+            name = lone.upper()
+        else:
+            name = f"N_{tensor}" if rank == 1 else f"N_{tensor}{axis}"
+        symbol = fresh(name, self.taken)
+        symbol = sympy.Symbol(symbol.name, integer=True, positive=True)
+        self.size_symbols.append(symbol)
+        return symbol
+
+    def declare_tensor(self, access: SAccess, lone_names: list[str | None]) -> None:
+        rank = len(access.indices)
+        if access.name in self.shape_values:
+            given = self.shape_values[access.name]
+            if len(given) != rank:
+                raise ExtentError(
+                    f"{access.name!r} is read with {rank} indices but its shape "
+                    f"{tuple(given)} has {len(given)}",
+                    access.span,
+                    self.text,
+                )
+            self.shapes[access.name] = [sympy.Integer(n) for n in given]
+        else:
+            self.shapes[access.name] = [
+                self.size_symbol(access.name, k, rank, lone_names[k]) for k in range(rank)
+            ]
+
+    def unify(self, first: sympy.Expr, second: sympy.Expr, what: str, span: Span) -> sympy.Expr:
+        """Make two extents one; a free size symbol gives way to the other extent."""
+        if sympy.simplify(first - second) == 0:
+            return first
+        for symbol, value in ((second, first), (first, second)):
+            if isinstance(symbol, sympy.Symbol) and symbol in self.size_symbols:
+                self.substitute_size(symbol, value)
+                return value
+        raise ExtentError(f"inconsistent extents: {what} ({first} vs {second})", span, self.text)
+
+    def current(self, expr: sympy.Expr) -> sympy.Expr:
+        """``expr`` with every size unification so far applied."""
+        for symbol, value in self.replacements:
+            expr = expr.xreplace({symbol: value})
+        return expr
+
+    def current_node(self, node: ir.Node) -> ir.Node:
+        for symbol, value in self.replacements:
+            node = ir.subs(node, {symbol: value})
+        return node
+
+    def substitute_size(self, symbol: sympy.Symbol, value: sympy.Expr) -> None:
+        self.size_symbols.remove(symbol)
+        self.replacements.append((symbol, value))
+        mapping = {symbol: value}
+        for name, shape in self.shapes.items():
+            self.shapes[name] = [e.xreplace(mapping) for e in shape]
+        for var, extent in self.extents.items():
+            self.extents[var] = extent.xreplace(mapping)
+
+    # ---- statements --------------------------------------------------------------------
+
+    def statement(self, k: int, node: SStatement, written: set[str]) -> ir.Statement:
+        names = self.index_vars[k]
+        variables = {name: fresh(name, set()) for name in sorted(names)}
+        reads = _accesses(node.rhs)
+        target_access = node.target if isinstance(node.target, SAccess) else None
+        for access in reads:
+            if access.name == (
+                target_access.name if target_access else getattr(node.target, "name", None)
+            ):
+                raise IndexNotationError(
+                    f"{access.name!r} is read on the right-hand side of its own definition",
+                    access.span,
+                    self.text,
+                )
+            lone = [i.name if isinstance(i, SName) and i.name in names else None for i in
+                    access.indices]
+            if access.name not in self.shapes:
+                if access.name in written:
+                    raise IndexNotationError(  # pragma: no cover - written implies shaped
+                        f"{access.name!r} has no shape", access.span, self.text
+                    )
+                self.declare_tensor(access, lone)
+            elif len(self.shapes[access.name]) != len(access.indices):
+                raise IndexNotationError(
+                    f"{access.name!r} is read with {len(access.indices)} indices here but "
+                    f"{len(self.shapes[access.name])} elsewhere",
+                    access.span,
+                    self.text,
+                )
+        # extents of variables that index an axis alone, or are declared
+        local_extents: dict[str, sympy.Expr] = {}
+        for name in sorted(names):
+            if name in self.range_values:
+                local_extents[name] = sympy.Integer(self.range_values[name])
+        for access in reads:
+            for axis, index in enumerate(access.indices):
+                if isinstance(index, SName) and index.name in names:
+                    size = self.shapes[access.name][axis]
+                    if index.name in local_extents:
+                        local_extents[index.name] = self.unify(
+                            local_extents[index.name],
+                            size,
+                            f"{index.name!r} indexes axis {axis} of {access.name!r}",
+                            index.span,
+                        )
+                    else:
+                        local_extents[index.name] = size
+        # resolve after unification may have substituted symbols
+        exprs: dict[int, sympy.Expr] = {}
+
+        def index_of(n: Any) -> sympy.Expr:
+            key = id(n)
+            if key not in exprs:
+                exprs[key] = self.index_expr(n, variables)
+            return exprs[key]
+
+        for access in reads:
+            for index in access.indices:
+                index_of(index)
+        gather = _is_gather_target(node.target)
+        target_name = node.target.name
+        lhs_vars = (
+            {i.name for i in target_access.indices} if gather and target_access else set()
+        )
+        for name in sorted(names - lhs_vars):
+            if name not in local_extents:
+                raise ExtentError(
+                    f"index {name!r} has no extent: it indexes no tensor alone; "
+                    f"declare it (ranges={{'{name}': n}}, or --range {name}=n)",
+                    self._first_span(node, name),
+                    self.text,
+                )
+        if gather:
+            lhs_names = [i.name for i in target_access.indices] if target_access else []
+            self._infer_lhs_extents(lhs_names, local_extents, reads, variables, index_of, node)
+            for name in lhs_names:
+                if name not in variables:  # pragma: no cover - classified as index above
+                    raise IndexNotationError(f"{name!r} is not an index", node.span, self.text)
+        else:
+            lhs_names = []
+            assert target_access is not None
+            for index in target_access.indices:
+                index_of(index)
+        for name in names:
+            if name not in local_extents:
+                raise ExtentError(
+                    f"index {name!r} has no extent: it indexes no tensor alone; "
+                    f"declare it (ranges={{'{name}': n}}, or --range {name}=n)",
+                    self._first_span(node, name),
+                    self.text,
+                )
+        for name in local_extents:
+            local_extents[name] = self.current(local_extents[name])
+        for name, extent in local_extents.items():
+            self.extents[variables[name]] = extent
+        rhs = self._rhs(node, names, set(lhs_names), variables, local_extents)
+        if gather:
+            indices = tuple(variables[n] for n in lhs_names)
+            shape = [local_extents[n] for n in lhs_names]
+            statement = ir.Statement(target_name, indices, rhs, node.span)
+        else:
+            statement, shape = self._scatter(node, rhs, variables, local_extents, index_of)
+        if target_name in self.shape_values:
+            given = [sympy.Integer(n) for n in self.shape_values[target_name]]
+            if len(given) != len(shape):
+                raise ExtentError(
+                    f"{target_name!r} has {len(shape)} indices but its shape has {len(given)}",
+                    node.target.span,
+                    self.text,
+                )
+            for axis, (declared, inferred) in enumerate(zip(given, shape, strict=True)):
+                if declared != inferred:
+                    shape[axis] = declared
+                    if gather:
+                        self.extents[statement.indices[axis]] = declared
+        if any(n.is_number and n <= 0 for n in shape):
+            raise ExtentError(
+                f"the output {target_name!r} is empty (shape {tuple(shape)})",
+                node.target.span,
+                self.text,
+            )
+        self.shapes[target_name] = list(shape)
+        return statement
+
+    def _infer_lhs_extents(
+        self,
+        lhs_names: list[str],
+        extents: dict[str, sympy.Expr],
+        reads: list[SAccess],
+        variables: Mapping[str, sympy.Symbol],
+        index_of: Any,
+        node: SStatement,
+    ) -> None:
+        pending = [n for n in lhs_names if n not in extents]
+        while pending:
+            progressed = False
+            for name in list(pending):
+                var = variables[name]
+                bounds: list[sympy.Expr] = []
+                blocked = False
+                for access in reads:
+                    for axis, index in enumerate(access.indices):
+                        expr = index_of(index)
+                        coefficient = expr.coeff(var)
+                        if coefficient == 0 or not expr.has(var):
+                            continue
+                        others = [
+                            s for s in expr.free_symbols if s in variables.values() and s != var
+                        ]
+                        if any(o.name not in extents for o in others):
+                            blocked = True
+                            continue
+                        if coefficient.is_nonpositive:
+                            continue
+                        if not coefficient.is_positive:
+                            raise ExtentError(
+                                f"cannot infer the extent of {name!r}: the sign of its "
+                                f"coefficient {coefficient} is unknown; declare it",
+                                index.span,
+                                self.text,
+                            )
+                        rest = expr - coefficient * var
+                        top = rest
+                        for other in others:
+                            c = rest.coeff(other)
+                            if c.is_nonnegative:
+                                top = top.subs(other, extents[other.name] - 1)
+                            elif c.is_nonpositive:
+                                top = top.subs(other, 0)
+                            else:
+                                raise ExtentError(
+                                    f"cannot infer the extent of {name!r}: the sign of "
+                                    f"{c} is unknown; declare it",
+                                    index.span,
+                                    self.text,
+                                )
+                        size = self.shapes[access.name][axis]
+                        bounds.append(sympy.floor((size - 1 - top) / coefficient) + 1)
+                if blocked and not bounds:
+                    continue
+                if not bounds:
+                    raise ExtentError(
+                        f"cannot infer the extent of {name!r}: no read bounds it from above; "
+                        f"declare it (ranges={{'{name}': n}}, or --range {name}=n)",
+                        self._first_span(node, name),
+                        self.text,
+                    )
+                extent = bounds[0] if len(bounds) == 1 else sympy.Min(*bounds)
+                if not extent.is_number:
+                    # a derived extent gets a name of its own, defined once
+                    axis = lhs_names.index(name)
+                    symbol = self.size_symbol(node.target.name, axis, len(lhs_names), name)
+                    self.size_symbols.remove(symbol)
+                    self.definitions[symbol] = extent
+                    extent = symbol
+                extents[name] = extent
+                pending.remove(name)
+                progressed = True
+            if not progressed:
+                raise ExtentError(
+                    f"cannot infer the extents of {', '.join(map(repr, pending))} jointly; "
+                    "declare one of them with ranges= (--range)",
+                    self._first_span(node, pending[0]),
+                    self.text,
+                )
+
+    def _rhs(
+        self,
+        node: SStatement,
+        names: set[str],
+        lhs_names: set[str],
+        variables: Mapping[str, sympy.Symbol],
+        extents: Mapping[str, sympy.Expr],
+    ) -> ir.Node:
+        scatter = not _is_gather_target(node.target)
+        if scatter:
+            assert isinstance(node.target, SAccess)
+            outer = set().union(*(_names_in(i) for i in node.target.indices)) & names
+        else:
+            outer = set(lhs_names)
+        for name in lhs_names:
+            used = any(
+                name in _names_in(i) for a in _accesses(node.rhs) for i in a.indices
+            ) or any(name in {n.name for n in r.names} for r in _reductions(node.rhs))
+            if not used and name not in self.range_values:
+                raise IndexNotationError(
+                    f"index {name!r} is on the left-hand side but not on the right",
+                    self._first_span(node, name),
+                    self.text,
+                )
+        terms: list[ir.Node] = []
+        for sign, term in _top_terms(node.rhs):
+            value = self.value(term, variables, extents, bound=set(outer))
+            used = ir.free_index_symbols(value) & set(variables.values())
+            summed = tuple(
+                sorted(
+                    (v for v in used if v.name not in outer), key=lambda v: v.name
+                )
+            )
+            if summed:
+                where = tuple(c for v in summed for c in ir.box(v, extents[v.name]))
+                value = ir.Reduce("sum", summed, value, where)
+            terms.append(value if sign > 0 else ir.make_mul([ir.Const(sympy.Integer(-1)), value]))
+        return ir.make_add(terms)
+
+    def value(
+        self,
+        node: Any,
+        variables: Mapping[str, sympy.Symbol],
+        extents: Mapping[str, sympy.Expr],
+        bound: set[str],
+    ) -> ir.Node:
+        """The IR of a value expression (right-hand side)."""
+        if isinstance(node, SNumber):
+            return ir.Const(sympy.nsimplify(node.text, rational=True), node.span)
+        if isinstance(node, SName):
+            if node.name in self.shapes and not self.shapes[node.name]:
+                return ir.Access(node.name, (), node.span)
+            if node.name in self.tensor_names:
+                raise IndexNotationError(
+                    f"tensor {node.name!r} is used without its indices", node.span, self.text
+                )
+            return ir.Const(self.param_symbols[node.name], node.span)
+        if isinstance(node, SAccess):
+            if node.name in self.shapes and not self.shapes[node.name] and node.indices:
+                raise IndexNotationError(
+                    f"{node.name!r} is a scalar and takes no indices", node.span, self.text
+                )
+            indices = tuple(self.index_expr(i, variables) for i in node.indices)
+            return ir.Access(node.name, indices, node.span)
+        if isinstance(node, SNeg):
+            return ir.make_mul(
+                [ir.Const(sympy.Integer(-1)), self.value(node.operand, variables, extents, bound)]
+            )
+        if isinstance(node, SBinary):
+            left = self.value(node.left, variables, extents, bound)
+            right = self.value(node.right, variables, extents, bound)
+            if node.op == "+":
+                return ir.make_add([left, right])
+            if node.op == "-":
+                return ir.make_add([left, ir.make_mul([ir.Const(sympy.Integer(-1)), right])])
+            if node.op == "*":
+                return ir.make_mul([left, right])
+            if node.op == "/":
+                return ir.make_mul([left, ir.make_pow(right, sympy.Integer(-1))])
+            if not isinstance(right, ir.Const) or not right.value.is_number:
+                raise IndexNotationError(
+                    "the exponent of '**' must be a number", node.right.span, self.text
+                )
+            return ir.make_pow(left, right.value)
+        if isinstance(node, SCall):
+            if node.name not in ir.FUNCTIONS:
+                raise IndexNotationError(
+                    f"unknown function {node.name!r}; known: {', '.join(ir.FUNCTIONS)}",
+                    node.name_span,
+                    self.text,
+                )
+            return ir.Call(node.name, self.value(node.arg, variables, extents, bound), node.span)
+        if isinstance(node, SReduce):
+            reduced = []
+            for name in node.names:
+                if name.name in bound:
+                    raise IndexNotationError(
+                        f"index {name.name!r} is already bound outside this reduction",
+                        name.span,
+                        self.text,
+                    )
+                reduced.append(name.name)
+            if len(set(reduced)) != len(reduced):
+                raise IndexNotationError(
+                    "an index is listed twice in this reduction", node.span, self.text
+                )
+            body = self.value(node.body, variables, extents, bound | set(reduced))
+            symbols = tuple(variables[n] for n in reduced)
+            where = tuple(c for v in symbols for c in ir.box(v, extents[v.name]))
+            return ir.Reduce(node.op, symbols, body, where, node.span)  # type: ignore[arg-type]
+        raise IndexNotationError("unsupported expression", getattr(node, "span", None), self.text)
+
+    def _scatter(
+        self,
+        node: SStatement,
+        rhs: ir.Node,
+        variables: Mapping[str, sympy.Symbol],
+        extents: Mapping[str, sympy.Expr],
+        index_of: Any,
+    ) -> tuple[ir.Statement, list[sympy.Expr]]:
+        """``Y[L(v)] = rhs(v)`` as a gather: ``Y[u] = sum_v [u = L(v)] rhs(v)``."""
+        from .solve import gather
+
+        assert isinstance(node.target, SAccess)
+        writes = [index_of(i) for i in node.target.indices]
+        outer = sorted(
+            set().union(*(w.free_symbols for w in writes)) & set(variables.values()),
+            key=lambda v: v.name,
+        )
+        shape: list[sympy.Expr] = []
+        for index, write in zip(node.target.indices, writes, strict=True):
+            top = write
+            for var in outer:
+                c = write.coeff(var)
+                if c.is_nonnegative:
+                    top = top.subs(var, extents[var.name] - 1)
+                elif c.is_nonpositive:
+                    top = top.subs(var, 0)
+                else:
+                    raise ExtentError(
+                        f"cannot size the output: the sign of {c} is unknown; declare its shape",
+                        index.span,
+                        self.text,
+                    )
+            shape.append(expand(top + 1))
+        taken = set(self.taken) | {v.name for v in variables.values()}
+        targets = tuple(fresh(name, taken) for name in _output_names(len(writes)))
+        where = tuple(c for v in outer for c in ir.box(v, extents[v.name]))
+        rhs_gather = gather(targets, tuple(writes), rhs, tuple(outer), where)
+        return ir.Statement(node.target.name, targets, rhs_gather, node.span), shape
+
+    def run(self, statements: list[SStatement]) -> Program:
+        self.classify(statements)
+        written: set[str] = set()
+        result: list[ir.Statement] = []
+        for k, node in enumerate(statements):
+            target = node.target.name
+            if target in written:
+                raise IndexNotationError(
+                    f"{target!r} is written twice", node.target.span, self.text
+                )
+            if target in self.shapes:
+                raise IndexNotationError(
+                    f"{target!r} is read before it is written", node.target.span, self.text
+                )
+            result.append(self.statement(k, node, written))
+            written.add(target)
+        # sizes substituted during unification must reach the statements too
+        result = [
+            ir.Statement(s.target, s.indices, self.current_node(s.rhs), s.span) for s in result
+        ]
+        inputs = tuple(
+            dict.fromkeys(
+                a.tensor for s in result for a in ir.accesses(s.rhs) if a.tensor not in written
+            )
+        )
+        values: dict[str, int | float] = {}
+        mapping: dict[sympy.Symbol, sympy.Expr] = {}
+        for name, value in self.param_values.items():
+            if value is None:
+                continue
+            symbol = self.param_symbols.get(name)
+            if symbol is None:
+                raise ArgumentError(f"parameter {name!r} is not used in the expression")
+            values[name] = value
+            mapping[symbol] = sympy.nsimplify(value, rational=True) if isinstance(
+                value, float
+            ) else sympy.Integer(value)
+        for name in self.param_values:
+            if name not in self.param_symbols:
+                raise ArgumentError(f"parameter {name!r} is not used in the expression")
+        params = tuple(s for n, s in sorted(self.param_symbols.items()) if s not in mapping)
+        program = Program(
+            text=self.text,
+            statements=tuple(result),
+            shapes={k: tuple(v) for k, v in self.shapes.items()},
+            inputs=inputs,
+            params=params,
+            sizes=tuple(self.size_symbols),
+            values=values,
+            extents=dict(self.extents),
+            definitions={k: self.current(v) for k, v in self.definitions.items()},
+        )
+        return substitute(program, mapping) if mapping else program
+
+
+def _output_names(rank: int) -> list[str]:
+    letters = ["p", "q", "r", "t", "u", "v", "w"]
+    return letters[:rank] if rank <= len(letters) else [f"p{k}" for k in range(rank)]
+
+
+def substitute(program: Program, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Program:
+    """The program with numbers (or expressions) in place of parameters and sizes."""
+    statements = tuple(
+        ir.Statement(s.target, s.indices, ir.subs(s.rhs, mapping), s.span)
+        for s in program.statements
+    )
+    shapes = {k: tuple(e.xreplace(mapping) for e in v) for k, v in program.shapes.items()}
+    definitions = {k: v.xreplace(mapping) for k, v in program.definitions.items()}
+    settled = {k: v for k, v in definitions.items() if v.is_number}
+    if settled:
+        # a derived extent that became a number is replaced by it everywhere
+        return substitute(
+            replace(program, definitions={k: v for k, v in definitions.items() if k not in settled}),
+            {**mapping, **settled},
+        )
+    extents = {k: v.xreplace(mapping) for k, v in program.extents.items()}
+    return Program(
+        text=program.text,
+        statements=statements,
+        shapes=shapes,
+        inputs=program.inputs,
+        params=tuple(p for p in program.params if p not in mapping),
+        sizes=tuple(s for s in program.sizes if s not in mapping),
+        values=program.values,
+        extents=extents,
+        definitions=definitions,
+    )
+
+
+def analyse(
+    text: str,
+    params: ParamValues | None = None,
+    shapes: ShapeValues | None = None,
+    ranges: RangeValues | None = None,
+) -> Program:
+    """Parse and analyse ``text`` into a Program; every problem is an EinderiveError."""
+    statements = parse(text)
+    try:
+        return _Analyser(text, params, shapes, ranges).run(statements)
+    except EinderiveError as error:
+        raise error.with_text(text) from None

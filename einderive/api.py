@@ -1,0 +1,172 @@
+"""The public entry points: derive, evaluate, vjp (verify lives in verify.py)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from . import backends
+from .analysis import ParamValues, Program, RangeValues, ShapeValues, analyse
+from .derivation import Derivation, Pullback
+from .derive import pullbacks
+from .errors import ArgumentError, EinderiveError
+from .evaluate import run_statements
+
+
+def _frozen(mapping: Mapping | None) -> tuple | None:
+    if mapping is None:
+        return None
+    return tuple(sorted((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in mapping.items()))
+
+
+@functools.lru_cache(maxsize=256)
+def _derive_cached(
+    text: str, params: tuple | None, shapes: tuple | None, ranges: tuple | None, wrt: tuple | None
+) -> Derivation:
+    program = analyse(
+        text,
+        dict(params) if params is not None else None,
+        dict(shapes) if shapes is not None else None,
+        dict(ranges) if ranges is not None else None,
+    )
+    return derive_program(program, wrt)
+
+
+def derive_program(program: Program, wrt: Iterable[str] | None = None) -> Derivation:
+    """The pullbacks of an analysed program."""
+    if wrt is not None:
+        unknown = [name for name in wrt if name not in program.inputs]
+        if unknown:
+            raise ArgumentError(
+                f"cannot differentiate with respect to {', '.join(map(repr, unknown))}: "
+                f"the inputs are {', '.join(program.inputs)}"
+            )
+    backward = pullbacks(program, wrt)
+    result = {
+        name: Pullback(
+            name,
+            next(s for s in backward.statements if s.target == backward.cotangents[name]),
+            backward.seeds[0],
+        )
+        for name in program.inputs
+        if wrt is None or name in wrt
+    }
+    return Derivation(program, backward, result)
+
+
+def derive(
+    text: str,
+    params: ParamValues | None = None,
+    shapes: ShapeValues | None = None,
+    ranges: RangeValues | None = None,
+    wrt: Iterable[str] | None = None,
+) -> Derivation:
+    """Derive the pullback of every input of ``text`` in gather form.
+
+    >>> d = derive("Y[i] = W[m]*X[i+m]")
+    >>> print(d.pullbacks["X"].notation())
+    dX[p] = sum_{i}(dY[i] * W[p - i])
+    """
+    try:
+        return _derive_cached(
+            text,
+            _frozen(params),
+            _frozen(shapes),
+            _frozen(ranges),
+            tuple(wrt) if wrt is not None else None,
+        )
+    except EinderiveError as error:
+        raise error.with_text(text) from None
+
+
+def _input_shapes(
+    text: str, inputs: Mapping[str, np.ndarray], shapes: ShapeValues | None
+) -> dict[str, tuple[int, ...]]:
+    merged = dict(shapes or {})
+    for name, array in inputs.items():
+        merged[name] = tuple(np.shape(array))
+    return merged
+
+
+def _check_inputs(program: Program, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    missing = [name for name in program.inputs if name not in inputs]
+    if missing:
+        raise ArgumentError(f"no array given for {', '.join(map(repr, missing))}")
+    extra = [name for name in inputs if name not in program.inputs]
+    if extra:
+        raise ArgumentError(
+            f"arrays given for {', '.join(map(repr, extra))}, which the expression does not read"
+        )
+    arrays = {}
+    for name in program.inputs:
+        array = np.asarray(inputs[name])
+        if not np.issubdtype(array.dtype, np.number):
+            raise ArgumentError(f"{name!r} must be a numeric array, not {array.dtype}")
+        arrays[name] = array.astype(np.float64, copy=False)
+    return arrays
+
+
+def numeric_program(
+    text: str,
+    inputs: Mapping[str, np.ndarray],
+    params: ParamValues | None,
+    shapes: ShapeValues | None,
+    ranges: RangeValues | None,
+) -> Program:
+    """The program with every size taken from the arrays; every parameter must have a number."""
+    try:
+        program = analyse(text, params, _input_shapes(text, inputs, shapes), ranges)
+    except EinderiveError as error:
+        raise error.with_text(text) from None
+    if program.params:
+        names = ", ".join(p.name for p in program.params)
+        raise ArgumentError(f"give a number for every parameter: params={{...}} for {names}")
+    return program
+
+
+def evaluate(
+    text: str,
+    inputs: Mapping[str, np.ndarray],
+    params: ParamValues | None = None,
+    shapes: ShapeValues | None = None,
+    ranges: RangeValues | None = None,
+) -> np.ndarray:
+    """The forward value of ``text`` (its last statement) by direct interpretation.
+
+    >>> evaluate("Y[i] = W[m]*X[i+m]", {"W": [1.0, 2.0], "X": [1.0, 0.0, 3.0]})
+    array([1., 6.])
+    """
+    program = numeric_program(text, inputs, params, shapes, ranges)
+    arrays = _check_inputs(program, inputs)
+    values = run_statements(program.statements, program.shapes, arrays)
+    return values[program.output]
+
+
+def vjp(
+    text: str,
+    inputs: Mapping[str, np.ndarray],
+    cotangent: np.ndarray,
+    params: ParamValues | None = None,
+    shapes: ShapeValues | None = None,
+    ranges: RangeValues | None = None,
+    backend: str = "loops",
+) -> dict[str, np.ndarray]:
+    """The pullback of ``cotangent`` into every input, computed by ``backend``.
+
+    >>> grads = vjp("Y[i] = W[m]*X[i+m]", {"W": [1.0, 2.0], "X": [1.0, 0.0, 3.0]}, [1.0, 1.0])
+    >>> grads["X"]
+    array([1., 3., 2.])
+    """
+    program = numeric_program(text, inputs, params, shapes, ranges)
+    arrays = _check_inputs(program, inputs)
+    derivation = derive_program(program)
+    output_shape = tuple(int(n) for n in program.shapes[program.output])
+    cotangent = np.asarray(cotangent, dtype=np.float64)
+    if cotangent.shape != output_shape:
+        raise ArgumentError(
+            f"the cotangent has shape {cotangent.shape}; the output "
+            f"{program.output!r} has shape {output_shape}"
+        )
+    return backends.run(backend, derivation, arrays, cotangent)

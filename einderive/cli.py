@@ -1,0 +1,170 @@
+"""The command line: ``einderive EXPR [options]`` (also ``python -m einderive``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import ArgumentError, EinderiveError
+
+EXAMPLES = """\
+examples:
+  einderive "Y[i,j] = W[m,n]*X[s*i+m-1, s*j+n-1]"
+      both pullbacks of a strided 2-D convolution, with the stride s symbolic
+  einderive "Y[i,j] = W[m,n]*X[s*i+m-1, s*j+n-1]" --param s=2 --shape X=7x7 --shape W=3x3
+      the same with numbers for the stride and the sizes
+  einderive "Y[i] = X[i,i]" --wrt X --emit latex
+      the pullback of a diagonal read, in LaTeX
+  einderive "Y[i] = max_{m}(X[2*i+m])" --range m=3 --verify
+      max pooling; --verify checks every pullback numerically
+  echo "C[i,j] = A[i,k]*B[k,j]" | einderive -
+      read the expression from standard input
+
+exit status:
+  0  success
+  1  a numerical verification failed
+  2  bad input (the message names the problem and points at its column)
+"""
+
+def _emitters() -> dict[str, Callable[..., str]]:
+    from .emit import outputs
+
+    return outputs.EMITTERS
+
+
+def _number(text: str, what: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise ArgumentError(f"{what}: {text!r} is not a number") from None
+
+
+def _pairs(values: Sequence[str], what: str) -> list[tuple[str, str | None]]:
+    pairs = []
+    for value in values:
+        name, sep, rest = value.partition("=")
+        name = name.strip()
+        if not name.isidentifier():
+            raise ArgumentError(f"--{what} {value!r}: expected NAME=VALUE")
+        pairs.append((name, rest.strip() if sep else None))
+    return pairs
+
+
+def parse_params(values: Sequence[str]) -> dict[str, int | float | None]:
+    params: dict[str, int | float | None] = {}
+    for name, value in _pairs(values, "param"):
+        if name in params:
+            raise ArgumentError(f"parameter {name!r} is given twice")
+        params[name] = None if value is None else _number(value, f"--param {name}")
+    return params
+
+
+def parse_shapes(values: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, value in _pairs(values, "shape"):
+        if value is None or not value:
+            raise ArgumentError(f"--shape {name}: expected {name}=7x7")
+        if name in shapes:
+            raise ArgumentError(f"the shape of {name!r} is given twice")
+        try:
+            shapes[name] = tuple(int(n) for n in value.lower().split("x"))
+        except ValueError:
+            raise ArgumentError(f"--shape {name}={value}: sizes are integers, like 7x7") from None
+    return shapes
+
+
+def parse_ranges(values: Sequence[str]) -> dict[str, int]:
+    ranges: dict[str, int] = {}
+    for name, value in _pairs(values, "range"):
+        if value is None or not value.isdigit():
+            raise ArgumentError(f"--range {name}: expected {name}=3 (a positive integer)")
+        if name in ranges:
+            raise ArgumentError(f"the range of {name!r} is given twice")
+        ranges[name] = int(value)
+    return ranges
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="einderive",
+        description=(
+            "Derive the backward pass (pullbacks) of an index-notation expression, "
+            "in gather form, checked numerically."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("expression", help="the forward, e.g. 'Y[i] = W[m]*X[i+m]'; - reads stdin")
+    parser.add_argument(
+        "--wrt", action="append", default=[], metavar="T", help="only the pullback into T"
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="s=2",
+        help="a parameter's value (or just its name, to declare it a symbolic parameter)",
+    )
+    parser.add_argument(
+        "--shape", action="append", default=[], metavar="X=7x7", help="a tensor's shape"
+    )
+    parser.add_argument(
+        "--range", action="append", default=[], metavar="m=3", help="an index's extent"
+    )
+    parser.add_argument(
+        "--emit",
+        default="text",
+        metavar="FORMAT",
+        help="what to print: " + ", ".join(_emitters()) + " (default: text)",
+    )
+    parser.add_argument(
+        "--verify", action="store_true", help="check every pullback numerically and report"
+    )
+    parser.add_argument(
+        "--trials", type=int, default=3, help="random draws for --verify (default: 3)"
+    )
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    text = args.expression
+    if text == "-":
+        text = sys.stdin.read().strip()
+    try:
+        params = parse_params(args.param)
+        shapes = parse_shapes(args.shape)
+        ranges = parse_ranges(args.range)
+        emitters = _emitters()
+        if args.emit not in emitters:
+            raise ArgumentError(
+                f"--emit {args.emit!r}: choose one of {', '.join(emitters)}"
+            )
+        from .api import derive
+
+        derivation = derive(text, params, shapes, ranges, wrt=args.wrt or None)
+        print(emitters[args.emit](derivation))
+        if args.verify:
+            from .verify import verify
+
+            report = verify(text, params, shapes, ranges, trials=args.trials)
+            print(report, file=sys.stdout if args.emit == "text" else sys.stderr)
+            if not report.ok:
+                return 1
+    except EinderiveError as error:
+        print(f"einderive: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main() -> None:
+    try:
+        sys.exit(run())
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        sys.exit(0)

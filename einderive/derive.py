@@ -1,0 +1,270 @@
+"""Pullbacks by reverse accumulation over the IR, then scatter -> gather per occurrence.
+
+For ``Out[o] = rhs`` every read ``T[A v + b]`` of a tensor, somewhere inside
+the right-hand side with the variables ``v`` in scope, contributes
+
+    dT[u] += sum_v dOut[o] * (d rhs / d T[A v + b]) * [u = A v + b]
+
+(the product rule per occurrence, so ``X[i]*X[i+1]`` gives two terms), and
+``solve.gather`` removes the delta. Programs are differentiated statement by
+statement from the last: an intermediate's cotangent is the sum of what the
+statements that read it send back, and is itself a statement.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+import sympy
+
+from . import ir
+from .ir import expand
+from .analysis import Program, fresh
+from .solve import gather
+
+_rename_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One occurrence's share of a pullback, before the delta is eliminated."""
+
+    access: ir.Access
+    seed: ir.Node
+    scope: tuple[sympy.Symbol, ...]
+    where: tuple[ir.Constraint, ...]
+
+
+def _neg(node: ir.Node) -> ir.Node:
+    return ir.make_mul([ir.Const(sympy.Integer(-1)), node])
+
+
+def function_derivative(func: str, arg: ir.Node) -> ir.Node:
+    """``f'(arg)`` as an IR expression; ``relu'(0) = 0``."""
+    call = ir.Call(func, arg)
+    if func == "exp":
+        return call
+    if func == "log":
+        return ir.make_pow(arg, sympy.Integer(-1))
+    if func == "sqrt":
+        return ir.make_mul([ir.Const(sympy.Rational(1, 2)), ir.make_pow(call, sympy.Integer(-1))])
+    if func == "abs":
+        return ir.Call("sign", arg)
+    if func == "tanh":
+        return ir.make_add([ir.ONE, _neg(ir.make_pow(call, sympy.Integer(2)))])
+    if func == "sigmoid":
+        return ir.make_mul([call, ir.make_add([ir.ONE, _neg(call)])])
+    if func == "relu":
+        return ir.Call("step", arg)
+    if func in ("step", "sign"):
+        return ir.ZERO
+    raise ValueError(f"no derivative for {func!r}")  # pragma: no cover - FUNCTIONS is closed
+
+
+def rename_bound(node: ir.Node, taken: set[str]) -> ir.Node:
+    """Give every variable bound inside ``node`` a fresh name, so substitution cannot capture."""
+    if isinstance(node, ir.Reduce | ir.IsExtremum):
+        mapping = {v: fresh(_stem(v), taken) for v in node.variables}
+        body = rename_bound(ir.subs(node.body, mapping), taken)
+        renamed = replace(
+            node,
+            variables=tuple(mapping[v] for v in node.variables),
+            body=body,
+            where=tuple(c.subs(mapping) for c in node.where),
+        )
+        return renamed
+    if isinstance(node, ir.Add):
+        return replace(node, terms=tuple(rename_bound(t, taken) for t in node.terms))
+    if isinstance(node, ir.Mul):
+        return replace(node, factors=tuple(rename_bound(f, taken) for f in node.factors))
+    if isinstance(node, ir.Pow):
+        return replace(node, base=rename_bound(node.base, taken))
+    if isinstance(node, ir.Call):
+        return replace(node, arg=rename_bound(node.arg, taken))
+    return node
+
+
+def _stem(var: sympy.Symbol) -> str:
+    """The name a renamed variable is renamed from: ``m2`` -> ``m`` (then ``m3``, not ``m21``)."""
+    return var.name.rstrip("0123456789") or var.name
+
+
+def backprop(
+    node: ir.Node,
+    seed: ir.Node,
+    scope: tuple[sympy.Symbol, ...],
+    where: tuple[ir.Constraint, ...],
+    wrt: set[str],
+    taken: set[str],
+    out: list[Contribution],
+) -> None:
+    """Send ``seed`` (the cotangent of ``node``) down to every read of a tensor in ``wrt``."""
+    if seed == ir.ZERO:
+        return
+    if isinstance(node, ir.Access):
+        if node.tensor in wrt:
+            out.append(Contribution(node, seed, scope, where))
+    elif isinstance(node, ir.Add):
+        for term in node.terms:
+            backprop(term, seed, scope, where, wrt, taken, out)
+    elif isinstance(node, ir.Mul):
+        for k, factor in enumerate(node.factors):
+            others = [f for j, f in enumerate(node.factors) if j != k]
+            backprop(factor, ir.make_mul([seed, *others]), scope, where, wrt, taken, out)
+    elif isinstance(node, ir.Pow):
+        local = ir.make_mul([ir.Const(node.exponent), ir.make_pow(node.base, node.exponent - 1)])
+        backprop(node.base, ir.make_mul([seed, local]), scope, where, wrt, taken, out)
+    elif isinstance(node, ir.Call):
+        local = function_derivative(node.func, node.arg)
+        backprop(node.arg, ir.make_mul([seed, local]), scope, where, wrt, taken, out)
+    elif isinstance(node, ir.Reduce):
+        # the reduced variables join the scope under fresh names (the seed may mention the old)
+        mapping = {v: fresh(_stem(v), taken) for v in node.variables}
+        body = ir.subs(node.body, mapping)
+        inner_where = tuple(c.subs(mapping) for c in node.where)
+        variables = tuple(mapping[v] for v in node.variables)
+        if node.op != "sum":
+            # max_/min_: the cotangent goes to the first extremum only
+            indicator = rename_bound(
+                ir.IsExtremum(node.op, node.variables, node.body, node.where, variables), taken
+            )
+            seed = ir.make_mul([seed, indicator])
+        backprop(body, seed, scope + variables, where + inner_where, wrt, taken, out)
+    # constants and IsExtremum (piecewise constant) send nothing back
+
+
+def cotangent_name(name: str, taken: set[str]) -> str:
+    candidate = f"d{name}"
+    while candidate in taken:
+        candidate = f"d{candidate}"
+    return candidate
+
+
+def axis_names(rank: int) -> list[str]:
+    letters = ["p", "q", "r", "t", "u", "v", "w", "z"]
+    return letters[:rank] if rank <= len(letters) else [f"p{k}" for k in range(rank)]
+
+
+@dataclass(frozen=True)
+class Backward:
+    """The backward program: cotangent statements in evaluation order."""
+
+    statements: tuple[ir.Statement, ...]
+    cotangents: dict[str, str]  # tensor name -> its cotangent's name
+    seeds: tuple[str, ...]  # the cotangents given from outside (the output's)
+
+
+def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
+    """Reverse accumulation through every statement of ``program``."""
+    taken: set[str] = set(program.shapes) | {s.name for s in program.symbols}
+    for statement in program.statements:
+        for node in ir.walk(statement.rhs):
+            if isinstance(node, ir.Reduce | ir.IsExtremum):
+                taken |= {v.name for v in node.variables}
+        taken |= {v.name for v in statement.indices}
+    names = {t: cotangent_name(t, taken | set(program.shapes)) for t in program.shapes}
+    taken |= set(names.values())
+    written = {s.target for s in program.statements}
+    wanted = set(program.inputs if wrt is None else wrt)
+    contributions: dict[str, list[Contribution]] = defaultdict(list)
+    statements: list[ir.Statement] = []
+    produced: set[str] = set()
+    output = program.output
+    for statement in reversed(program.statements):
+        target = statement.target
+        if target != output:
+            if not contributions[target]:
+                continue
+            statements.append(_collect(program, target, names, contributions[target], taken))
+            produced.add(names[target])
+        seed = ir.Access(names[target], statement.indices)
+        where = tuple(
+            c
+            for v, extent in zip(statement.indices, program.shapes[target], strict=True)
+            for c in ir.box(v, extent)
+        )
+        prefer = _summed_first(statement)
+        found: list[Contribution] = []
+        backprop(statement.rhs, seed, statement.indices, where, written | wanted, taken, found)
+        for contribution in found:
+            contributions[contribution.access.tensor].append(
+                replace(contribution, scope=_order(contribution.scope, prefer))
+            )
+    for name in program.inputs:
+        if name in wanted:
+            statements.append(_collect(program, name, names, contributions[name], taken))
+    return Backward(
+        statements=tuple(statements),
+        cotangents={k: v for k, v in names.items() if k in wanted or v in produced},
+        seeds=(names[output],),
+    )
+
+
+def _summed_first(statement: ir.Statement) -> tuple[sympy.Symbol, ...]:
+    summed: list[sympy.Symbol] = []
+    for node in ir.walk(statement.rhs):
+        if isinstance(node, ir.Reduce):
+            summed.extend(node.variables)
+    return tuple(summed) + statement.indices
+
+
+def _order(scope: tuple[sympy.Symbol, ...], prefer: tuple[sympy.Symbol, ...]) -> tuple:
+    """The scope with the forward's summed variables (and their renamings) first."""
+    names = [v.name for v in prefer]
+
+    def key(var: sympy.Symbol) -> int:
+        base = var.name.rstrip("0123456789")
+        if var.name in names:
+            return names.index(var.name)
+        if base in names:
+            return names.index(base)
+        return len(names)
+
+    return tuple(sorted(scope, key=key))
+
+
+def _collect(
+    program: Program,
+    tensor: str,
+    names: dict[str, str],
+    contributions: list[Contribution],
+    taken: set[str],
+) -> ir.Statement:
+    """``dT[u] = sum of every contribution``, each delta eliminated into a gather."""
+    rank = len(program.shapes[tensor])
+    local = set(taken)  # each pullback names its own axes p, q, ...
+    targets = tuple(fresh(name, local) for name in axis_names(rank))
+    terms: list[ir.Node] = []
+    boxes = dict(zip(targets, program.shapes[tensor], strict=True))
+    for contribution in contributions:
+        seed = rename_bound(contribution.seed, taken)
+        term = gather(
+            targets,
+            contribution.access.indices,
+            seed,
+            contribution.scope,
+            contribution.where,
+            prefer=contribution.scope,
+        )
+        terms.append(_drop_box_guards(term, boxes))
+    return ir.Statement(names[tensor], targets, ir.make_add(terms))
+
+
+def _drop_box_guards(term: ir.Node, boxes: dict[sympy.Symbol, sympy.Expr]) -> ir.Node:
+    """Remove guards on the pullback's own indices that its shape already implies."""
+    from .solve import implied_by_box
+
+    if not isinstance(term, ir.Reduce):
+        return term
+    summed = set(term.variables)
+    where = tuple(
+        c
+        for c in term.where
+        if c.free_symbols & summed or not implied_by_box(c, boxes)
+    )
+    if not term.variables and not where:
+        return term.body
+    return replace(term, where=where)

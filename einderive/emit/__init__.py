@@ -1,0 +1,1 @@
+"""Emitters: the notation as text and LaTeX, code, convolution calls, JSON."""

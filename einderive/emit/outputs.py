@@ -1,0 +1,73 @@
+"""What ``--emit`` can print: one function per format, taking a Derivation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..derivation import Derivation
+
+
+def text(derivation: Derivation) -> str:
+    return str(derivation)
+
+
+def latex(derivation: Derivation) -> str:
+    return derivation.latex()
+
+
+def as_data(derivation: Derivation) -> dict[str, Any]:
+    """Everything as JSON-ready data (see CONTRACT section 3, item 5)."""
+    from .printer import NotationPrinter
+
+    program = derivation.program
+    printer = NotationPrinter()
+    return {
+        "expression": program.text,
+        "output": program.output,
+        "inputs": list(program.inputs),
+        "parameters": [p.name for p in program.params],
+        "given": dict(program.values),
+        "shapes": {
+            name: [printer.scalar(n) for n in shape] for name, shape in program.shapes.items()
+        },
+        "definitions": {s.name: printer.scalar(v) for s, v in program.definitions.items()},
+        "cotangent": derivation.backward.seeds[0],
+        "intermediates": [
+            {"notation": _notation(s), "text": _text(s)} for s in derivation.intermediates
+        ],
+        "pullbacks": {
+            name: {
+                "name": pullback.name,
+                "notation": pullback.notation(),
+                "text": str(pullback),
+                "latex": pullback.latex(),
+            }
+            for name, pullback in derivation.pullbacks.items()
+        },
+    }
+
+
+def _notation(statement: Any) -> str:
+    from .text import statement_text
+
+    return statement_text(statement, with_domain=False)
+
+
+def _text(statement: Any) -> str:
+    from .text import statement_text
+
+    return statement_text(statement)
+
+
+def as_json(derivation: Derivation) -> str:
+    return json.dumps(as_data(derivation), indent=2)
+
+
+EMITTERS: dict[str, Callable[[Derivation], str]] = {
+    "text": text,
+    "latex": latex,
+    "json": as_json,
+}

@@ -1,0 +1,232 @@
+"""The notation printer: one ``_print_<Node>`` method per IR class, in plain text.
+
+``LatexPrinter`` (latex.py) changes only the spelling: operators, brackets,
+the sum sign, and how bounds are written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sympy
+from sympy.printing.str import StrPrinter
+
+from .. import ir
+from ..solve import Bounds, loop_bounds
+
+class ScalarPrinter(StrPrinter):
+    """sympy's str printer with the spelling of Python and NumPy users: max, min, ceil."""
+
+    def _print_Max(self, expr: sympy.Max) -> str:
+        return f"max({', '.join(self._print(a) for a in _sorted_args(expr))})"
+
+    def _print_Min(self, expr: sympy.Min) -> str:
+        return f"min({', '.join(self._print(a) for a in _sorted_args(expr))})"
+
+    def _print_ceiling(self, expr: sympy.ceiling) -> str:
+        return f"ceil({self._print(expr.args[0])})"
+
+
+def _sorted_args(expr: sympy.Expr) -> list[sympy.Expr]:
+    """Numbers first, then the rest as sympy orders them."""
+    return sorted(expr.args, key=lambda a: (not a.is_number, sympy.default_sort_key(a)))
+
+
+# Precedence levels, loosest first.
+ADD, MUL, UNARY, POW, ATOM = range(5)
+
+
+class NotationPrinter:
+    """Prints IR nodes, index expressions, bounds and conditions in the notation."""
+
+    times = " * "
+    minus = "-"
+
+    def __init__(self, order: Sequence[sympy.Symbol] = ()) -> None:
+        self.order = list(order)
+
+    # ---- scalars: index expressions, bounds, parameters ----------------------------------
+
+    def symbol(self, symbol: sympy.Symbol) -> str:
+        return symbol.name
+
+    def number(self, value: sympy.Expr) -> str:
+        return str(value)
+
+    def scalar(self, expr: sympy.Expr) -> str:
+        """A constant or bound expression (parameters, sizes, floor/ceiling, max/min)."""
+        return ScalarPrinter().doprint(expr)
+
+    def product(self, coefficient: str, symbol: str) -> str:
+        return f"{coefficient}*{symbol}"
+
+    def index(self, expr: sympy.Expr) -> str:
+        """An affine index expression, variables in the reader's order: ``p - s*i + 1``."""
+        expr = ir.expand(expr)
+        variables = [v for v in self.order if expr.has(v)]
+        parts: list[tuple[bool, str]] = []
+        rest = expr
+        for var in variables:
+            coefficient = expr.coeff(var)
+            if coefficient == 0:
+                continue
+            rest = ir.expand(rest - coefficient * var)
+            negative = _looks_negative(coefficient)
+            magnitude = -coefficient if negative else coefficient
+            name = self.symbol(var)
+            numerator, denominator = sympy.fraction(magnitude)
+            if magnitude == 1:
+                text = name
+            elif denominator != 1:
+                top = name if numerator == 1 else self.product(self.scalar(numerator), name)
+                text = self.fraction(top, self.scalar(denominator), isinstance(denominator, sympy.Add))
+            else:
+                wrapped = self.scalar(magnitude)
+                if isinstance(magnitude, sympy.Add):
+                    wrapped = f"({wrapped})"
+                text = self.product(wrapped, name)
+            parts.append((negative, text))
+        if rest != 0:
+            negative = _looks_negative(rest)
+            magnitude = -rest if negative else rest
+            text = self.scalar(magnitude)
+            if isinstance(magnitude, sympy.Add):
+                text = f"({text})"
+            parts.append((negative, text))
+        if not parts:
+            return "0"
+        # lead with a positive term where there is one: `9 - p`, not `-p + 9`
+        leading = next((k for k, (negative, _) in enumerate(parts) if not negative), 0)
+        parts.insert(0, parts.pop(leading))
+        first_negative, first = parts[0]
+        out = (self.minus if first_negative else "") + first
+        for negative, text in parts[1:]:
+            out += f" - {text}" if negative else f" + {text}"
+        return out
+
+    # ---- value expressions --------------------------------------------------------------
+
+    def expr(self, node: ir.Node, context: int = ADD) -> str:
+        method = getattr(self, f"_print_{type(node).__name__}")
+        text, level = method(node)
+        return self.group(text) if level < context else text
+
+    def group(self, text: str) -> str:
+        return f"({text})"
+
+    def _print_Const(self, node: ir.Const) -> tuple[str, int]:
+        value = node.value
+        if _looks_negative(value):
+            return self.minus + self.scalar(-value), UNARY
+        level = ATOM if value.is_Atom else MUL
+        return self.scalar(value), level
+
+    def _print_Access(self, node: ir.Access) -> tuple[str, int]:
+        if not node.indices:
+            return node.tensor, ATOM
+        return f"{node.tensor}[{', '.join(self.index(e) for e in node.indices)}]", ATOM
+
+    def _print_Add(self, node: ir.Add) -> tuple[str, int]:
+        out = ""
+        for k, term in enumerate(node.terms):
+            negative, magnitude = _split_sign(term)
+            text = self.expr(magnitude, ADD if k == 0 and not negative else MUL)
+            if k == 0:
+                out = (self.minus if negative else "") + text
+            else:
+                out += (" - " if negative else " + ") + text
+        return out, ADD
+
+    def _print_Mul(self, node: ir.Mul) -> tuple[str, int]:
+        negative, magnitude = _split_sign(node)
+        factors = magnitude.factors if isinstance(magnitude, ir.Mul) else (magnitude,)
+        numerator = [f for f in factors if not (isinstance(f, ir.Pow) and f.exponent < 0)]
+        denominator = [
+            ir.make_pow(f.base, -f.exponent)
+            for f in factors
+            if isinstance(f, ir.Pow) and f.exponent < 0
+        ]
+        text = self.join_product(numerator) if numerator else "1"
+        if denominator:
+            text = self.fraction(text, self.join_product(denominator), len(denominator) > 1)
+        if negative:
+            return self.minus + text, UNARY
+        return text, MUL
+
+    def join_product(self, factors: Sequence[ir.Node]) -> str:
+        return self.times.join(self.expr(f, MUL + 1 if len(factors) > 1 else MUL) for f in factors)
+
+    def fraction(self, numerator: str, denominator: str, compound: bool) -> str:
+        return f"{numerator} / " + (f"({denominator})" if compound else denominator)
+
+    def _print_Pow(self, node: ir.Pow) -> tuple[str, int]:
+        base = self.expr(node.base, ATOM)
+        return f"{base}**{self.scalar(node.exponent)}", POW
+
+    def _print_Call(self, node: ir.Call) -> tuple[str, int]:
+        return f"{node.func}({self.expr(node.arg)})", ATOM
+
+    def _print_Reduce(self, node: ir.Reduce) -> tuple[str, int]:
+        names = ",".join(self.symbol(v) for v in node.variables)
+        if not node.variables:
+            return self.expr(node.body, MUL), MUL
+        return f"{node.op}_{{{names}}}({self.expr(node.body)})", ATOM
+
+    def _print_IsExtremum(self, node: ir.IsExtremum) -> tuple[str, int]:
+        names = ",".join(self.symbol(v) for v in node.variables)
+        at = ", ".join(self.index(e) for e in node.at)
+        return f"[({at}) = arg{node.op}_{{{names}}}({self.expr(node.body)})]", ATOM
+
+    # ---- bounds and conditions ----------------------------------------------------------
+
+    def condition(self, constraint: ir.Constraint) -> str:
+        expr = constraint.expr
+        if constraint.kind == "div":
+            return f"{self.scalar(constraint.modulus)} divides {self.index(expr)}"
+        left, right, flipped = self.sides(expr)
+        relation = "=" if constraint.kind == "eq" else ("<=" if flipped else ">=")
+        return f"{self.index(left)} {relation} {self.index(right)}"
+
+    def sides(self, expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr, bool]:
+        """``expr >= 0`` as ``left >= right`` (or ``<=`` when flipped, the third value).
+
+        Index terms with a plus sign go left, everything else right.
+        """
+        left, right = sympy.Integer(0), sympy.Integer(0)
+        for term in sympy.Add.make_args(ir.expand(expr)):
+            if term.free_symbols & set(self.order) and not _looks_negative(term):
+                left += term
+            else:
+                right -= term
+        if left == 0:
+            return ir.expand(-right), sympy.Integer(0), True
+        return left, right, False
+
+    def bounds(self, bound: Bounds) -> str:
+        return f"{self.symbol(bound.var)} from {self.scalar(bound.low)} to {self.scalar(bound.high)}"
+
+    def domain(self, term: ir.Node) -> list[str]:
+        """The bounds and conditions of a top-level term, one line each."""
+        if not isinstance(term, ir.Reduce) or term.op != "sum":
+            return []
+        bounds, conditions = loop_bounds(term.variables, term.where)
+        return [self.bounds(b) for b in bounds] + [self.condition(c) for c in conditions]
+
+
+def _looks_negative(value: sympy.Expr) -> bool:
+    if value.is_number:
+        return bool(value < 0)
+    return bool(value.could_extract_minus_sign())
+
+
+def _split_sign(node: ir.Node) -> tuple[bool, ir.Node]:
+    """Whether a term reads as negative, and its magnitude."""
+    if isinstance(node, ir.Const) and _looks_negative(node.value):
+        return True, ir.Const(-node.value)
+    if isinstance(node, ir.Mul):
+        first = node.factors[0]
+        if isinstance(first, ir.Const) and _looks_negative(first.value):
+            return True, ir.make_mul([ir.Const(-first.value), *node.factors[1:]])
+    return False, node
+
+

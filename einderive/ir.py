@@ -1,0 +1,309 @@
+"""The intermediate representation: frozen dataclasses with sympy index expressions.
+
+A forward program and its derived pullbacks use the same types, so a result can
+be printed, evaluated, emitted and differentiated again.
+
+Every index variable is bound, either by the left-hand side of its statement or
+by a `Reduce`; a `Reduce` carries its domain as affine `Constraint`s (the box
+``0 <= m <= M-1`` of a forward sum, and after a derivation the exact bounds and
+divisibility conditions left by eliminating a Kronecker delta).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import sympy
+
+from .errors import Span
+
+def expand(expr: sympy.Expr) -> sympy.Expr:
+    """Distribute products over sums, leaving the insides of floor/ceiling/Min/Max alone."""
+    return sympy.expand(expr, deep=False)
+
+
+ReduceOp = Literal["sum", "max", "min"]
+ConstraintKind = Literal["ge", "eq", "div"]
+
+# Elementwise functions of the notation, and the two that derivatives introduce.
+FUNCTIONS = ("exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "step", "sign")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """An affine condition on index variables: ``expr >= 0``, ``expr == 0`` or ``modulus | expr``."""
+
+    kind: ConstraintKind
+    expr: sympy.Expr
+    modulus: sympy.Expr = sympy.Integer(1)
+
+    def subs(self, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Constraint:
+        return normalise(
+            replace(
+                self,
+                expr=expand(self.expr.xreplace(mapping)),
+                modulus=self.modulus.xreplace(mapping),
+            )
+        )
+
+    @property
+    def free_symbols(self) -> set[sympy.Symbol]:
+        return self.expr.free_symbols | self.modulus.free_symbols
+
+
+def normalise(constraint: Constraint) -> Constraint:
+    """Clear denominators (multiplying by a positive denominator keeps the meaning)."""
+    expr = expand(constraint.expr)
+    numerator, denominator = sympy.fraction(sympy.together(expr, deep=False))
+    if denominator != 1 and denominator.is_positive:
+        expr = expand(numerator)
+        modulus = constraint.modulus * denominator if constraint.kind == "div" else sympy.Integer(1)
+        return Constraint(constraint.kind, expr, modulus)
+    denominator = sympy.Integer(1)
+    for term in sympy.Add.make_args(expr):
+        coefficient = term.as_coeff_Mul()[0]
+        if coefficient.is_Rational:
+            denominator = sympy.ilcm(denominator, coefficient.q)
+    if denominator != 1:
+        expr = expand(expr * denominator)
+        modulus = constraint.modulus * denominator if constraint.kind == "div" else sympy.Integer(1)
+        return Constraint(constraint.kind, expr, modulus)
+    return Constraint(constraint.kind, expr, constraint.modulus)
+
+
+def box(var: sympy.Symbol, extent: sympy.Expr) -> tuple[Constraint, Constraint]:
+    """``0 <= var <= extent - 1``."""
+    return Constraint("ge", var), Constraint("ge", expand(extent - 1 - var))
+
+
+@dataclass(frozen=True)
+class Node:
+    """Base of the expression nodes; ``span`` points into the source text."""
+
+
+@dataclass(frozen=True)
+class Const(Node):
+    """A number or an expression in parameters."""
+
+    value: sympy.Expr
+    span: Span | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Access(Node):
+    """A read ``T[e0, e1, ...]``; zero outside the tensor's shape."""
+
+    tensor: str
+    indices: tuple[sympy.Expr, ...]
+    span: Span | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Add(Node):
+    terms: tuple[Node, ...]
+    span: Span | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Mul(Node):
+    factors: tuple[Node, ...]
+    span: Span | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Pow(Node):
+    """``base ** exponent`` with a numeric exponent (``-1`` is division)."""
+
+    base: Node
+    exponent: sympy.Expr
+    span: Span | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Call(Node):
+    """An elementwise function of ``FUNCTIONS``."""
+
+    func: str
+    arg: Node
+    span: Span | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Reduce(Node):
+    """``op`` over the integer points of ``variables`` that satisfy every constraint."""
+
+    op: ReduceOp
+    variables: tuple[sympy.Symbol, ...]
+    body: Node
+    where: tuple[Constraint, ...]
+    span: Span | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class IsExtremum(Node):
+    """1 where ``at`` is the first (row-major) point of ``op`` of ``body`` over ``variables``.
+
+    This is the derivative of ``max_`` / ``min_`` with respect to its body.
+    """
+
+    op: ReduceOp
+    variables: tuple[sympy.Symbol, ...]
+    body: Node
+    where: tuple[Constraint, ...]
+    at: tuple[sympy.Expr, ...]
+    span: Span | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """``target[indices] = rhs`` in gather form: each index a distinct variable."""
+
+    target: str
+    indices: tuple[sympy.Symbol, ...]
+    rhs: Node
+    span: Span | None = field(default=None, compare=False)
+
+
+ZERO = Const(sympy.Integer(0))
+ONE = Const(sympy.Integer(1))
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    if isinstance(node, Add):
+        return node.terms
+    if isinstance(node, Mul):
+        return node.factors
+    if isinstance(node, Pow | Call):
+        return (node.base,) if isinstance(node, Pow) else (node.arg,)
+    if isinstance(node, Reduce | IsExtremum):
+        return (node.body,)
+    return ()
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """Every node of the tree, parents first."""
+    yield node
+    for child in children(node):
+        yield from walk(child)
+
+
+def accesses(node: Node) -> Iterator[Access]:
+    return (n for n in walk(node) if isinstance(n, Access))
+
+
+def subs(node: Node, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Node:
+    """Substitute index variables (or parameters) everywhere in ``node``.
+
+    Bound variables are unique by construction (see ``analysis.fresh``), so
+    they are never captured; they are still shielded from the mapping.
+    """
+    if not mapping:
+        return node
+    if isinstance(node, Const):
+        return replace(node, value=node.value.xreplace(mapping))
+    if isinstance(node, Access):
+        return replace(
+            node, indices=tuple(expand(e.xreplace(mapping)) for e in node.indices)
+        )
+    if isinstance(node, Add):
+        return replace(node, terms=tuple(subs(t, mapping) for t in node.terms))
+    if isinstance(node, Mul):
+        return replace(node, factors=tuple(subs(f, mapping) for f in node.factors))
+    if isinstance(node, Pow):
+        return replace(node, base=subs(node.base, mapping))
+    if isinstance(node, Call):
+        return replace(node, arg=subs(node.arg, mapping))
+    if isinstance(node, Reduce | IsExtremum):
+        inner = {k: v for k, v in mapping.items() if k not in node.variables}
+        updated = replace(
+            node,
+            body=subs(node.body, inner),
+            where=tuple(c.subs(inner) for c in node.where),
+        )
+        if isinstance(updated, IsExtremum):
+            updated = replace(
+                updated, at=tuple(expand(e.xreplace(mapping)) for e in updated.at)
+            )
+        return updated
+    raise TypeError(f"unknown node {node!r}")
+
+
+def rename_tensors(node: Node, mapping: Mapping[str, str]) -> Node:
+    """Rename tensors read by ``node`` (e.g. ``Y`` -> ``dY``)."""
+    if isinstance(node, Access):
+        return replace(node, tensor=mapping.get(node.tensor, node.tensor))
+    if isinstance(node, Add):
+        return replace(node, terms=tuple(rename_tensors(t, mapping) for t in node.terms))
+    if isinstance(node, Mul):
+        return replace(node, factors=tuple(rename_tensors(f, mapping) for f in node.factors))
+    if isinstance(node, Pow):
+        return replace(node, base=rename_tensors(node.base, mapping))
+    if isinstance(node, Call):
+        return replace(node, arg=rename_tensors(node.arg, mapping))
+    if isinstance(node, Reduce | IsExtremum):
+        return replace(node, body=rename_tensors(node.body, mapping))
+    return node
+
+
+def free_index_symbols(node: Node) -> set[sympy.Symbol]:
+    """Symbols used in index positions and constraints of ``node`` that it does not bind."""
+    if isinstance(node, Access):
+        return set().union(*(e.free_symbols for e in node.indices)) if node.indices else set()
+    if isinstance(node, Reduce | IsExtremum):
+        inner = free_index_symbols(node.body)
+        for constraint in node.where:
+            inner |= constraint.free_symbols
+        if isinstance(node, IsExtremum):
+            for e in node.at:
+                inner |= e.free_symbols
+        return inner - set(node.variables)
+    result: set[sympy.Symbol] = set()
+    for child in children(node):
+        result |= free_index_symbols(child)
+    return result
+
+
+def make_mul(factors: list[Node]) -> Node:
+    """A product, with constants folded and ones dropped; zero if any factor is zero."""
+    coefficient: sympy.Expr = sympy.Integer(1)
+    rest: list[Node] = []
+    for factor in factors:
+        parts = factor.factors if isinstance(factor, Mul) else (factor,)
+        for part in parts:
+            if isinstance(part, Const):
+                coefficient = coefficient * part.value
+            else:
+                rest.append(part)
+    if coefficient == 0:
+        return ZERO
+    if coefficient != 1 or not rest:
+        rest.insert(0, Const(coefficient))
+    return rest[0] if len(rest) == 1 else Mul(tuple(rest))
+
+
+def make_add(terms: list[Node]) -> Node:
+    """A sum, with zeros dropped and constants folded."""
+    constant: sympy.Expr = sympy.Integer(0)
+    rest: list[Node] = []
+    for term in terms:
+        parts = term.terms if isinstance(term, Add) else (term,)
+        for part in parts:
+            if isinstance(part, Const):
+                constant = constant + part.value
+            else:
+                rest.append(part)
+    if constant != 0 or not rest:
+        rest.append(Const(constant))
+    return rest[0] if len(rest) == 1 else Add(tuple(rest))
+
+
+def make_pow(base: Node, exponent: sympy.Expr) -> Node:
+    if exponent == 1:
+        return base
+    if exponent == 0:
+        return ONE
+    if isinstance(base, Const):
+        return Const(base.value**exponent)
+    return Pow(base, exponent)

@@ -1,0 +1,234 @@
+"""Scatter -> gather: eliminating a Kronecker delta over the integers, and exact loop bounds.
+
+``gather`` turns
+
+    out[u] = sum_{v in D} [u = L(v)] * body(v)
+
+into a gather over the variables the equations leave, by solving each equation
+for one variable (a unit coefficient where there is one, so no condition
+appears; otherwise a divisibility condition). Equations left without a
+variable are guards (the diagonal ``Y[i] = X[i,i]`` keeps ``p = q``), and the
+box of every eliminated variable becomes affine bounds on the others.
+
+``loop_bounds`` turns a domain into per-variable lower and upper bounds by
+Fourier-Motzkin elimination, innermost variable first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sympy
+
+from . import ir
+from .ir import expand
+
+
+def _sign(coefficient: sympy.Expr) -> int:
+    """+1 or -1 when the sign is known from the assumptions, 0 when it is not."""
+    if coefficient.is_positive:
+        return 1
+    if coefficient.is_negative:
+        return -1
+    return 0
+
+
+def _pivot_rank(
+    coefficient: sympy.Expr, var: sympy.Symbol, prefer: Sequence[sympy.Symbol]
+) -> tuple[int, int] | None:
+    if coefficient in (1, -1):
+        kind = 0
+    elif coefficient.is_number and coefficient != 0:
+        kind = 1
+    elif _sign(coefficient):
+        kind = 2
+    else:
+        return None
+    order = prefer.index(var) if var in prefer else len(prefer)
+    return kind, order
+
+
+def simplify_constraints(constraints: Sequence[ir.Constraint]) -> tuple[ir.Constraint, ...] | None:
+    """Drop constraints that always hold and duplicates; None if one can never hold."""
+    kept: dict[tuple[str, sympy.Expr, sympy.Expr], ir.Constraint] = {}
+    for constraint in constraints:
+        constraint = ir.normalise(constraint)
+        expr = constraint.expr
+        if constraint.kind == "div":
+            if constraint.modulus in (1, -1):
+                continue
+            if expr.is_number and constraint.modulus.is_number:
+                if expr % constraint.modulus != 0:
+                    return None
+                continue
+            if sympy.Mod(expr, constraint.modulus) == 0:
+                continue
+        elif constraint.kind == "eq":
+            if expr.is_number:
+                if expr != 0:
+                    return None
+                continue
+            # a canonical sign, so that p - q and q - p are one guard
+            if sympy.Add.make_args(expr)[0].as_coeff_Mul()[0] < 0:
+                constraint = ir.Constraint("eq", -expr)
+        else:
+            if expr.is_nonnegative:
+                continue
+            if expr.is_negative:
+                return None
+        kept[(constraint.kind, constraint.expr, constraint.modulus)] = constraint
+    return tuple(kept.values())
+
+
+def gather(
+    targets: Sequence[sympy.Symbol],
+    writes: Sequence[sympy.Expr],
+    body: ir.Node,
+    scope: Sequence[sympy.Symbol],
+    where: Sequence[ir.Constraint],
+    prefer: Sequence[sympy.Symbol] = (),
+) -> ir.Node:
+    """``sum_{scope in where} [targets = writes] body`` with the delta eliminated.
+
+    ``prefer`` orders the variables to solve for among equally good pivots (the
+    forward's summed variables first gives the gather form ``W[p - s*i + 1]``).
+    """
+    equations = [expand(t - w) for t, w in zip(targets, writes, strict=True)]
+    remaining = list(scope)
+    constraints = list(where)
+    while True:
+        best: tuple[tuple[int, int], int, sympy.Symbol] | None = None
+        for k, equation in enumerate(equations):
+            for var in remaining:
+                coefficient = equation.coeff(var)
+                if coefficient == 0:
+                    continue
+                rank = _pivot_rank(coefficient, var, prefer)
+                if rank is not None and (best is None or rank < best[0]):
+                    best = (rank, k, var)
+        if best is None:
+            break
+        _, k, var = best
+        equation = equations.pop(k)
+        coefficient = equation.coeff(var)
+        rest = expand(equation - coefficient * var)
+        solution = expand(-rest / coefficient)
+        if coefficient not in (1, -1):
+            modulus = coefficient if _sign(coefficient) > 0 else -coefficient
+            constraints.append(ir.Constraint("div", rest, modulus))
+        mapping = {var: solution}
+        remaining.remove(var)
+        equations = [expand(e.xreplace(mapping)) for e in equations]
+        constraints = [c.subs(mapping) for c in constraints]
+        body = ir.subs(body, mapping)
+    constraints += [ir.Constraint("eq", e) for e in equations]
+    simplified = simplify_constraints(constraints)
+    if simplified is None or body == ir.ZERO:
+        return ir.ZERO
+    return ir.Reduce("sum", tuple(remaining), body, simplified)
+
+
+def implied_by_box(constraint: ir.Constraint, boxes: dict[sympy.Symbol, sympy.Expr]) -> bool:
+    """Whether an inequality over boxed variables holds on the whole box (checked at its corner)."""
+    if constraint.kind != "ge":
+        return False
+    worst = constraint.expr
+    for var, extent in boxes.items():
+        coefficient = constraint.expr.coeff(var)
+        if coefficient == 0:
+            continue
+        sign = _sign(coefficient)
+        if sign == 0:
+            return False
+        worst = worst.xreplace({var: sympy.Integer(0) if sign > 0 else extent - 1})
+    return bool(expand(worst).is_nonnegative)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Inclusive bounds of one loop variable: ``max(lower) <= var <= min(upper)``, step 1."""
+
+    var: sympy.Symbol
+    lower: tuple[sympy.Expr, ...]
+    upper: tuple[sympy.Expr, ...]
+
+    @property
+    def low(self) -> sympy.Expr:
+        return self.lower[0] if len(self.lower) == 1 else sympy.Max(*self.lower)
+
+    @property
+    def high(self) -> sympy.Expr:
+        return self.upper[0] if len(self.upper) == 1 else sympy.Min(*self.upper)
+
+
+def _bound_of(constraint: ir.Constraint, var: sympy.Symbol) -> tuple[int, sympy.Expr] | None:
+    """``c*var + r >= 0`` read as a bound on var: (+1, ceil(-r/c)) or (-1, floor(r/|c|))."""
+    coefficient = constraint.expr.coeff(var)
+    sign = _sign(coefficient)
+    if sign == 0:
+        return None
+    rest = expand(constraint.expr - coefficient * var)
+    if sign > 0:
+        return 1, sympy.ceiling(-rest / coefficient)
+    return -1, sympy.floor(rest / -coefficient)
+
+
+def loop_bounds(
+    variables: Sequence[sympy.Symbol], where: Sequence[ir.Constraint]
+) -> tuple[list[Bounds], list[ir.Constraint]]:
+    """Bounds for nested loops over ``variables`` (outermost first), by Fourier-Motzkin.
+
+    Returns the bounds and the conditions to check besides them: the guards on
+    the outer variables alone, equalities, divisibility, and inequalities whose
+    coefficient has an unknown sign. What Fourier-Motzkin derives for the outer
+    variables is implied by a non-empty loop and is not repeated.
+    """
+    summed = set(variables)
+    guards = [c for c in where if not c.free_symbols & summed]
+    conditions = [c for c in where if c.kind != "ge" and c.free_symbols & summed]
+    inequalities = [c for c in where if c.kind == "ge" and c.free_symbols & summed]
+    result: list[Bounds] = []
+    for var in reversed(list(variables)):
+        lower: list[sympy.Expr] = []
+        upper: list[sympy.Expr] = []
+        positive: list[ir.Constraint] = []
+        negative: list[ir.Constraint] = []
+        others: list[ir.Constraint] = []
+        for constraint in inequalities:
+            bound = _bound_of(constraint, var) if constraint.expr.has(var) else None
+            if bound is None:
+                (conditions if constraint.expr.has(var) else others).append(constraint)
+                continue
+            side, value = bound
+            (lower if side > 0 else upper).append(value)
+            (positive if side > 0 else negative).append(constraint)
+        # every lower bound paired with every upper bound: the outer variables must admit a point
+        for low in positive:
+            for high in negative:
+                a = low.expr.coeff(var)
+                b = -high.expr.coeff(var)
+                others.append(ir.Constraint("ge", expand(b * low.expr + a * high.expr)))
+        inequalities = _prune(
+            [c for c in simplify_constraints(others) or () if c.free_symbols & summed]
+        )
+        result.append(Bounds(var, tuple(dict.fromkeys(lower)), tuple(dict.fromkeys(upper))))
+    return list(reversed(result)), guards + conditions
+
+
+def _prune(constraints: list[ir.Constraint]) -> list[ir.Constraint]:
+    """Drop inequalities implied by another with the same variable part and a smaller constant."""
+    kept: list[ir.Constraint] = []
+    for constraint in constraints:
+        implied = False
+        for other in constraints:
+            if other is constraint:
+                continue
+            difference = expand(constraint.expr - other.expr)
+            earlier = constraints.index(other) < constraints.index(constraint)
+            if difference.is_positive or (difference == 0 and earlier):
+                implied = True
+                break
+        if not implied:
+            kept.append(constraint)
+    return kept
