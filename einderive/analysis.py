@@ -24,8 +24,8 @@ from typing import Any
 import sympy
 
 from . import ir
-from .ir import expand
 from .errors import ArgumentError, EinderiveError, ExtentError, IndexNotationError, Span
+from .ir import expand
 from .parse import SAccess, SBinary, SCall, SName, SNeg, SNumber, SReduce, SStatement, parse
 
 ParamValues = Mapping[str, int | float | None]
@@ -380,6 +380,7 @@ class _Analyser:
 
     def unify(self, first: sympy.Expr, second: sympy.Expr, what: str, span: Span) -> sympy.Expr:
         """Make two extents one; a free size symbol gives way to the other extent."""
+        first, second = self.current(first), self.current(second)
         if sympy.simplify(first - second) == 0:
             return first
         for symbol, value in ((second, first), (first, second)):
@@ -424,8 +425,9 @@ class _Analyser:
                     access.span,
                     self.text,
                 )
-            lone = [i.name if isinstance(i, SName) and i.name in names else None for i in
-                    access.indices]
+            lone = [
+                i.name if isinstance(i, SName) and i.name in names else None for i in access.indices
+            ]
             if access.name not in self.shapes:
                 if access.name in written:
                     raise IndexNotationError(  # pragma: no cover - written implies shaped
@@ -471,9 +473,7 @@ class _Analyser:
                 index_of(index)
         gather = _is_gather_target(node.target)
         target_name = node.target.name
-        lhs_vars = (
-            {i.name for i in target_access.indices} if gather and target_access else set()
-        )
+        lhs_vars = {i.name for i in target_access.indices} if gather and target_access else set()
         for name in sorted(names - lhs_vars):
             if name not in local_extents:
                 raise ExtentError(
@@ -631,9 +631,9 @@ class _Analyser:
         else:
             outer = set(lhs_names)
         for name in lhs_names:
-            used = any(
-                name in _names_in(i) for a in _accesses(node.rhs) for i in a.indices
-            ) or any(name in {n.name for n in r.names} for r in _reductions(node.rhs))
+            used = any(name in _names_in(i) for a in _accesses(node.rhs) for i in a.indices) or any(
+                name in {n.name for n in r.names} for r in _reductions(node.rhs)
+            )
             if not used and name not in self.range_values:
                 raise IndexNotationError(
                     f"index {name!r} is on the left-hand side but not on the right",
@@ -644,11 +644,7 @@ class _Analyser:
         for sign, term in _top_terms(node.rhs):
             value = self.value(term, variables, extents, bound=set(outer))
             used = ir.free_index_symbols(value) & set(variables.values())
-            summed = tuple(
-                sorted(
-                    (v for v in used if v.name not in outer), key=lambda v: v.name
-                )
-            )
+            summed = tuple(sorted((v for v in used if v.name not in outer), key=lambda v: v.name))
             if summed:
                 where = tuple(c for v in summed for c in ir.box(v, extents[v.name]))
                 value = ir.Reduce("sum", summed, value, where)
@@ -801,9 +797,11 @@ class _Analyser:
             if symbol is None:
                 raise ArgumentError(f"parameter {name!r} is not used in the expression")
             values[name] = value
-            mapping[symbol] = sympy.nsimplify(value, rational=True) if isinstance(
-                value, float
-            ) else sympy.Integer(value)
+            mapping[symbol] = (
+                sympy.nsimplify(value, rational=True)
+                if isinstance(value, float)
+                else sympy.Integer(value)
+            )
         for name in self.param_values:
             if name not in self.param_symbols:
                 raise ArgumentError(f"parameter {name!r} is not used in the expression")
@@ -839,7 +837,9 @@ def substitute(program: Program, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> 
     if settled:
         # a derived extent that became a number is replaced by it everywhere
         return substitute(
-            replace(program, definitions={k: v for k, v in definitions.items() if k not in settled}),
+            replace(
+                program, definitions={k: v for k, v in definitions.items() if k not in settled}
+            ),
             {**mapping, **settled},
         )
     extents = {k: v.xreplace(mapping) for k, v in program.extents.items()}

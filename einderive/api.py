@@ -18,7 +18,9 @@ from .evaluate import run_statements
 def _frozen(mapping: Mapping | None) -> tuple | None:
     if mapping is None:
         return None
-    return tuple(sorted((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in mapping.items()))
+    return tuple(
+        sorted((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in mapping.items())
+    )
 
 
 @functools.lru_cache(maxsize=256)

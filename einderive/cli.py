@@ -27,6 +27,7 @@ exit status:
   2  bad input (the message names the problem and points at its column)
 """
 
+
 def _emitters() -> dict[str, Callable[..., str]]:
     from .emit import outputs
 
@@ -142,9 +143,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         ranges = parse_ranges(args.range)
         emitters = _emitters()
         if args.emit not in emitters:
-            raise ArgumentError(
-                f"--emit {args.emit!r}: choose one of {', '.join(emitters)}"
-            )
+            raise ArgumentError(f"--emit {args.emit!r}: choose one of {', '.join(emitters)}")
         from .api import derive
 
         derivation = derive(text, params, shapes, ranges, wrt=args.wrt or None)

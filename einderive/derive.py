@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 import sympy
 
 from . import ir
-from .ir import expand
 from .analysis import Program, fresh
 from .solve import gather
 
@@ -260,11 +259,7 @@ def _drop_box_guards(term: ir.Node, boxes: dict[sympy.Symbol, sympy.Expr]) -> ir
     if not isinstance(term, ir.Reduce):
         return term
     summed = set(term.variables)
-    where = tuple(
-        c
-        for c in term.where
-        if c.free_symbols & summed or not implied_by_box(c, boxes)
-    )
+    where = tuple(c for c in term.where if c.free_symbols & summed or not implied_by_box(c, boxes))
     if not term.variables and not where:
         return term.body
     return replace(term, where=where)

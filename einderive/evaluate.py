@@ -27,7 +27,9 @@ _FUNCTIONS: dict[str, Callable[[float], float]] = {
     "sqrt": lambda a: math.sqrt(a) if a >= 0 else math.nan,
     "abs": abs,
     "tanh": math.tanh,
-    "sigmoid": lambda a: 1.0 / (1.0 + math.exp(-a)) if a >= 0 else math.exp(a) / (1.0 + math.exp(a)),
+    "sigmoid": lambda a: (
+        1.0 / (1.0 + math.exp(-a)) if a >= 0 else math.exp(a) / (1.0 + math.exp(a))
+    ),
     "relu": lambda a: a if a > 0 else 0.0,
     "step": lambda a: 1.0 if a > 0 else 0.0,
     "sign": lambda a: float((a > 0) - (a < 0)),
@@ -258,9 +260,7 @@ def _compile_is_extremum(node: ir.IsExtremum, tensors: Tensors) -> Callable[[Env
     return indicator
 
 
-def run_statement(
-    statement: ir.Statement, shape: Sequence[int], tensors: Tensors
-) -> np.ndarray:
+def run_statement(statement: ir.Statement, shape: Sequence[int], tensors: Tensors) -> np.ndarray:
     """The array a statement defines, computed point by point."""
     rhs = compile_node(statement.rhs, tensors)
     out = np.zeros(tuple(shape), dtype=np.float64)

@@ -19,6 +19,7 @@ import sympy
 
 from .errors import Span
 
+
 def expand(expr: sympy.Expr) -> sympy.Expr:
     """Distribute products over sums, leaving the insides of floor/ceiling/Min/Max alone."""
     return sympy.expand(expr, deep=False)
@@ -33,7 +34,7 @@ FUNCTIONS = ("exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "step", "si
 
 @dataclass(frozen=True)
 class Constraint:
-    """An affine condition on index variables: ``expr >= 0``, ``expr == 0`` or ``modulus | expr``."""
+    """An affine condition: ``expr >= 0``, ``expr == 0`` or ``modulus | expr``."""
 
     kind: ConstraintKind
     expr: sympy.Expr
@@ -204,9 +205,7 @@ def subs(node: Node, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Node:
     if isinstance(node, Const):
         return replace(node, value=node.value.xreplace(mapping))
     if isinstance(node, Access):
-        return replace(
-            node, indices=tuple(expand(e.xreplace(mapping)) for e in node.indices)
-        )
+        return replace(node, indices=tuple(expand(e.xreplace(mapping)) for e in node.indices))
     if isinstance(node, Add):
         return replace(node, terms=tuple(subs(t, mapping) for t in node.terms))
     if isinstance(node, Mul):
@@ -223,9 +222,7 @@ def subs(node: Node, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Node:
             where=tuple(c.subs(inner) for c in node.where),
         )
         if isinstance(updated, IsExtremum):
-            updated = replace(
-                updated, at=tuple(expand(e.xreplace(mapping)) for e in updated.at)
-            )
+            updated = replace(updated, at=tuple(expand(e.xreplace(mapping)) for e in updated.at))
         return updated
     raise TypeError(f"unknown node {node!r}")
 

@@ -224,8 +224,7 @@ def parse(text: str) -> list[SStatement]:
         character = text[error.pos_in_stream]
         allowed = _expected(set(error.allowed or ()))
         raise NotationSyntaxError(
-            f"unexpected character {character!r}"
-            + (f"; expected {allowed}" if allowed else ""),
+            f"unexpected character {character!r}" + (f"; expected {allowed}" if allowed else ""),
             (error.pos_in_stream, error.pos_in_stream + 1),
             text,
         ) from None

@@ -175,9 +175,7 @@ def _plain(value: sympy.Expr) -> int | float:
     return int(value) if value.is_Integer else float(value)
 
 
-def _random_inputs(
-    program: Program, generator: np.random.Generator
-) -> dict[str, np.ndarray]:
+def _random_inputs(program: Program, generator: np.random.Generator) -> dict[str, np.ndarray]:
     positive = _positive_only(program)
     arrays = {}
     for name in program.inputs:

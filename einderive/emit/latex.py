@@ -88,12 +88,16 @@ class LatexPrinter(NotationPrinter):
     def condition(self, constraint: ir.Constraint) -> str:
         if constraint.kind == "div":
             return rf"{self.scalar(constraint.modulus)} \mid {self.index(constraint.expr)}"
-        left, right, flipped = self.sides(constraint.expr)
+        expr = constraint.expr
+        if constraint.kind == "eq":
+            expr = self.leading_positive(expr)
+        left, right, flipped = self.sides(expr)
         relation = "=" if constraint.kind == "eq" else (r"\leq" if flipped else r"\geq")
         return f"{self.index(left)} {relation} {self.index(right)}"
 
     def bounds(self, bound: Bounds) -> str:
-        return rf"{self.scalar(bound.low)} \leq {self.symbol(bound.var)} \leq {self.scalar(bound.high)}"
+        low, high = self.scalar(bound.low), self.scalar(bound.high)
+        return rf"{low} \leq {self.symbol(bound.var)} \leq {high}"
 
     def term(self, term: ir.Node) -> str:
         """A top-level term: a sum with its bounds under the sign, conditions as brackets."""

@@ -14,6 +14,7 @@ from sympy.printing.str import StrPrinter
 from .. import ir
 from ..solve import Bounds, loop_bounds
 
+
 class ScalarPrinter(StrPrinter):
     """sympy's str printer with the spelling of Python and NumPy users: max, min, ceil."""
 
@@ -79,7 +80,9 @@ class NotationPrinter:
                 text = name
             elif denominator != 1:
                 top = name if numerator == 1 else self.product(self.scalar(numerator), name)
-                text = self.fraction(top, self.scalar(denominator), isinstance(denominator, sympy.Add))
+                text = self.fraction(
+                    top, self.scalar(denominator), isinstance(denominator, sympy.Add)
+                )
             else:
                 wrapped = self.scalar(magnitude)
                 if isinstance(magnitude, sympy.Add):
@@ -183,9 +186,19 @@ class NotationPrinter:
         expr = constraint.expr
         if constraint.kind == "div":
             return f"{self.scalar(constraint.modulus)} divides {self.index(expr)}"
+        if constraint.kind == "eq":
+            expr = self.leading_positive(expr)
         left, right, flipped = self.sides(expr)
         relation = "=" if constraint.kind == "eq" else ("<=" if flipped else ">=")
         return f"{self.index(left)} {relation} {self.index(right)}"
+
+    def leading_positive(self, expr: sympy.Expr) -> sympy.Expr:
+        """An equation ``expr = 0`` signed so that its first variable has a plus: ``p - q``."""
+        for var in self.order:
+            coefficient = expr.coeff(var)
+            if coefficient != 0:
+                return -expr if _looks_negative(coefficient) else expr
+        return expr
 
     def sides(self, expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr, bool]:
         """``expr >= 0`` as ``left >= right`` (or ``<=`` when flipped, the third value).
@@ -203,7 +216,9 @@ class NotationPrinter:
         return left, right, False
 
     def bounds(self, bound: Bounds) -> str:
-        return f"{self.symbol(bound.var)} from {self.scalar(bound.low)} to {self.scalar(bound.high)}"
+        return (
+            f"{self.symbol(bound.var)} from {self.scalar(bound.low)} to {self.scalar(bound.high)}"
+        )
 
     def domain(self, term: ir.Node) -> list[str]:
         """The bounds and conditions of a top-level term, one line each."""
@@ -228,5 +243,3 @@ def _split_sign(node: ir.Node) -> tuple[bool, ir.Node]:
         if isinstance(first, ir.Const) and _looks_negative(first.value):
             return True, ir.make_mul([ir.Const(-first.value), *node.factors[1:]])
     return False, node
-
-
