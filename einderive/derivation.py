@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import sympy
 
@@ -11,6 +13,9 @@ from .analysis import Program
 from .derive import Backward
 from .emit.printer import NotationPrinter
 from .emit.text import statement_text, variables_of
+
+if TYPE_CHECKING:
+    from .conv.recognise import Recognition
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,26 @@ class Derivation:
     @property
     def text(self) -> str:
         return self.program.text
+
+    @property
+    def shapes(self) -> dict[str, tuple[sympy.Expr, ...]]:
+        """The shape of every tensor: forward ones, and each cotangent (its tensor's shape)."""
+        shapes = dict(self.program.shapes)
+        for tensor, name in self.backward.cotangents.items():
+            shapes[name] = self.program.shapes[tensor]
+        shapes[self.backward.seeds[0]] = self.program.shapes[self.program.output]
+        return shapes
+
+    @cached_property
+    def convolutions(self) -> dict[str, Recognition]:
+        """Each pullback recognised as a generic convolution call, or why it is not one."""
+        from .conv.recognise import recognise
+
+        kernels = [t for t in self.program.shapes if t != self.program.output]
+        return {
+            name: recognise(pullback.statement, self.shapes, prefer_kernel=kernels)
+            for name, pullback in self.pullbacks.items()
+        }
 
     @property
     def intermediates(self) -> tuple[ir.Statement, ...]:

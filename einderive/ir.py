@@ -11,6 +11,8 @@ divisibility conditions left by eliminating a Kronecker delta).
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -19,10 +21,18 @@ import sympy
 
 from .errors import Span
 
+_OPAQUE = (sympy.floor, sympy.ceiling, sympy.Min, sympy.Max, sympy.Mod)
+
 
 def expand(expr: sympy.Expr) -> sympy.Expr:
     """Distribute products over sums, leaving the insides of floor/ceiling/Min/Max alone."""
-    return sympy.expand(expr, deep=False)
+    expr = sympy.sympify(expr)
+    opaque = expr.atoms(*_OPAQUE)
+    if not opaque:
+        return sympy.expand(expr)
+    hidden = {f: sympy.Dummy() for f in opaque}
+    shown = {d: f for f, d in hidden.items()}
+    return sympy.expand(expr.xreplace(hidden)).xreplace(shown)
 
 
 ReduceOp = Literal["sum", "max", "min"]
@@ -55,23 +65,48 @@ class Constraint:
 
 
 def normalise(constraint: Constraint) -> Constraint:
-    """Clear denominators (multiplying by a positive denominator keeps the meaning)."""
-    expr = expand(constraint.expr)
-    numerator, denominator = sympy.fraction(sympy.together(expr, deep=False))
-    if denominator != 1 and denominator.is_positive:
+    """One canonical form: denominators cleared, positive common factors divided out.
+
+    Multiplying ``expr >= 0`` by a positive number keeps its meaning; so does
+    dividing ``c*e >= 0`` by a positive ``c`` (and ``c*m | c*e`` by ``c``).
+    """
+    return _normalise(constraint.kind, expand(constraint.expr), constraint.modulus)
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalise(kind: ConstraintKind, expr: sympy.Expr, modulus: sympy.Expr) -> Constraint:
+    terms = expr.as_coefficients_dict()
+    if any(not c.is_Integer for c in terms.values()) or any(
+        exponent.is_negative for term in terms for exponent in term.as_powers_dict().values()
+    ):
+        # a denominator: clear it (rare: strides solved for, rational coefficients)
+        numerator, denominator = sympy.fraction(sympy.together(expr))
+        if not denominator.is_positive:
+            numerator, denominator = expr, sympy.Integer(1)
+            for coefficient in terms.values():
+                if coefficient.is_Rational:
+                    denominator = sympy.ilcm(denominator, coefficient.q)
+            numerator = expr * denominator
         expr = expand(numerator)
-        modulus = constraint.modulus * denominator if constraint.kind == "div" else sympy.Integer(1)
-        return Constraint(constraint.kind, expr, modulus)
-    denominator = sympy.Integer(1)
-    for term in sympy.Add.make_args(expr):
-        coefficient = term.as_coeff_Mul()[0]
-        if coefficient.is_Rational:
-            denominator = sympy.ilcm(denominator, coefficient.q)
-    if denominator != 1:
-        expr = expand(expr * denominator)
-        modulus = constraint.modulus * denominator if constraint.kind == "div" else sympy.Integer(1)
-        return Constraint(constraint.kind, expr, modulus)
-    return Constraint(constraint.kind, expr, constraint.modulus)
+        if kind == "div":
+            modulus = modulus * denominator
+        terms = expr.as_coefficients_dict()
+    # common positive factors: the integer content, and symbols shared by every term
+    common: list[sympy.Expr] = []
+    content = math.gcd(*(int(c) for c in terms.values())) if terms else 1
+    if content > 1:
+        common.append(sympy.Integer(content))
+    monomials = [set(t.as_powers_dict()) for t in terms if t != 1]
+    if monomials and len(monomials) == len(terms):
+        shared = set.intersection(*monomials)
+        common += [f for f in shared if f.is_positive and f.is_integer]
+    for factor in common:
+        if kind == "div" and sympy.Mod(modulus, factor) != 0:
+            continue
+        expr = expand(expr / factor)
+        if kind == "div":
+            modulus = modulus / factor
+    return Constraint(kind, expr, modulus)
 
 
 def box(var: sympy.Symbol, extent: sympy.Expr) -> tuple[Constraint, Constraint]:

@@ -64,6 +64,8 @@ def simplify_constraints(constraints: Sequence[ir.Constraint]) -> tuple[ir.Const
                 continue
             if sympy.Mod(expr, constraint.modulus) == 0:
                 continue
+            if sympy.Add.make_args(expr)[0].as_coeff_Mul()[0] < 0:
+                constraint = ir.Constraint("div", -expr, constraint.modulus)
         elif constraint.kind == "eq":
             if expr.is_number:
                 if expr != 0:

@@ -26,7 +26,42 @@ def _loops(
     return run(derivation, arrays, cotangent)
 
 
-BACKENDS: dict[str, Runner] = {"loops": _loops}
+def _numpy(
+    derivation: Derivation, arrays: Mapping[str, np.ndarray], cotangent: np.ndarray
+) -> dict[str, np.ndarray]:
+    from .frameworks import run_numpy
+
+    return run_numpy(derivation, arrays, cotangent)
+
+
+def _jax(
+    derivation: Derivation, arrays: Mapping[str, np.ndarray], cotangent: np.ndarray
+) -> dict[str, np.ndarray]:
+    from .frameworks import run_jax
+
+    return run_jax(derivation, arrays, cotangent)
+
+
+def _torch(
+    derivation: Derivation, arrays: Mapping[str, np.ndarray], cotangent: np.ndarray
+) -> dict[str, np.ndarray]:
+    from .frameworks import run_torch
+
+    return run_torch(derivation, arrays, cotangent)
+
+
+BACKENDS: dict[str, Runner] = {"loops": _loops, "numpy": _numpy, "jax": _jax, "torch": _torch}
+
+
+def installed() -> list[str]:
+    """The backends whose framework can be imported here."""
+    import importlib.util
+
+    return [
+        name
+        for name in BACKENDS
+        if name in ("loops", "numpy") or importlib.util.find_spec(name) is not None
+    ]
 
 
 def run(

@@ -18,8 +18,15 @@ def latex(derivation: Derivation) -> str:
     return derivation.latex()
 
 
+def conv(derivation: Derivation) -> str:
+    from .conv import conv_text
+
+    return conv_text(derivation)
+
+
 def as_data(derivation: Derivation) -> dict[str, Any]:
     """Everything as JSON-ready data (see CONTRACT section 3, item 5)."""
+    from .conv import conv_data
     from .printer import NotationPrinter
 
     program = derivation.program
@@ -44,6 +51,7 @@ def as_data(derivation: Derivation) -> dict[str, Any]:
                 "notation": pullback.notation(),
                 "text": str(pullback),
                 "latex": pullback.latex(),
+                "conv": conv_data(derivation, name),
             }
             for name, pullback in derivation.pullbacks.items()
         },
@@ -69,5 +77,6 @@ def as_json(derivation: Derivation) -> str:
 EMITTERS: dict[str, Callable[[Derivation], str]] = {
     "text": text,
     "latex": latex,
+    "conv": conv,
     "json": as_json,
 }

@@ -1,0 +1,97 @@
+"""How each backward statement is computed by a vectorized backend.
+
+Three ways, fastest first: a recognised convolution (one framework call, or
+NumPy's GEMM-shaped kernels), a plain contraction (``einsum``), or the dense
+grid evaluator (anything else: shifts, guards, nonlinear functions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import sympy
+
+from .. import ir
+from ..conv.recognise import ConvPullback, recognise
+
+
+@dataclass(frozen=True)
+class Einsum:
+    """``coefficient * einsum(subscripts, *operands)``."""
+
+    subscripts: str
+    operands: tuple[str, ...]
+    coefficient: float
+
+
+@dataclass(frozen=True)
+class Dense:
+    """Evaluate the statement over a dense index grid."""
+
+
+Method = ConvPullback | Einsum | Dense
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def einsum_plan(
+    statement: ir.Statement, shapes: Mapping[str, Sequence[sympy.Expr]]
+) -> Einsum | None:
+    """The statement as one einsum, when it is a product of reads at lone indices."""
+    rhs = statement.rhs
+    variables: tuple[sympy.Symbol, ...] = ()
+    where: tuple[ir.Constraint, ...] = ()
+    if isinstance(rhs, ir.Reduce):
+        if rhs.op != "sum":
+            return None
+        variables, body, where = rhs.variables, rhs.body, rhs.where
+    else:
+        body = rhs
+    factors = body.factors if isinstance(body, ir.Mul) else (body,)
+    coefficient = 1.0
+    reads: list[ir.Access] = []
+    for factor in factors:
+        if isinstance(factor, ir.Const) and factor.value.is_number:
+            coefficient *= float(factor.value)
+        elif isinstance(factor, ir.Access) and all(
+            isinstance(e, sympy.Symbol) for e in factor.indices
+        ):
+            reads.append(factor)
+        else:
+            return None
+    if not reads:
+        return None
+    all_vars = list(statement.indices) + list(variables)
+    if len(all_vars) > len(_LETTERS):
+        return None
+    extents: dict[sympy.Symbol, sympy.Expr] = {}
+    for read in reads:
+        for var, size in zip(read.indices, shapes[read.tensor], strict=True):
+            if var not in all_vars or extents.setdefault(var, size) != size:
+                return None
+    for var, size in zip(statement.indices, shapes[statement.target], strict=True):
+        if extents.get(var) != size:
+            return None
+    # the domain must be exactly the boxes of the tensors' axes
+    boxes = {(c.kind, c.expr) for v in variables for c in ir.box(v, extents[v])}
+    if any((c.kind, c.expr) not in boxes for c in where):
+        return None
+    letter = {v: _LETTERS[k] for k, v in enumerate(all_vars)}
+    inputs = ",".join("".join(letter[v] for v in read.indices) for read in reads)
+    output = "".join(letter[v] for v in statement.indices)
+    return Einsum(f"{inputs}->{output}", tuple(r.tensor for r in reads), coefficient)
+
+
+def plan(
+    statement: ir.Statement,
+    shapes: Mapping[str, Sequence[sympy.Expr]],
+    prefer_kernel: Sequence[str] = (),
+) -> Method:
+    contraction = einsum_plan(statement, shapes)
+    if contraction is not None:
+        return contraction
+    recognition = recognise(statement, shapes, prefer_kernel)
+    if isinstance(recognition, ConvPullback):
+        return recognition
+    return Dense()

@@ -1,0 +1,360 @@
+"""Is a pullback a convolution? If so, the generic call that computes it.
+
+A pullback term ``out[u] = sum_v A[a(u, v)] * B[b(u, v)]`` is a convolution
+with input ``x = A`` and kernel ``w = B`` when, after renaming each spatial
+position of the kernel ``k = b(u, v)`` and eliminating ``v`` for ``k`` (the same
+delta elimination as the derivation, ``solve.gather``), every spatial read of
+the input has the form
+
+    A[(s*u + d*k + c) / f]            (f divides the numerator)
+
+with ``u`` one spatial index of ``out``. Then, per spatial axis, the generic
+call (CONTRACT section 3) has stride ``s``, dilation ``|d|``, fill ``f``, the
+kernel flipped where ``d < 0``, padding ``lo = -c`` (``d*(K-1) - c`` when
+flipped), and ``hi`` just large enough for ``out``'s extent. Every other axis is
+a batch (in ``out`` and ``x``), an output channel (in ``out`` and ``w``), an input
+channel (summed, in ``x`` and ``w``) or a group (in all three: depthwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import sympy
+
+from .. import ir
+from ..ir import expand
+from ..solve import gather, simplify_constraints
+from .calls import GenericConv
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each axis of the call's operand comes from in the tensor.
+
+    ``axes[k]`` is the tensor's axis that becomes the operand's axis ``k``, or
+    None for a unit axis the call inserts (a 1-D single-channel call has no batch
+    or channel axis of its own).
+    """
+
+    axes: tuple[int | None, ...]
+
+    def apply(self, array: object) -> object:
+        """The operand: the tensor's axes moved into place, unit axes inserted (NumPy)."""
+        import numpy as np
+
+        present = [a for a in self.axes if a is not None]
+        moved = np.transpose(np.asarray(array), present)
+        for k, axis in enumerate(self.axes):
+            if axis is None:
+                moved = np.expand_dims(moved, k)
+        return moved
+
+    @property
+    def is_identity(self) -> bool:
+        return list(self.axes) == list(range(len(self.axes)))
+
+
+@dataclass(frozen=True)
+class ConvPullback:
+    """A pullback recognised as one generic convolution call."""
+
+    pullback: str
+    call: GenericConv
+    x_layout: Layout  # operand x = x tensor arranged as (first, second, spatial...)
+    w_layout: Layout
+    out_axes: tuple[int | None, ...]  # pullback axis of each call-output axis (None: unit)
+    kernel_size: tuple[sympy.Expr, ...]
+    input_size: tuple[sympy.Expr, ...]
+    output_size: tuple[sympy.Expr, ...]
+
+    @property
+    def transpose(self) -> tuple[int, ...] | None:
+        """The permutation taking the call's output (units squeezed) to the pullback's axes."""
+        present = [a for a in self.out_axes if a is not None]
+        order = sorted(range(len(present)), key=lambda k: present[k])
+        return None if order == list(range(len(present))) else tuple(order)
+
+    def subs(self, values: Mapping[sympy.Symbol, sympy.Expr]) -> ConvPullback:
+        mapping = dict(values)
+
+        def numbers(entries: Sequence[sympy.Expr]) -> tuple[sympy.Expr, ...]:
+            return tuple(sympy.sympify(e).xreplace(mapping) for e in entries)
+
+        return ConvPullback(
+            self.pullback,
+            self.call.subs(mapping),
+            self.x_layout,
+            self.w_layout,
+            self.out_axes,
+            numbers(self.kernel_size),
+            numbers(self.input_size),
+            numbers(self.output_size),
+        )
+
+
+@dataclass(frozen=True)
+class NotConvolution:
+    """Why a pullback is not a (generic) convolution, in one line."""
+
+    pullback: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.pullback} is not a convolution: {self.reason}"
+
+
+Recognition = ConvPullback | NotConvolution
+
+
+def _lone(expr: sympy.Expr) -> sympy.Symbol | None:
+    return expr if isinstance(expr, sympy.Symbol) else None
+
+
+def recognise(
+    statement: ir.Statement,
+    shapes: Mapping[str, Sequence[sympy.Expr]],
+    prefer_kernel: Sequence[str] = (),
+) -> Recognition:
+    """Recognise a pullback statement as a generic convolution, or say why it is not one."""
+    name = statement.target
+    rhs = statement.rhs
+    if isinstance(rhs, ir.Add):
+        return NotConvolution(
+            name, f"it has {len(rhs.terms)} terms (one per read of the tensor, or a sum of reads)"
+        )
+    if isinstance(rhs, ir.Reduce):
+        if rhs.op != "sum":
+            return NotConvolution(name, f"it is a {rhs.op}, not a sum of products")
+        variables, body, where = rhs.variables, rhs.body, rhs.where
+    else:
+        variables, body, where = (), rhs, ()
+    factors = body.factors if isinstance(body, ir.Mul) else (body,)
+    reads = [f for f in factors if isinstance(f, ir.Access)]
+    if len(factors) != 2 or len(reads) != 2:
+        return NotConvolution(name, "its body is not a product of exactly two tensors")
+    if reads[0].tensor == reads[1].tensor:
+        return NotConvolution(name, f"both factors read {reads[0].tensor}: the kernel is the input")
+    first, second = reads
+    orders = [(first, second), (second, first)]
+    orders.sort(key=lambda pair: pair[1].tensor not in prefer_kernel)
+    reasons = []
+    for x, w in orders:
+        result = _match(statement, x, w, variables, where, shapes)
+        if isinstance(result, ConvPullback):
+            return result
+        reasons.append(f"as conv({x.tensor}, {w.tensor}): {result}")
+    return NotConvolution(name, "; ".join(reasons))
+
+
+def _match(
+    statement: ir.Statement,
+    x: ir.Access,
+    w: ir.Access,
+    variables: tuple[sympy.Symbol, ...],
+    where: tuple[ir.Constraint, ...],
+    shapes: Mapping[str, Sequence[sympy.Expr]],
+) -> ConvPullback | str:
+    out_vars = list(statement.indices)
+    summed = set(variables)
+    x_lone = {_lone(e) for e in x.indices} - {None}
+    # the kernel's axes: channels (lone variables) and spatial positions
+    w_roles: list[str] = []
+    kernel_vars: list[sympy.Symbol] = []
+    spatial_writes: list[sympy.Expr] = []
+    taken = {s.name for s in out_vars} | {v.name for v in variables}
+    for expr in w.indices:
+        var = _lone(expr)
+        if var is not None and var in out_vars:
+            w_roles.append("group" if var in x_lone else "out")
+        elif var is not None and var in summed and var in x_lone:
+            w_roles.append("in")
+        else:
+            w_roles.append("spatial")
+            k = _fresh("k", taken)
+            kernel_vars.append(k)
+            spatial_writes.append(expr)
+    if not kernel_vars:
+        return "the kernel has no spatial axis"
+    channel_vars = tuple(v for v in variables if v in x_lone and v in {_lone(e) for e in w.indices})
+    scope = tuple(v for v in variables if v not in channel_vars)
+    solved = gather(kernel_vars, spatial_writes, x, scope, where, prefer=scope)
+    if solved == ir.ZERO:
+        return "the pullback is identically zero"
+    if not isinstance(solved, ir.Reduce) or not isinstance(solved.body, ir.Access):
+        return "the kernel's positions do not determine the input's"
+    if solved.variables:
+        return "a summed index is neither a channel nor a kernel position"
+    x_read = solved.body
+    conditions = list(solved.where)
+    # the input's axes
+    x_roles: list[tuple[str, object]] = []
+    axis_of_out: dict[sympy.Symbol, int] = {v: k for k, v in enumerate(out_vars)}
+    spatial: list[tuple[sympy.Symbol, sympy.Symbol, sympy.Expr, int]] = []
+    for axis, expr in enumerate(x_read.indices):
+        var = _lone(expr)
+        if var is not None and var in channel_vars:
+            x_roles.append(("in", var))
+            continue
+        if var is not None and var in out_vars and not expr.has(*kernel_vars):
+            group = any(_lone(e) == var for e in w.indices)
+            x_roles.append(("group" if group else "batch", var))
+            continue
+        used_out = [v for v in out_vars if expr.has(v)]
+        used_kernel = [k for k in kernel_vars if expr.has(k)]
+        if len(used_out) != 1 or len(used_kernel) != 1:
+            return (
+                f"axis {axis} of {x.tensor} is read at {expr}, "
+                "not at one output position plus one kernel position"
+            )
+        spatial.append((used_out[0], used_kernel[0], expr, axis))
+        x_roles.append(("spatial", used_kernel[0]))
+    if len(spatial) != len(kernel_vars):
+        return "the input and the kernel have different numbers of spatial axes"
+    # the order of spatial axes: the kernel's, which must match the input's and the output's
+    x_kernel_order = [k for _, k, _, _ in spatial]
+    if x_kernel_order != kernel_vars:
+        return "the spatial axes of the input and the kernel are in different orders"
+    out_spatial = [u for u, _, _, _ in spatial]
+    if [axis_of_out[u] for u in out_spatial] != sorted(axis_of_out[u] for u in out_spatial):
+        return "the spatial axes of the output are in a different order"
+    if len(set(out_spatial)) != len(out_spatial):
+        return "two spatial axes of the input read the same output position"
+    # per spatial axis: (s*u + d*k + c) / f
+    padding, strides, dilations, fills, flips = [], [], [], [], []
+    kernel_shape = shapes[w.tensor]
+    x_shape = shapes[x.tensor]
+    out_shape = shapes[statement.target]
+    kernel_size, input_size, output_size = [], [], []
+    expected: list[ir.Constraint] = []
+    spatial_w_axes = [a for a, role in enumerate(w_roles) if role == "spatial"]
+    for (u, k, expr, x_axis), w_axis in zip(spatial, spatial_w_axes, strict=True):
+        numerator, fill = sympy.fraction(sympy.together(expr, deep=False))
+        numerator = expand(numerator)
+        if not (fill.is_positive and fill.is_integer):
+            return f"the read {expr} has a denominator that is not a positive integer"
+        stride = numerator.coeff(u)
+        step = numerator.coeff(k)
+        constant = expand(numerator - stride * u - step * k)
+        if constant.has(*out_vars, *kernel_vars, *variables):
+            return f"the read {expr} is not affine in one output and one kernel position"
+        if not (stride.is_positive and stride.is_integer):
+            return f"the output position's coefficient in {expr} is not a positive integer"
+        size = kernel_shape[w_axis]
+        if step.is_positive:
+            flip, dilation, lo = False, step, -constant
+        elif step.is_negative:
+            flip, dilation, lo = True, -step, expand(-constant + (-step) * (size - 1))
+        else:
+            return f"the sign of the kernel position's coefficient in {expr} is unknown"
+        if not dilation.is_integer:
+            return f"the kernel position's coefficient in {expr} is not an integer"
+        n_in, n_out = x_shape[x_axis], out_shape[axis_of_out[u]]
+        hi = expand((n_out - 1) * stride + dilation * (size - 1) - lo - (n_in - 1) * fill)
+        padding.append((expand(lo), hi))
+        strides.append(stride)
+        dilations.append(dilation)
+        fills.append(fill)
+        flips.append(flip)
+        kernel_size.append(size)
+        input_size.append(n_in)
+        output_size.append(n_out)
+        if fill != 1:
+            expected.append(ir.Constraint("div", numerator, fill))
+        expected += [
+            ir.Constraint("ge", numerator),
+            ir.Constraint("ge", expand((n_in - 1) * fill - numerator)),
+            ir.Constraint("ge", k),
+            ir.Constraint("ge", expand(size - 1 - k)),
+        ]
+    for var in channel_vars:
+        axis = next(a for a, e in enumerate(x_read.indices) if _lone(e) == var)
+        expected += list(ir.box(var, x_shape[axis]))
+    if len(set(flips)) > 1:
+        return "the kernel is flipped along some spatial axes only"
+    allowed = {(c.kind, c.expr, c.modulus) for c in simplify_constraints(expected) or ()}
+    for condition in conditions:
+        key = (condition.kind, condition.expr, condition.modulus)
+        if key not in allowed:
+            return f"the condition {condition.expr} {condition.kind} is not a tensor's extent"
+    # batch and channel axes
+    roles = {role for role, _ in x_roles} | set(w_roles)
+    counts = [r for r, _ in x_roles if r in ("batch", "in", "group")] + [
+        r for r in w_roles if r in ("out", "group")
+    ]
+    for role in ("batch", "in", "out"):
+        if counts.count(role) > 1:
+            return f"it has more than one {role} axis"
+    if "group" in roles and ("in" in roles or "out" in roles):
+        return "grouped convolution with channels inside each group"
+    x_axis_of = {role: a for a, (role, _) in enumerate(x_roles) if role != "spatial"}
+    w_axis_of = {role: a for a, role in enumerate(w_roles) if role != "spatial"}
+    x_spatial = [a for a, (role, _) in enumerate(x_roles) if role == "spatial"]
+    groups: sympy.Expr = sympy.Integer(1)
+    if "group" in roles:
+        # depthwise: x (B, G, N...), w (G, 1, K...), groups = G
+        first, second = x_axis_of.get("batch"), x_axis_of["group"]
+        permute_input = False
+        w_first, w_second = w_axis_of["group"], None
+        permute_kernel = False
+        group_var = next(v for role, v in x_roles if role == "group")
+        groups = out_shape[axis_of_out[group_var]]
+    else:
+        batch, channel = x_axis_of.get("batch"), x_axis_of.get("in")
+        permute_input = batch is not None and channel is not None and channel < batch
+        first, second = (channel, batch) if permute_input else (batch, channel)
+        out_channel, in_channel = w_axis_of.get("out"), w_axis_of.get("in")
+        permute_kernel = (
+            out_channel is not None and in_channel is not None and in_channel < out_channel
+        )
+        w_first, w_second = (
+            (in_channel, out_channel) if permute_kernel else (out_channel, in_channel)
+        )
+    x_layout = Layout((first, second, *x_spatial))
+    w_layout = Layout((w_first, w_second, *spatial_w_axes))
+    # the call's output: (batch, out channel, spatial...) -> the pullback's axes
+    batch_var = next((v for role, v in x_roles if role == "batch"), None)
+    if "group" in roles:
+        channel_var = next(v for role, v in x_roles if role == "group")
+    else:
+        out_roles = [
+            (_lone(e), role) for e, role in zip(w.indices, w_roles, strict=True) if role == "out"
+        ]
+        channel_var = out_roles[0][0] if out_roles else None
+    out_axes = (
+        axis_of_out[batch_var] if batch_var is not None else None,
+        axis_of_out[channel_var] if channel_var is not None else None,
+        *(axis_of_out[u] for u in out_spatial),
+    )
+    covered = {a for a in out_axes if a is not None}
+    if covered != set(range(len(out_vars))):
+        return "an axis of the pullback is neither batch, channel nor spatial"
+    call = GenericConv(
+        x.tensor,
+        w.tensor,
+        padding=tuple(padding),
+        stride=tuple(strides),
+        dilation=tuple(dilations),
+        fill=tuple(fills),
+        flip_kernel=flips[0],
+        permute_kernel=permute_kernel,
+        permute_input=permute_input,
+        groups=groups,
+    )
+    return ConvPullback(
+        statement.target,
+        call,
+        x_layout,
+        w_layout,
+        out_axes,
+        tuple(kernel_size),
+        tuple(input_size),
+        tuple(output_size),
+    )
+
+
+def _fresh(name: str, taken: set[str]) -> sympy.Symbol:
+    from ..analysis import fresh
+
+    return fresh(name, taken)
