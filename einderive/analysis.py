@@ -16,8 +16,10 @@ The rules are those of CONTRACT section 1:
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -159,6 +161,37 @@ def _value_names(node: Any) -> list[SName]:
     return found
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}es" if noun.endswith("x") else f"{n} {noun}s"
+
+
+def _shape_argument(name: str, shape: object) -> tuple[int, ...]:
+    """A shape from the API: a sequence of non-negative integers."""
+    if isinstance(shape, str | bytes) or not isinstance(shape, Iterable):
+        raise ArgumentError(f"shape of {name!r} must be a sequence of sizes, not {shape!r}")
+    sizes = tuple(shape)
+    if not all(
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0 for n in sizes
+    ):
+        raise ArgumentError(f"shape of {name!r} must be non-negative integers, not {shape!r}")
+    return tuple(int(n) for n in sizes)
+
+
+def _all_names(statement: SStatement) -> set[str]:
+    """Every identifier a statement mentions (indices, parameters, tensors)."""
+    names = set(_names_in(statement.target)) if isinstance(statement.target, SName) else set()
+    for access in _accesses(statement.rhs) + (
+        [statement.target] if isinstance(statement.target, SAccess) else []
+    ):
+        names.add(access.name)
+        for index in access.indices:
+            names |= _names_in(index)
+    for reduction in _reductions(statement.rhs):
+        names |= {n.name for n in reduction.names}
+    names |= {n.name for n in _value_names(statement.rhs)}
+    return names
+
+
 def _is_gather_target(target: SAccess | SName) -> bool:
     if isinstance(target, SName):
         return True
@@ -184,7 +217,7 @@ class _Analyser:
     ) -> None:
         self.text = text
         self.param_values = dict(params or {})
-        self.shape_values = {k: tuple(v) for k, v in (shapes or {}).items()}
+        self.shape_values = {k: _shape_argument(k, v) for k, v in (shapes or {}).items()}
         self.range_values = dict(ranges or {})
         self._check_arguments()
         self.taken: set[str] = set()
@@ -197,18 +230,41 @@ class _Analyser:
 
     def _check_arguments(self) -> None:
         for name, value in self.param_values.items():
-            if value is not None and not isinstance(value, int | float):
+            if value is None:
+                continue
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
                 raise ArgumentError(f"parameter {name!r} must be a number, not {value!r}")
-        for name, shape in self.shape_values.items():
-            if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
-                raise ArgumentError(
-                    f"shape of {name!r} must be non-negative integers, not {shape!r}"
-                )
+            if not math.isfinite(value):
+                raise ArgumentError(f"parameter {name!r} must be finite, not {value!r}")
         for name, extent in self.range_values.items():
-            if not isinstance(extent, int) or isinstance(extent, bool) or extent < 1:
+            if not isinstance(extent, numbers.Integral) or isinstance(extent, bool) or extent < 1:
                 raise ArgumentError(f"range of {name!r} must be a positive integer, not {extent!r}")
             if name in self.param_values:
                 raise ArgumentError(f"{name!r} is declared both as a parameter and as a range")
+
+    def _check_values(self, statements: list[SStatement]) -> None:
+        """Parameter values must fit their role: strides positive integers, offsets integers."""
+        for name, value in self.param_values.items():
+            if not any(name in _all_names(s) for s in statements):
+                raise ArgumentError(f"parameter {name!r} is not used in the expression")
+            for statement in statements:
+                if isinstance(statement.target, SAccess) and _is_gather_target(statement.target):
+                    if name in {i.name for i in statement.target.indices}:
+                        raise ArgumentError(
+                            f"{name!r} is an index of the left-hand side; it cannot be a parameter"
+                        )
+            symbol = self.param_symbols[name]
+            if value is None:
+                continue
+            if symbol.is_integer and value != int(value):
+                raise ArgumentError(
+                    f"parameter {name!r} is used in an index, so it must be an integer, not {value}"
+                )
+            if symbol.is_positive and value <= 0:
+                raise ArgumentError(
+                    f"parameter {name!r} multiplies an index (a stride or a dilation), "
+                    f"so it must be positive, not {value}"
+                )
 
     # ---- classification -------------------------------------------------------------
 
@@ -303,7 +359,24 @@ class _Analyser:
     # ---- index expressions -------------------------------------------------------------
 
     def index_expr(self, node: Any, variables: Mapping[str, sympy.Symbol]) -> sympy.Expr:
-        """An affine sympy expression for an index position, or an error at the offending text."""
+        """An affine sympy expression for an index position, or an error at the offending text.
+
+        Each index's coefficient is a number or a product of parameters (``s``,
+        ``2*s*t``), whose sign is then known; ``(1 + 2*p)*i`` is refused.
+        """
+        expr = expand(self._index_expr(node, variables))
+        for var in set(variables.values()) & expr.free_symbols:
+            coefficient = expr.coeff(var)
+            if len(sympy.Add.make_args(coefficient)) > 1:
+                raise IndexNotationError(
+                    f"the coefficient of {var} is {coefficient}: a coefficient must be a "
+                    "number or a product of parameters",
+                    node.span,
+                    self.text,
+                )
+        return expr
+
+    def _index_expr(self, node: Any, variables: Mapping[str, sympy.Symbol]) -> sympy.Expr:
         if isinstance(node, SName):
             if node.name in variables:
                 return variables[node.name]
@@ -315,7 +388,7 @@ class _Analyser:
                 )
             return sympy.Integer(int(node.text))
         if isinstance(node, SNeg):
-            return -self.index_expr(node.operand, variables)
+            return -self._index_expr(node.operand, variables)
         if isinstance(node, SBinary):
             if node.op in ("/", "**"):
                 what = "division" if node.op == "/" else "a power"
@@ -324,8 +397,8 @@ class _Analyser:
                     node.span,
                     self.text,
                 )
-            left = self.index_expr(node.left, variables)
-            right = self.index_expr(node.right, variables)
+            left = self._index_expr(node.left, variables)
+            right = self._index_expr(node.right, variables)
             if node.op == "+":
                 return left + right
             if node.op == "-":
@@ -367,7 +440,7 @@ class _Analyser:
             given = self.shape_values[access.name]
             if len(given) != rank:
                 raise ExtentError(
-                    f"{access.name!r} is read with {rank} indices but its shape "
+                    f"{access.name!r} is read with {_count(rank, 'index')} but its shape "
                     f"{tuple(given)} has {len(given)}",
                     access.span,
                     self.text,
@@ -484,6 +557,7 @@ class _Analyser:
                 )
         if gather:
             lhs_names = [i.name for i in target_access.indices] if target_access else []
+            self._check_lhs_used(node, lhs_names)
             self._infer_lhs_extents(lhs_names, local_extents, reads, variables, index_of, node)
             for name in lhs_names:
                 if name not in variables:  # pragma: no cover - classified as index above
@@ -516,7 +590,8 @@ class _Analyser:
             given = [sympy.Integer(n) for n in self.shape_values[target_name]]
             if len(given) != len(shape):
                 raise ExtentError(
-                    f"{target_name!r} has {len(shape)} indices but its shape has {len(given)}",
+                    f"{target_name!r} has {_count(len(shape), 'index')} "
+                    f"but its shape has {len(given)} axes",
                     node.target.span,
                     self.text,
                 )
@@ -616,6 +691,18 @@ class _Analyser:
                     self.text,
                 )
 
+    def _check_lhs_used(self, node: SStatement, lhs_names: list[str]) -> None:
+        for name in lhs_names:
+            used = any(name in _names_in(i) for a in _accesses(node.rhs) for i in a.indices) or any(
+                name in {n.name for n in r.names} for r in _reductions(node.rhs)
+            )
+            if not used and name not in self.range_values:
+                raise IndexNotationError(
+                    f"index {name!r} is on the left-hand side but not on the right",
+                    self._first_span(node, name),
+                    self.text,
+                )
+
     def _rhs(
         self,
         node: SStatement,
@@ -630,16 +717,6 @@ class _Analyser:
             outer = set().union(*(_names_in(i) for i in node.target.indices)) & names
         else:
             outer = set(lhs_names)
-        for name in lhs_names:
-            used = any(name in _names_in(i) for a in _accesses(node.rhs) for i in a.indices) or any(
-                name in {n.name for n in r.names} for r in _reductions(node.rhs)
-            )
-            if not used and name not in self.range_values:
-                raise IndexNotationError(
-                    f"index {name!r} is on the left-hand side but not on the right",
-                    self._first_span(node, name),
-                    self.text,
-                )
         terms: list[ir.Node] = []
         for sign, term in _top_terms(node.rhs):
             value = self.value(term, variables, extents, bound=set(outer))
@@ -690,11 +767,15 @@ class _Analyser:
             if node.op == "*":
                 return ir.make_mul([left, right])
             if node.op == "/":
+                if isinstance(right, ir.Const) and right.value == 0:
+                    raise IndexNotationError("division by zero", node.right.span, self.text)
                 return ir.make_mul([left, ir.make_pow(right, sympy.Integer(-1))])
             if not isinstance(right, ir.Const) or not right.value.is_number:
                 raise IndexNotationError(
                     "the exponent of '**' must be a number", node.right.span, self.text
                 )
+            if isinstance(left, ir.Const) and left.value == 0 and right.value < 0:
+                raise IndexNotationError("zero to a negative power", node.span, self.text)
             return ir.make_pow(left, right.value)
         if isinstance(node, SCall):
             if node.name not in ir.FUNCTIONS:
@@ -765,6 +846,7 @@ class _Analyser:
 
     def run(self, statements: list[SStatement]) -> Program:
         self.classify(statements)
+        self._check_values(statements)
         written: set[str] = set()
         result: list[ir.Statement] = []
         for k, node in enumerate(statements):
@@ -793,18 +875,13 @@ class _Analyser:
         for name, value in self.param_values.items():
             if value is None:
                 continue
-            symbol = self.param_symbols.get(name)
-            if symbol is None:
-                raise ArgumentError(f"parameter {name!r} is not used in the expression")
+            symbol = self.param_symbols[name]
             values[name] = value
             mapping[symbol] = (
-                sympy.nsimplify(value, rational=True)
-                if isinstance(value, float)
-                else sympy.Integer(value)
+                sympy.Integer(int(value))
+                if isinstance(value, numbers.Integral) or value == int(value)
+                else sympy.nsimplify(float(value), rational=True)
             )
-        for name in self.param_values:
-            if name not in self.param_symbols:
-                raise ArgumentError(f"parameter {name!r} is not used in the expression")
         params = tuple(s for n, s in sorted(self.param_symbols.items()) if s not in mapping)
         program = Program(
             text=self.text,
@@ -854,6 +931,14 @@ def substitute(program: Program, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> 
         extents=extents,
         definitions=definitions,
     )
+
+
+def input_names(text: str) -> list[str]:
+    """The tensors a program reads without writing them (from the syntax alone)."""
+    statements = parse(text)
+    written = {s.target.name for s in statements}
+    read = [a.name for s in statements for a in _accesses(s.rhs)]
+    return [name for name in dict.fromkeys(read) if name not in written]
 
 
 def analyse(

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from . import backends
-from .analysis import ParamValues, Program, RangeValues, ShapeValues, analyse
+from .analysis import ParamValues, Program, RangeValues, ShapeValues, analyse, input_names
 from .derivation import Derivation, Pullback
 from .derive import pullbacks
 from .errors import ArgumentError, EinderiveError
@@ -16,11 +16,19 @@ from .evaluate import run_statements
 
 
 def _frozen(mapping: Mapping | None) -> tuple | None:
+    """A hashable key for the derivation cache (TypeError if the values are not hashable)."""
     if mapping is None:
         return None
-    return tuple(
-        sorted((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in mapping.items())
+    if not isinstance(mapping, Mapping):
+        raise ArgumentError(f"expected a mapping of names, not {mapping!r}")
+    key = tuple(
+        sorted(
+            ((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in mapping.items()),
+            key=lambda item: str(item[0]),
+        )
     )
+    hash(key)
+    return key
 
 
 @functools.lru_cache(maxsize=256)
@@ -71,16 +79,25 @@ def derive(
     >>> print(d.pullbacks["X"].notation())
     dX[p] = sum_{i}(dY[i] * W[p - i])
     """
+    if not isinstance(text, str):
+        raise ArgumentError(f"the expression must be a string, not {type(text).__name__}")
     try:
-        return _derive_cached(
-            text,
-            _frozen(params),
-            _frozen(shapes),
-            _frozen(ranges),
-            tuple(wrt) if wrt is not None else None,
-        )
+        try:
+            key = (_frozen(params), _frozen(shapes), _frozen(ranges))
+        except TypeError:
+            program = analyse(text, params, shapes, ranges)
+            return derive_program(program, wrt)
+        return _derive_cached(text, *key, tuple(wrt) if wrt is not None else None)
     except EinderiveError as error:
         raise error.with_text(text) from None
+
+
+def _as_array(name: str, value: object) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise ArgumentError(f"{name!r} must be a numeric array") from None
+    return array
 
 
 def _input_shapes(
@@ -88,7 +105,12 @@ def _input_shapes(
 ) -> dict[str, tuple[int, ...]]:
     merged = dict(shapes or {})
     for name, array in inputs.items():
-        merged[name] = tuple(np.shape(array))
+        shape = tuple(np.shape(_as_array(name, array)))
+        if name in merged and tuple(merged[name]) != shape:
+            raise ArgumentError(
+                f"{name!r} has shape {shape}, but shapes= says {tuple(merged[name])}"
+            )
+        merged[name] = shape
     return merged
 
 
@@ -101,13 +123,7 @@ def _check_inputs(program: Program, inputs: Mapping[str, np.ndarray]) -> dict[st
         raise ArgumentError(
             f"arrays given for {', '.join(map(repr, extra))}, which the expression does not read"
         )
-    arrays = {}
-    for name in program.inputs:
-        array = np.asarray(inputs[name])
-        if not np.issubdtype(array.dtype, np.number):
-            raise ArgumentError(f"{name!r} must be a numeric array, not {array.dtype}")
-        arrays[name] = array.astype(np.float64, copy=False)
-    return arrays
+    return {name: _as_array(name, inputs[name]) for name in program.inputs}
 
 
 def numeric_program(
@@ -118,6 +134,17 @@ def numeric_program(
     ranges: RangeValues | None,
 ) -> Program:
     """The program with every size taken from the arrays; every parameter must have a number."""
+    if not isinstance(inputs, Mapping):
+        raise ArgumentError("inputs must map tensor names to arrays")
+    try:
+        names = input_names(text)
+    except EinderiveError as error:
+        raise error.with_text(text) from None
+    extra = [name for name in inputs if name not in names]
+    if extra:
+        raise ArgumentError(
+            f"arrays given for {', '.join(map(repr, extra))}, which the expression does not read"
+        )
     try:
         program = analyse(text, params, _input_shapes(text, inputs, shapes), ranges)
     except EinderiveError as error:
@@ -165,7 +192,7 @@ def vjp(
     arrays = _check_inputs(program, inputs)
     derivation = derive_program(program)
     output_shape = tuple(int(n) for n in program.shapes[program.output])
-    cotangent = np.asarray(cotangent, dtype=np.float64)
+    cotangent = _as_array("cotangent", cotangent)
     if cotangent.shape != output_shape:
         raise ArgumentError(
             f"the cotangent has shape {cotangent.shape}; the output "

@@ -36,8 +36,8 @@ class EinderiveError(Exception):
             self.text = text
         return self
 
-    def get_context(self) -> str:
-        """The offending source line with carets under the span."""
+    def get_context(self, width: int = 80) -> str:
+        """The offending source line with carets under the span (a window of long lines)."""
         if self.span is None or self.text is None:
             return ""
         start, end = self.span
@@ -45,9 +45,15 @@ class EinderiveError(Exception):
         line_end = self.text.find("\n", start)
         if line_end == -1:
             line_end = len(self.text)
-        line = self.text[line_start:line_end]
-        width = max(1, min(end, line_end) - start)
-        return f"    {line}\n    {' ' * (start - line_start)}{'^' * width}"
+        left = max(line_start, start - width // 2)
+        right = min(line_end, max(start + width // 2, left + width))
+        line = self.text[left:right]
+        prefix = "..." if left > line_start else ""
+        suffix = "..." if right < line_end else ""
+        # keep tabs, so that the caret lines up under tabbed text
+        indent = "".join(c if c == "\t" else " " for c in self.text[left:start])
+        carets = "^" * max(1, min(end, right) - start)
+        return f"    {prefix}{line}{suffix}\n    {' ' * len(prefix)}{indent}{carets}"
 
     def __str__(self) -> str:
         if self.span is None or self.text is None:

@@ -8,6 +8,7 @@ loaded once, on first use.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,8 +217,8 @@ def parse(text: str) -> list[SStatement]:
             (MAX_TEXT_LENGTH, len(text)),
             text,
         )
-    if not text.strip():
-        raise NotationSyntaxError("the expression is empty", (0, len(text)), text)
+    if not re.sub(r"#[^\n]*|[;\s]", "", text):
+        raise NotationSyntaxError("the expression is empty", (0, max(1, len(text))), text)
     try:
         tree = _parser().parse(text)
     except lark.UnexpectedCharacters as error:
@@ -233,7 +234,7 @@ def parse(text: str) -> list[SStatement]:
         if token.type == "$END":
             position = len(text.rstrip())
             span = (max(0, position - 1), max(1, position))
-            found = "the end of the input"
+            found = "end of input"
         else:
             span = (token.start_pos, token.end_pos if token.end_pos else token.start_pos + 1)
             found = repr(str(token)) if str(token).strip() else "a line break"

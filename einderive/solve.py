@@ -98,7 +98,9 @@ def gather(
     """
     equations = [expand(t - w) for t, w in zip(targets, writes, strict=True)]
     remaining = list(scope)
-    constraints = list(where)
+    # an equality among the domain's constraints is one more delta to eliminate
+    constraints = [c for c in where if not (c.kind == "eq" and c.free_symbols & set(scope))]
+    equations += [c.expr for c in where if c.kind == "eq" and c.free_symbols & set(scope)]
     while True:
         best: tuple[tuple[int, int], int, sympy.Symbol] | None = None
         for k, equation in enumerate(equations):

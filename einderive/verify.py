@@ -160,6 +160,8 @@ def verify(
     >>> verify("Y[i] = W[m]*X[2*i+m]").ok
     True
     """
+    if not isinstance(trials, int) or trials < 1:
+        raise ArgumentError(f"trials must be a positive integer, not {trials!r}")
     try:
         program = analyse(text, params, shapes, ranges)
         derivation = derive_program(program)

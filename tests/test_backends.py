@@ -1,0 +1,112 @@
+"""The jax and torch backends on the core's convolution cases: they run the recognised
+convolution calls (not a fallback) and agree with the loops backend to 1e-10."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_pullbacks import CASES, Case
+
+import einderive as ed
+from einderive.backends.plan import Dense, Einsum
+from einderive.backends.vectorized import plans
+from einderive.conv.recognise import ConvPullback, NotConvolution
+from einderive.verify import draw_values, instantiate
+
+CONV_CASES = [
+    c
+    for c in CASES
+    if c.id.startswith(("seed", "notes", "im2col", "conv", "depthwise", "kernel-larger"))
+]
+# pullbacks into a bias are sums, not convolutions
+BIASES = {"B", "b", "c"}
+
+
+def test_there_are_conv_cases() -> None:
+    assert len(CONV_CASES) >= 35
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c.id for c in CONV_CASES])
+def test_conv_pullbacks_are_recognised(case: Case) -> None:
+    derivation = ed.derive(case.text, case.params, case.shapes, case.ranges)
+    for name, recognition in derivation.convolutions.items():
+        if name in BIASES:
+            assert isinstance(recognition, NotConvolution)
+        else:
+            assert isinstance(recognition, ConvPullback), str(recognition)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch", "numpy"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c.id for c in CONV_CASES])
+def test_backends_agree_with_loops(case: Case, backend: str) -> None:
+    derivation = ed.derive(case.text, case.params, case.shapes, case.ranges)
+    import random
+
+    rng = random.Random(7)
+    generator = np.random.default_rng(7)
+    for _ in range(2):
+        numeric = instantiate(derivation, draw_values(derivation.program, rng))
+        methods = plans(numeric)
+        for name, pullback in numeric.pullbacks.items():
+            method = methods[pullback.name]
+            if name in BIASES:
+                assert isinstance(method, Einsum | Dense)
+            else:
+                assert isinstance(method, ConvPullback | Einsum), f"{name}: {method}"
+        program = numeric.program
+        arrays = {
+            name: generator.standard_normal(tuple(int(n) for n in program.shapes[name]))
+            for name in program.inputs
+        }
+        shape = tuple(int(n) for n in program.shapes[program.output])
+        cotangent = generator.standard_normal(shape)
+        expected = ed.backends.run("loops", numeric, arrays, cotangent)
+        actual = ed.backends.run(backend, numeric, arrays, cotangent)
+        for name in expected:
+            scale = max(1.0, float(np.max(np.abs(expected[name]), initial=0.0)))
+            np.testing.assert_allclose(actual[name], expected[name], atol=1e-10 * scale, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_vjp_with_framework_backends(backend: str) -> None:
+    rng = np.random.default_rng(0)
+    inputs = {"X": rng.standard_normal((2, 3, 9, 8)), "W": rng.standard_normal((4, 3, 3, 3))}
+    text = "Y[b,o,i,j] = W[o,c,m,n]*X[b,c,2*i+m-1,2*j+n-1]"
+    cotangent = rng.standard_normal((2, 4, 4, 4))
+    expected = ed.vjp(text, inputs, cotangent, backend="loops")
+    actual = ed.vjp(text, inputs, cotangent, backend=backend)
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], atol=1e-10)
+
+
+def test_against_torch_autograd() -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((4, 3, 3, 2))
+    text = "Y[b,o,i,j] = W[o,c,m,n]*X[b,c,2*i+2*m-1,3*j+n-2]"
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    # padding 1 and 2 on the left only: pad, then a strided dilated conv2d
+    padded = torch.nn.functional.pad(xt, (2, 0, 1, 0))
+    y = torch.nn.functional.conv2d(padded, wt, stride=(2, 3), dilation=(2, 1))
+    cotangent = rng.standard_normal(tuple(y.shape))
+    y.backward(torch.tensor(cotangent))
+    np.testing.assert_allclose(ed.evaluate(text, {"X": x, "W": w}), y.detach().numpy(), atol=1e-12)
+    grads = ed.vjp(text, {"X": x, "W": w}, cotangent, backend="numpy")
+    np.testing.assert_allclose(grads["X"], xt.grad.numpy(), atol=1e-10)
+    np.testing.assert_allclose(grads["W"], wt.grad.numpy(), atol=1e-10)
+
+
+def test_missing_backend_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_jax(name: str, *args: object, **kwargs: object) -> object:
+        if name == "jax" or name.startswith("jax."):
+            raise ImportError("no jax here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_jax)
+    with pytest.raises(ed.BackendMissingError, match=r"pip install 'einderive\[jax\]'"):
+        ed.vjp("Y[i] = X[i]", {"X": np.ones(2)}, np.ones(2), backend="jax")
