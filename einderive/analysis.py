@@ -248,11 +248,12 @@ class _Analyser:
             if not any(name in _all_names(s) for s in statements):
                 raise ArgumentError(f"parameter {name!r} is not used in the expression")
             for statement in statements:
-                if isinstance(statement.target, SAccess) and _is_gather_target(statement.target):
-                    if name in {i.name for i in statement.target.indices}:
-                        raise ArgumentError(
-                            f"{name!r} is an index of the left-hand side; it cannot be a parameter"
-                        )
+                target = statement.target
+                lhs = {i.name for i in target.indices} if isinstance(target, SAccess) else set()
+                if _is_gather_target(target) and name in lhs:
+                    raise ArgumentError(
+                        f"{name!r} is an index of the left-hand side; it cannot be a parameter"
+                    )
             symbol = self.param_symbols[name]
             if value is None:
                 continue

@@ -284,8 +284,10 @@ def jvp(
 def instantiate_jvp(derivation: JVP, values: Mapping[sympy.Symbol, sympy.Expr]) -> JVP:
     """The symbolic tangents with numbers for their parameters and sizes (not derived again)."""
     program = derivation.program
-    definitions = {k: v.xreplace(dict(values)) for k, v in program.definitions.items()}
-    mapping = {**values, **definitions}
+    # a derived extent may be defined through an earlier one (a pooling after a convolution)
+    mapping = dict(values)
+    for symbol, definition in program.definitions.items():
+        mapping[symbol] = definition.xreplace(mapping)
     statements = tuple(replace(s, rhs=ir.subs(s.rhs, mapping)) for s in derivation.statements)
     return replace(derivation, program=substitute(program, mapping), statements=statements)
 

@@ -58,7 +58,8 @@ BAD_TEXT = [
     case("second-line-index", "Y[i] = X[i]\nZ[j] = Y[j*j]", Index, r"two index", 10, "j*j",
          line=2),
     # ---- indices and extents ---------------------------------------------------------
-    case("lhs-index-not-on-rhs", "Y[i,j] = X[i]", Index, r"index 'j' is on the left-hand side but not on the right", 5, "j"),
+    case("lhs-index-not-on-rhs", "Y[i,j] = X[i]", Index,
+         r"index 'j' is on the left-hand side but not on the right", 5, "j"),
     case("no-extent-sum", "Y[i] = sum_{m}(X[i+m])", Extent,
          r"index 'm' has no extent: it indexes no tensor alone; "
          r"declare it \(ranges=\{'m': n\}, or --range m=n\)", 13, "m"),

@@ -61,7 +61,7 @@ def _fill_pad(x: np.ndarray, call: GenericConv) -> np.ndarray:
 
 
 def generic_conv(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``conv(x, w, ...)`` of CONTRACT section 3 on operands ``(B, C, N...)``, ``(O, C/g, K...)``."""
+    """The generic call (CONTRACT section 3) on operands ``(B, C, N...)``, ``(O, C/g, K...)``."""
     if call.permute_input:
         x = x.swapaxes(0, 1)
     if call.permute_kernel:

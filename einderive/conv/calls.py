@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import sympy as sp
@@ -29,10 +29,10 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from einderive.errors import ArgumentError, BackendMissingError
 
-Size = int | sp.Expr
+Size: TypeAlias = int | sp.Expr
 """One entry of a call: a Python int, or a sympy expression in sizes and parameters."""
-Padding = tuple[tuple[Size, Size], ...]
-Values = Mapping[sp.Symbol | str, int]
+Padding: TypeAlias = tuple[tuple[Size, Size], ...]
+Values: TypeAlias = Mapping[sp.Symbol | str, int]
 
 _SPATIAL_LETTERS = {1: "H", 2: "HW", 3: "DHW"}
 
@@ -148,6 +148,10 @@ def _is_nonnegative(entry: Size) -> bool:
     return sp.expand(entry).is_nonnegative is True
 
 
+def _is_negative(entry: Size) -> bool:
+    return sp.expand(entry).is_negative is True
+
+
 def _is_at_most(small: Size, large: Size) -> bool:
     """Whether ``small <= large`` for every value of the symbols."""
     if sp.expand(large - small).is_nonnegative is True:
@@ -200,6 +204,9 @@ class GenericConv:
     groups: int = 1
 
     def __post_init__(self) -> None:
+        for name in (self.x, self.w):
+            if not name.isidentifier():
+                raise ArgumentError(f"a tensor name must be an identifier, got {name!r}")
         rank = len(self.padding)
         if rank == 0:
             raise ArgumentError("a convolution needs at least one spatial axis")
@@ -356,9 +363,10 @@ class TorchConvCall:
     ``x.transpose(0, 1)`` if ``transpose_input``; the fill materialised by zero
     insertion unless ``fill`` is None (printed as a stride-``fill`` transposed
     convolution with a ones kernel of size 1 per channel); ``torch.nn.functional.pad(x,
-    pad)`` unless ``pad`` is None (torch's order, last axis first; negative values
-    crop). The kernel is ``w.transpose(0, 1)`` if ``transpose_kernel``, then
-    ``.flip(flip_dims)``. ``output_padding`` is set for the transposed form only.
+    pad)`` unless ``pad`` is None, then ``torch.nn.functional.pad(x, crop)`` (negative
+    values) unless ``crop`` is None, both in torch's order, last axis first. The kernel
+    is ``w.transpose(0, 1)`` if ``transpose_kernel``, then ``.flip(flip_dims)``.
+    ``output_padding`` is set for the transposed form only.
     """
 
     function: str
@@ -369,6 +377,7 @@ class TorchConvCall:
     flip_dims: tuple[int, ...]
     fill: tuple[Size, ...] | None
     pad: tuple[Size, ...] | None
+    crop: tuple[Size, ...] | None
     stride: tuple[Size, ...]
     padding: tuple[Size, ...]
     dilation: tuple[Size, ...]
@@ -402,6 +411,8 @@ class TorchConvCall:
             x = zero_insert(x, ones, stride=self.fill, groups=channels)
         if self.pad is not None:
             x = functional.pad(x, self.pad)
+        if self.crop is not None:
+            x = functional.pad(x, self.crop)
         if self.transpose_kernel:
             w = w.transpose(0, 1)
         if self.flip_dims:
@@ -427,6 +438,8 @@ class TorchConvCall:
             )
         if self.pad is not None:
             x = f"{functional}.pad({x}, {_code(self.pad)})"
+        if self.crop is not None:
+            x = f"{functional}.pad({x}, {_code(self.crop)})"
         w = f"{self.w}.transpose(0, 1)" if self.transpose_kernel else self.w
         if self.flip_dims:
             w = f"{w}.flip({_code(self.flip_dims)})"
@@ -465,15 +478,26 @@ def _fits_conv_transpose(conv: GenericConv, kernel_size: tuple[Size, ...]) -> bo
     return True
 
 
-def _split_symmetric_padding(lo: Size, hi: Size) -> tuple[Size, tuple[Size, Size]]:
-    """torch's symmetric in-call padding, and the ``(lo, hi)`` left for an explicit pad."""
+def _split_torch_padding(lo: Size, hi: Size) -> tuple[Size, tuple[Size, Size], tuple[Size, Size]]:
+    """torch's symmetric in-call padding, the ``(lo, hi)`` zeros to add, then to crop.
+
+    Adding before cropping lets a crop reach into the zeros added on the other side,
+    as the generic call allows, where torch's pad refuses to crop more than the input
+    holds. A side of unknown sign goes to the first pad, which crops as well.
+    """
     if _is_zero(lo - hi) and _is_nonnegative(lo):
-        return lo, (0, 0)
-    return 0, (lo, hi)
+        return lo, (0, 0), (0, 0)
+
+    def added(side: Size) -> Size:
+        return 0 if _is_negative(side) else side
+
+    return 0, (added(lo), added(hi)), (_size(lo - added(lo)), _size(hi - added(hi)))
 
 
-def _torch_pad_argument(pairs: Sequence[tuple[Size, Size]]) -> tuple[Size, ...]:
-    """``torch.nn.functional.pad``'s flat argument: the last axis first."""
+def _torch_pad_argument(pairs: Sequence[tuple[Size, Size]]) -> tuple[Size, ...] | None:
+    """``torch.nn.functional.pad``'s flat argument, last axis first; None if all zero."""
+    if all(_is_zero(entry) for pair in pairs for entry in pair):
+        return None
     return tuple(entry for pair in reversed(pairs) for entry in pair)
 
 
@@ -485,8 +509,9 @@ def torch_call(conv: GenericConv, kernel_size: Sequence[Size] | None = None) -> 
     padding certainly hold, with or without a fill, so that a symbolic call and its
     numbers take the same form. That form needs ``kernel_size`` (the kernel's spatial
     sizes), as its padding is written in terms of them. Otherwise it is ``conv{n}d``
-    with the fill materialised, an explicit pad on every axis whose padding is not
-    symmetric and certainly non-negative, and the permutes and the flip on the tensors.
+    with the fill materialised, explicit pads (zeros added, then crops) on every axis
+    whose padding is not symmetric and certainly non-negative, and the permutes and the
+    flip on the tensors.
     For a symbolic call, a condition that sympy cannot prove counts as false, so the
     general form is chosen; its numbers still compute the same result.
     """
@@ -507,15 +532,16 @@ def torch_call(conv: GenericConv, kernel_size: Sequence[Size] | None = None) -> 
                 flip_dims=(),
                 fill=None,
                 pad=None,
+                crop=None,
                 stride=conv.fill,
                 padding=tuple(padding for padding, _ in pairs),
                 dilation=conv.dilation,
                 output_padding=tuple(output_padding for _, output_padding in pairs),
                 groups=1,
             )
-    split = [_split_symmetric_padding(lo, hi) for lo, hi in conv.padding]
-    explicit = [pair for _, pair in split]
-    needs_pad = not all(_is_zero(entry) for pair in explicit for entry in pair)
+    split = [_split_torch_padding(lo, hi) for lo, hi in conv.padding]
+    pads = [pad for _, pad, _ in split]
+    crops = [crop for _, _, crop in split]
     needs_fill = not all(_is_zero(fill - 1) for fill in conv.fill)
     return TorchConvCall(
         function=f"conv{rank}d",
@@ -525,9 +551,10 @@ def torch_call(conv: GenericConv, kernel_size: Sequence[Size] | None = None) -> 
         transpose_kernel=conv.permute_kernel,
         flip_dims=_spatial_axes(rank) if conv.flip_kernel else (),
         fill=conv.fill if needs_fill else None,
-        pad=_torch_pad_argument(explicit) if needs_pad else None,
+        pad=_torch_pad_argument(pads),
+        crop=_torch_pad_argument(crops),
         stride=conv.stride,
-        padding=tuple(in_call for in_call, _ in split),
+        padding=tuple(in_call for in_call, _, _ in split),
         dilation=conv.dilation,
         output_padding=None,
         groups=conv.groups,
@@ -570,8 +597,8 @@ def _check_operands(conv: GenericConv, x: np.ndarray, w: np.ndarray) -> None:
 def run_jax(conv: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Run ``conv`` with JAX in float64.
 
-    ``x`` is ``(B, C, N...)`` and ``w`` is ``(C_out, C_in/groups, K...)`` before the
-    permutes and the flip, which the call applies.
+    ``x`` and ``w`` are given as stored: the call applies the permutes and the flip,
+    after which ``x`` is ``(B, C_in, N...)`` and ``w`` is ``(C_out, C_in/groups, K...)``.
     """
     _require_numbers(conv, "run_jax")
     _check_operands(conv, x, w)

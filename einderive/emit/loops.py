@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sympy
 from sympy.codegen.ast import (
@@ -62,9 +62,10 @@ if TYPE_CHECKING:
     from ..derivation import Derivation
 
 WIDTH = 99  # the longest line printed, indentation included
+NodeT = TypeVar("NodeT", bound=ir.Node)
 
 
-# ---- statements the Python printers lack ---------------------------------------------------
+# ---- statements the Python printers lack -----------------------------------------------------
 
 
 def _block(body: Any) -> CodeBlock:
@@ -109,7 +110,7 @@ class PythonFunction(Token):
     _construct_body = staticmethod(_block)
 
 
-# ---- values and conditions ------------------------------------------------------------------
+# ---- values and conditions -------------------------------------------------------------------
 
 
 class _Value(sympy.Expr):
@@ -120,20 +121,12 @@ class Where(_Value):
     """``value`` where ``condition`` holds, else zero: ``(value if condition else 0.0)``."""
 
 
-class Zeros(_Value):
-    """``np.zeros(shape)``."""
-
-
 class TrueDivide(_Value):
     """``a / b`` for an index that is compared, not read (a fraction never matches)."""
 
 
-class Largest(_Value):
-    """Python's ``max(a, b)`` (or ``min`` for ``Smallest``), kept in the order given."""
-
-
-class Smallest(_Value):
-    pass
+class Called(_Value):
+    """``function(a, b)``, the arguments in the order given: ``max(largest, X[i])``."""
 
 
 class ElementwiseBase(sympy.Function):
@@ -184,23 +177,11 @@ class IsNone(Condition):
     pass
 
 
-class Better(Condition):
-    """``value > best`` (op "max") or ``value < best`` (op "min")."""
-
-
-class Matches(Condition):
-    """``argmax == (a, b)``: the first extremum is at the given position."""
-
-
-class Equal(Condition):
-    """``a == b``."""
-
-
 def _all_of(conditions: Sequence[sympy.Basic]) -> sympy.Basic:
     return conditions[0] if len(conditions) == 1 else AllOf(*conditions)
 
 
-# ---- the printer ----------------------------------------------------------------------------
+# ---- the printer -----------------------------------------------------------------------------
 
 # precedence levels, loosest first
 ADD, UNARY, MUL, POW, ATOM = range(5)
@@ -258,7 +239,7 @@ class LoopsPrinter(PythonCodePrinter):
         self.ranks = {v: k for k, v in enumerate(dict.fromkeys(order))}
         self._depth = 0
 
-    # ---- blocks ----------------------------------------------------------------------------
+    # ---- blocks ------------------------------------------------------------------------------
 
     def _indented(self, block: CodeBlock) -> str:
         self._depth += 1
@@ -373,9 +354,10 @@ class LoopsPrinter(PythonCodePrinter):
             return UNARY if _negative(expr) else MUL
         if isinstance(expr, sympy.Pow):
             return ATOM if expr.exp == sympy.S.Half else (MUL if expr.exp < 0 else POW)
-        if isinstance(expr, sympy.floor | TrueDivide):
+        if isinstance(expr, TrueDivide):
             return MUL
-        if isinstance(expr, sympy.ceiling):
+        if isinstance(expr, sympy.floor | sympy.ceiling):
+            # `-a // b` is not `-(a // b)`: a floor division takes brackets after a minus
             return UNARY
         if isinstance(expr, sympy.Rational) and not expr.is_Integer:
             return MUL
@@ -505,18 +487,16 @@ class LoopsPrinter(PythonCodePrinter):
         value, condition = expr.args
         return f"({self._print(value)} if {self._print(condition)} else 0.0)"
 
-    def _print_Zeros(self, expr: Zeros) -> str:
-        return f"np.zeros({self._tuple(expr.args)})"
+    def _print_Called(self, expr: Called) -> str:
+        function, *args = expr.args
+        return f"{function.text}({', '.join(self._print(a) for a in args)})"
+
+    def _print_Tuple(self, expr: sympy.Tuple) -> str:
+        return self._tuple(expr.args)
 
     def _print_TrueDivide(self, expr: TrueDivide) -> str:
         numerator, denominator = expr.args
         return f"{self._operand(numerator, UNARY)} / {self._operand(denominator, MUL)}"
-
-    def _print_Largest(self, expr: Largest) -> str:
-        return f"max({', '.join(self._print(a) for a in expr.args)})"
-
-    def _print_Smallest(self, expr: Smallest) -> str:
-        return f"min({', '.join(self._print(a) for a in expr.args)})"
 
     def _print_ElementwiseBase(self, expr: ElementwiseBase) -> str:
         arg = expr.args[0]
@@ -540,7 +520,7 @@ class LoopsPrinter(PythonCodePrinter):
         indices = ", ".join(self._print(i) for i in expr.indices)
         return f"{expr.base.label}[{indices}]"
 
-    # ---- integer arithmetic of bounds and indices -----------------------------------------------
+    # ---- integer arithmetic of bounds and indices --------------------------------------------
 
     def _numerator(self, expr: sympy.Expr) -> str:
         text = self._print(expr)
@@ -570,7 +550,7 @@ class LoopsPrinter(PythonCodePrinter):
     def _print_Min(self, expr: sympy.Min) -> str:
         return f"min({', '.join(self._print(a) for a in _numbers_first(expr.args))})"
 
-    # ---- conditions ------------------------------------------------------------------------------
+    # ---- conditions --------------------------------------------------------------------------
 
     def _print_Bounded(self, cond: Bounded) -> str:
         low, index, stop = cond.args
@@ -621,24 +601,15 @@ class LoopsPrinter(PythonCodePrinter):
     def _print_IsNone(self, cond: IsNone) -> str:
         return f"{self._print(cond.args[0])} is None"
 
-    def _print_Better(self, cond: Better) -> str:
-        op, value, best = cond.args
-        return f"{self._print(value)} {'>' if op.text == 'max' else '<'} {self._print(best)}"
-
-    def _print_Equal(self, cond: Equal) -> str:
-        return " == ".join(self._print(a) for a in cond.args)
-
-    def _print_Matches(self, cond: Matches) -> str:
-        name, *at = cond.args
-        target = self._print(at[0]) if len(at) == 1 else self._tuple(at)
-        return f"{self._print(name)} == {target}"
+    def _print_Relational(self, cond: sympy.core.relational.Relational) -> str:
+        return f"{self._print(cond.lhs)} {cond.rel_op} {self._print(cond.rhs)}"
 
 
 def _numbers_first(args: Sequence[sympy.Expr]) -> list[sympy.Expr]:
     return sorted(args, key=lambda a: (not a.is_number, sympy.default_sort_key(a)))
 
 
-# ---- from IR to loops -----------------------------------------------------------------------
+# ---- from IR to loops ------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=1024)
@@ -834,7 +805,7 @@ def _summed(term: ir.Node) -> tuple[sympy.Expr, ir.Reduce] | None:
 
 
 def _plus_one(high: sympy.Expr) -> sympy.Expr:
-    """The stop of ``range`` for an inclusive upper bound: ``min(I - 1, f) + 1 -> min(I, f + 1)``."""
+    """The stop of ``range`` for an inclusive bound: ``min(I - 1, f) + 1 = min(I, f + 1)``."""
     if isinstance(high, sympy.Min):
         return sympy.Min(*(ir.expand(a + 1) for a in high.args))
     return ir.expand(high + 1)
@@ -911,7 +882,7 @@ class _Builder:
         self.chain = [_Block([], facts=tuple(ir.expand(f.xreplace(self.exact)) for f in facts))]
         self._accumulator: sympy.Symbol | None = None
 
-    # ---- scopes ---------------------------------------------------------------------------------
+    # ---- scopes ------------------------------------------------------------------------------
 
     def fresh(self, stem: str) -> sympy.Symbol:
         for k in itertools.count(1):
@@ -997,7 +968,7 @@ class _Builder:
         steps[-1] = replace(last, facts=last.facts + tuple(where))
         return steps
 
-    # ---- conditions and reads ---------------------------------------------------------------------
+    # ---- conditions and reads ----------------------------------------------------------------
 
     def holds(self, constraint: ir.Constraint) -> bool:
         block = self.chain[-1]
@@ -1054,7 +1025,7 @@ class _Builder:
         read = sympy.Indexed(base, *(self.integer_index(e)[0] for e in access.indices))
         return Where(read, _all_of(tests)) if tests else read
 
-    # ---- values -------------------------------------------------------------------------------------
+    # ---- values ------------------------------------------------------------------------------
 
     def value(self, node: ir.Node) -> sympy.Expr:
         """A sympy expression for ``node``; reductions are computed into locals first."""
@@ -1081,7 +1052,7 @@ class _Builder:
             return Where(sympy.Float(1.0), self.is_extremum(node))
         raise TypeError(f"unknown node {node!r}")  # pragma: no cover
 
-    def hoisted(self, node: ir.Node, compute: Callable[[ir.Node], Any]) -> Any:
+    def hoisted(self, node: NodeT, compute: Callable[[NodeT], sympy.Symbol]) -> sympy.Symbol:
         """``compute(node)`` emitted once, in the outermost loop whose variables it uses."""
         key = _canonical(node)
         for block in reversed(self.chain):
@@ -1105,19 +1076,20 @@ class _Builder:
             self.sum_loops(total, sympy.Integer(1), node)
             return total
         name = self.fresh("largest" if node.op == "max" else "smallest")
-        start, combine = (-sympy.oo, Largest) if node.op == "max" else (sympy.oo, Smallest)
+        start = -sympy.oo if node.op == "max" else sympy.oo
         self.emit(Assignment(name, start))
 
         def update() -> None:
-            self.emit(Assignment(name, combine(name, self.value(node.body))))
+            self.emit(Assignment(name, Called(String(node.op), name, self.value(node.body))))
 
         self.nest(self.loop_steps(node.variables, node.where), update)
         if not _nonempty(node.variables, node.where):
             # an empty window is zero, as every read outside a tensor
-            self.emit(If(Equal(name, start), [Assignment(name, sympy.Float(0.0))]))
+            empty = sympy.Eq(name, start, evaluate=False)
+            self.emit(If(empty, [Assignment(name, sympy.Float(0.0))]))
         return name
 
-    def is_extremum(self, node: ir.IsExtremum) -> Condition:
+    def is_extremum(self, node: ir.IsExtremum) -> sympy.Basic:
         """``argmax == at``, the first (row-major) extremum found by a search emitted before."""
         position = self.hoisted(replace(node, at=()), self.search)
         at = []
@@ -1127,7 +1099,7 @@ class _Builder:
                 at.append(self.integer_index(expr)[0])
             else:
                 at.append(TrueDivide(numerator, denominator))
-        return Matches(position, *at)
+        return sympy.Eq(position, at[0] if len(at) == 1 else sympy.Tuple(*at), evaluate=False)
 
     def search(self, node: ir.IsExtremum) -> sympy.Symbol:
         best = self.fresh("best")
@@ -1138,7 +1110,8 @@ class _Builder:
         where = variables[0] if len(variables) == 1 else sympy.Tuple(*variables)
 
         def update() -> None:
-            better = AnyOf(IsNone(best), Better(String(node.op), value, best))
+            relation = sympy.Gt if node.op == "max" else sympy.Lt
+            better = AnyOf(IsNone(best), relation(value, best, evaluate=False))
             self.emit(
                 Assignment(value, self.value(node.body)),
                 If(better, [Assignment(best, value), Assignment(position, where)]),
@@ -1147,7 +1120,7 @@ class _Builder:
         self.nest(self.loop_steps(variables, node.where), update)
         return position
 
-    # ---- statements -------------------------------------------------------------------------------
+    # ---- statements --------------------------------------------------------------------------
 
     def sum_loops(self, target: sympy.Symbol, coefficient: sympy.Expr, node: ir.Reduce) -> None:
         body = ir.make_mul([ir.Const(coefficient), node.body])
@@ -1230,7 +1203,8 @@ class _Builder:
     def statement(self, statement: ir.Statement) -> None:
         shape = self.shapes[statement.target]
         if statement.indices:
-            self.emit(Assignment(sympy.Symbol(statement.target), Zeros(*shape)))
+            zeros = Called(String("np.zeros"), sympy.Tuple(*shape))
+            self.emit(Assignment(sympy.Symbol(statement.target), zeros))
             base = sympy.IndexedBase(statement.target, shape=shape)
             target: sympy.Basic = sympy.Indexed(base, *statement.indices)
         else:
@@ -1242,7 +1216,7 @@ class _Builder:
         self.nest(steps, lambda: self.point(target, statement.rhs))
 
     def ranked_statement(self, statement: ir.Statement) -> None:
-        """``statement``, and what it computes before its loops, printed in its own variable order."""
+        """``statement`` and what it hoists before its loops, printed in its own variable order."""
         outer = self.chain[0].statements
         start = len(outer)
         self.statement(statement)
@@ -1252,7 +1226,7 @@ class _Builder:
         return self.chain[0].statements
 
 
-# ---- functions and the module ---------------------------------------------------------------
+# ---- functions and the module ----------------------------------------------------------------
 
 
 _RESERVED = {"np", "math", "range", "max", "min", "abs", "None", "_"}
@@ -1327,9 +1301,8 @@ class _Source:
         used: set[sympy.Symbol] = set()
         for statement in statements:
             used |= _symbols_of(statement)
-            used |= sympy.Tuple(*self.shapes[statement.target]).free_symbols
-            for access in (a for s in statements for a in ir.accesses(s.rhs)):
-                used |= sympy.Tuple(*self.shapes[access.tensor]).free_symbols
+            tensors = [statement.target, *(a.tensor for a in ir.accesses(statement.rhs))]
+            used |= sympy.Tuple(*(n for t in tensors for n in self.shapes[t])).free_symbols
         known: set[sympy.Symbol] = set()
         checks = []
         for tensor in program.inputs:
@@ -1350,6 +1323,9 @@ class _Source:
         for symbol in reversed(list(definitions)):
             if symbol in used:
                 used |= definitions[symbol].free_symbols
+        unknown = used & set(program.sizes) - known
+        if unknown:
+            raise ValueError(f"no input's shape gives {', '.join(sorted(map(str, unknown)))}")
         for symbol, definition in definitions.items():
             if symbol in used:
                 builder.emit(Assignment(symbol, definition))
