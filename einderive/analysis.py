@@ -249,7 +249,11 @@ class _Analyser:
                 raise ArgumentError(f"parameter {name!r} is not used in the expression")
             for statement in statements:
                 target = statement.target
-                lhs = {i.name for i in target.indices} if isinstance(target, SAccess) else set()
+                lhs = (
+                    {i.name for i in target.indices if isinstance(i, SName)}
+                    if isinstance(target, SAccess)
+                    else set()
+                )
                 if _is_gather_target(target) and name in lhs:
                     raise ArgumentError(
                         f"{name!r} is an index of the left-hand side; it cannot be a parameter"

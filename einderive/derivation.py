@@ -13,6 +13,7 @@ from .analysis import Program
 from .derive import Backward
 from .emit.printer import NotationPrinter
 from .emit.text import statement_text, variables_of
+from .errors import ArgumentError
 
 if TYPE_CHECKING:
     from .conv.recognise import Recognition
@@ -137,6 +138,17 @@ class Derivation:
             for line in statement_text(statement).splitlines():
                 lines.append("  " + line)
         return "\n".join(lines)
+
+    def source(self, kind: str = "loops") -> str:
+        """Standalone Python source of the forward and every pullback.
+
+        ``kind`` is ``"loops"`` (NumPy loops with the exact bounds).
+        """
+        if kind == "loops":
+            from .emit.loops import loops_source
+
+            return loops_source(self)
+        raise ArgumentError(f"unknown source kind {kind!r}; choose 'loops'")
 
     def latex(self) -> str:
         from .emit.latex import derivation_latex

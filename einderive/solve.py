@@ -49,6 +49,18 @@ def _pivot_rank(
     return kind, order
 
 
+def _leads_negative(expr: sympy.Expr) -> bool:
+    """Whether the first term, in an order that ignores coefficients, has a minus sign.
+
+    ``e = 0`` and ``m | e`` mean the same as for ``-e``; this picks one of the two.
+    """
+    terms = [t.as_coeff_Mul() for t in sympy.Add.make_args(expr) if not t.is_number]
+    if not terms:
+        return bool(expr.is_negative)
+    coefficient, _ = min(terms, key=lambda cm: sympy.default_sort_key(cm[1]))
+    return bool(coefficient.is_negative)
+
+
 def simplify_constraints(constraints: Sequence[ir.Constraint]) -> tuple[ir.Constraint, ...] | None:
     """Drop constraints that always hold and duplicates; None if one can never hold."""
     kept: dict[tuple[str, sympy.Expr, sympy.Expr], ir.Constraint] = {}
@@ -64,7 +76,7 @@ def simplify_constraints(constraints: Sequence[ir.Constraint]) -> tuple[ir.Const
                 continue
             if sympy.Mod(expr, constraint.modulus) == 0:
                 continue
-            if sympy.Add.make_args(expr)[0].as_coeff_Mul()[0] < 0:
+            if _leads_negative(expr):
                 constraint = ir.Constraint("div", -expr, constraint.modulus)
         elif constraint.kind == "eq":
             if expr.is_number:
@@ -72,7 +84,7 @@ def simplify_constraints(constraints: Sequence[ir.Constraint]) -> tuple[ir.Const
                     return None
                 continue
             # a canonical sign, so that p - q and q - p are one guard
-            if sympy.Add.make_args(expr)[0].as_coeff_Mul()[0] < 0:
+            if _leads_negative(expr):
                 constraint = ir.Constraint("eq", -expr)
         else:
             if expr.is_nonnegative:

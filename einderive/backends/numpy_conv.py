@@ -89,13 +89,18 @@ def generic_conv(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     index += tuple(slice(None, o * s, s) for o, s in zip(outputs, strides, strict=True))
     index += tuple(slice(None, None, d) for d in dilations)
     windows = windows[index]
+    if groups == 1:
+        # one contraction over (channel, taps): (B, out..., O) then channels to the front
+        axes = [1, *range(2 + rank, 2 + 2 * rank)]
+        out = np.tensordot(windows, w, axes=(axes, [1, *range(2, 2 + rank)]))
+        return np.moveaxis(out, -1, 1)
     per_group = channels // groups
     windows = windows.reshape(batch, groups, per_group, *windows.shape[2:])
     kernels = w.reshape(groups, out_channels // groups, per_group, *kernel)
     # sum over (c, taps): out[b, g, o, i...] = sum windows[b, g, c, i..., k...] * w[g, o, c, k...]
     spatial = "ijk"[:rank]
     taps = "uvw"[:rank]
-    out = np.einsum(f"bgc{spatial}{taps},goc{taps}->bgo{spatial}", windows, kernels, optimize=True)
+    out = np.einsum(f"bgc{spatial}{taps},goc{taps}->bgo{spatial}", windows, kernels)
     return out.reshape(batch, out_channels, *outputs)
 
 

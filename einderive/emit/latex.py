@@ -93,7 +93,7 @@ class LatexPrinter(NotationPrinter):
             expr = self.leading_positive(expr)
         left, right, flipped = self.sides(expr)
         relation = "=" if constraint.kind == "eq" else (r"\leq" if flipped else r"\geq")
-        return f"{self.index(left)} {relation} {self.index(right)}"
+        return f"{self.index(left)} {relation} {self.side(right)}"
 
     def bounds(self, bound: Bounds) -> str:
         low, high = self.scalar(bound.low), self.scalar(bound.high)

@@ -166,15 +166,15 @@ class Divides(Condition):
 
 
 class AllOf(Condition):
-    pass
+    """``a and b and ...``."""
 
 
 class AnyOf(Condition):
-    pass
+    """``a or b or ...``."""
 
 
 class IsNone(Condition):
-    pass
+    """``name is None``: nothing found yet."""
 
 
 def _all_of(conditions: Sequence[sympy.Basic]) -> sympy.Basic:
@@ -234,10 +234,14 @@ class LoopsPrinter(PythonCodePrinter):
     of the loops; floating-point values keep the order of the derivation.
     """
 
+    # a name of the notation that Python or the emitted code needs gets a trailing "_"
+    reserved_words = PythonCodePrinter.reserved_words | {"np", "math", "range", "max", "min", "abs"}
+
     def __init__(self, order: Sequence[sympy.Symbol] = ()) -> None:
         super().__init__({"fully_qualified_modules": True})
         self.ranks = {v: k for k, v in enumerate(dict.fromkeys(order))}
         self._depth = 0
+        self._split_indices = False
 
     # ---- blocks ------------------------------------------------------------------------------
 
@@ -252,15 +256,29 @@ class LoopsPrinter(PythonCodePrinter):
     def _print_CodeBlock(self, block: CodeBlock) -> str:
         return "\n".join(self._print(statement) for statement in block.args)
 
-    def _fits(self, line: str) -> bool:
-        return len(self.tab) * self._depth + max(map(len, line.split("\n"))) <= WIDTH
+    def _fits(self, text: str, depth: int = 0) -> bool:
+        indent = len(self.tab) * (self._depth + depth)
+        return all(indent + len(line) <= WIDTH for line in text.split("\n"))
 
-    def _wrap(self, head: str, pieces: Sequence[str], tail: str, joined: str) -> str:
-        """``head joined tail`` on one line if it fits, else one piece a line inside brackets."""
+    def _wrap(self, head: str, pieces: Callable[[], list[str]], tail: str, joined: str) -> str:
+        """``head joined tail`` on one line if it fits, else one piece a line inside brackets.
+
+        A piece still too long has its reads broken, one index a line.
+        """
         line = f"{head}{joined}{tail}"
-        if self._fits(line) or len(pieces) < 2:
+        if self._fits(line):
             return line
-        inner = "\n".join(self.tab + piece for piece in pieces)
+        for split in (False, True):
+            self._split_indices = split
+            try:
+                parts = pieces()
+            finally:
+                self._split_indices = False
+            inner = "\n".join(textwrap.indent(part, self.tab) for part in parts)
+            if self._fits(inner) or split:
+                break
+        if len(parts) < 2 and "\n" not in inner:
+            return line
         return f"{head}(\n{inner}\n){tail}"
 
     def _print_PythonFunction(self, node: PythonFunction) -> str:
@@ -278,10 +296,9 @@ class LoopsPrinter(PythonCodePrinter):
         line = f"{head}{', '.join(arguments)}):"
         if not self._fits(line):
             inner = ", ".join(arguments)
-            if len(self.tab) * (self._depth + 1) + len(inner) > WIDTH:
+            if not self._fits(inner, 1):
                 inner = ",\n".join(arguments) + ","
-            inner = "\n".join(self.tab + piece for piece in inner.split("\n"))
-            line = f"{head}\n{inner}\n):"
+            line = f"{head}\n{textwrap.indent(inner, self.tab)}\n):"
         return f"{line}\n{self._indented(node.body)}"
 
     def _print_Ranked(self, node: Ranked) -> str:
@@ -292,13 +309,15 @@ class LoopsPrinter(PythonCodePrinter):
         finally:
             self.ranks = ranks
 
+    def _conditions(self, condition: sympy.Basic) -> list[str]:
+        if not isinstance(condition, AllOf):
+            return [self._print(condition)]
+        pieces = [self._print(c) for c in condition.args]
+        return pieces[:1] + [f"and {p}" for p in pieces[1:]]
+
     def _print_If(self, node: If) -> str:
         condition = node.condition
-        pieces = [self._print(condition)]
-        if isinstance(condition, AllOf):
-            pieces = [self._print(c) for c in condition.args]
-            pieces = pieces[:1] + [f"and {p}" for p in pieces[1:]]
-        head = self._wrap("if ", pieces, ":", " ".join(pieces))
+        head = self._wrap("if ", lambda: self._conditions(condition), ":", self._print(condition))
         return f"{head}\n{self._indented(node.body)}"
 
     def _print_Unpack(self, node: Unpack) -> str:
@@ -330,7 +349,7 @@ class LoopsPrinter(PythonCodePrinter):
         if rhs == none:
             return f"{self._print(lhs)} {op} None"
         head = f"{self._print(lhs)} {op} "
-        return self._wrap(head, self._pieces(rhs), "", self._print(rhs))
+        return self._wrap(head, lambda: self._pieces(rhs), "", self._print(rhs))
 
     def _pieces(self, expr: sympy.Basic) -> list[str]:
         """A long value broken before its top-level operators."""
@@ -517,8 +536,13 @@ class LoopsPrinter(PythonCodePrinter):
         return f"1 / (1 + np.exp({minus}))"
 
     def _print_Indexed(self, expr: sympy.Indexed) -> str:
-        indices = ", ".join(self._print(i) for i in expr.indices)
-        return f"{expr.base.label}[{indices}]"
+        indices = [self._print(i) for i in expr.indices]
+        name = self._print(expr.base.label)
+        line = f"{name}[{', '.join(indices)}]"
+        # inside a wrapped statement: one piece a line, after an operator
+        if self._split_indices and not self._fits(f"* {line}", 1):
+            return f"{name}[\n" + "".join(f"{self.tab}{i},\n" for i in indices) + "]"
+        return line
 
     # ---- integer arithmetic of bounds and indices --------------------------------------------
 
@@ -656,7 +680,8 @@ def _lowest(poly: Poly) -> Fraction | None:
     """A lower bound over positive integer symbols (each at least 1), None if unbounded."""
     lowest = Fraction(0)
     for monomial, coefficient in poly.items():
-        if monomial and (coefficient < 0 or not all(s.is_positive for s in monomial)):
+        positive = all(s.is_positive and s.is_integer for s in monomial)
+        if monomial and (coefficient < 0 or not positive):
             return None
         lowest += coefficient
     return lowest
@@ -755,6 +780,8 @@ def _definition_facts(symbol: sympy.Symbol, definition: sympy.Expr) -> list[symp
     parts = definition.args if isinstance(definition, sympy.Min) else (definition,)
     for part in parts:
         floors = [t for t in sympy.Add.make_args(part) if isinstance(t, sympy.floor)]
+        if not floors:
+            facts.append(ir.expand(part - symbol))
         if len(floors) != 1:
             continue
         offset = ir.expand(part - floors[0])
@@ -875,7 +902,9 @@ class _Builder:
         self.shapes = shapes
         # sizes defined without floor are replaced by their definition, the others give facts
         self.exact = {
-            s: d for s, d in definitions.items() if not d.has(sympy.floor, sympy.ceiling, sympy.Min)
+            s: d
+            for s, d in definitions.items()
+            if not d.has(sympy.floor, sympy.ceiling, sympy.Min, sympy.Max)
         }
         facts = [f for s, d in definitions.items() for f in _definition_facts(s, d)]
         self.taken = set(taken)
@@ -1149,7 +1178,7 @@ class _Builder:
         if isinstance(node, ir.Reduce) and not node.variables:
             where, node = node.where, node.body
         factors = list(node.factors) if isinstance(node, ir.Mul) else [node]
-        tests: list[Condition] = [self.condition(c) for c in where]
+        tests: list[sympy.Basic] = [self.condition(c) for c in where]
         facts = list(where)
         kept: list[ir.Node] = []
         with self.scope(facts=where):
@@ -1209,6 +1238,10 @@ class _Builder:
             target: sympy.Basic = sympy.Indexed(base, *statement.indices)
         else:
             target = sympy.Symbol(statement.target, real=True)
+        if statement.rhs == ir.ZERO:
+            if not statement.indices:
+                self.emit(Assignment(target, sympy.Float(0.0)))
+            return
         steps = [
             _Loop(v, sympy.Integer(0), n, ir.box(v, n))
             for v, n in zip(statement.indices, shape, strict=True)
@@ -1254,9 +1287,9 @@ class _Source:
         return self.derivation.program
 
     def shape_text(self, tensor: str) -> str:
-        return (
-            f"{tensor} {self.printer._tuple(self.shapes[tensor]) if self.shapes[tensor] else '()'}"
-        )
+        name = self.printer.doprint(sympy.Symbol(tensor))
+        shape = self.shapes[tensor]
+        return f"{name} {self.printer.doprint(sympy.Tuple(*shape)) if shape else '()'}"
 
     def docstring(
         self,
@@ -1278,7 +1311,8 @@ class _Source:
         used = sympy.Tuple(*itertools.chain(*shapes)).free_symbols
         defined = [s for s in program.definitions if s in used]
         where = ", where" if defined else "."
-        lines += _fill(f"Shapes: {inputs} -> {self.shape_text(result)}{where}")
+        shape = f"{inputs} -> {self.shape_text(result)}" if inputs else self.shape_text(result)
+        lines += _fill(f"Shapes: {shape}{where}")
         for symbol in defined:
             definition = self.printer.doprint(program.definitions[symbol])
             lines.append(f"    {symbol.name} = {definition}")
@@ -1323,9 +1357,8 @@ class _Source:
         for symbol in reversed(list(definitions)):
             if symbol in used:
                 used |= definitions[symbol].free_symbols
-        unknown = used & set(program.sizes) - known
-        if unknown:
-            raise ValueError(f"no input's shape gives {', '.join(sorted(map(str, unknown)))}")
+        # a size no input has (nothing is read along it) is asked for, as a parameter is
+        unread = sorted(used & set(program.sizes) - known, key=lambda s: s.name)
         for symbol, definition in definitions.items():
             if symbol in used:
                 builder.emit(Assignment(symbol, definition))
@@ -1337,7 +1370,7 @@ class _Source:
         return PythonFunction(
             name,
             [sympy.Symbol(a) for a in arrays],
-            [sympy.Symbol(p.name) for p in program.params],
+            [sympy.Symbol(p.name) for p in [*program.params, *unread]],
             self.docstring(title, arrays, result, statements),
             builder.body(),
         )
@@ -1370,7 +1403,15 @@ def loops_source(derivation: Derivation) -> str:
     """A Python module of plain loops: ``forward`` and one ``pullback_<input>`` per pullback.
 
     The module imports only NumPy (and ``math`` where used). Sizes are read from
-    the arrays, parameters are keyword-only arguments.
+    the arrays; parameters are keyword-only arguments, and those given a value
+    when deriving are numbers in the code.
+
+    >>> import numpy as np
+    >>> from einderive import derive
+    >>> emitted = {}
+    >>> exec(loops_source(derive("Y[i] = W[m]*X[i+m]")), emitted)
+    >>> emitted["pullback_X"](np.ones(2), np.array([1.0, 2.0]), np.array([1.0, 0.0, 3.0]))
+    array([1., 3., 2.])
     """
     program = derivation.program
     backward = derivation.backward

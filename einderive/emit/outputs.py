@@ -18,6 +18,12 @@ def latex(derivation: Derivation) -> str:
     return derivation.latex()
 
 
+def numpy_loops(derivation: Derivation) -> str:
+    from .loops import loops_source
+
+    return loops_source(derivation)
+
+
 def conv(derivation: Derivation) -> str:
     from .conv import conv_text
 
@@ -77,6 +83,7 @@ def as_json(derivation: Derivation) -> str:
 EMITTERS: dict[str, Callable[[Derivation], str]] = {
     "text": text,
     "latex": latex,
+    "numpy-loops": numpy_loops,
     "conv": conv,
     "json": as_json,
 }

@@ -7,6 +7,7 @@ the sum sign, and how bounds are written.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import sympy
 from sympy.printing.str import StrPrinter
@@ -190,7 +191,13 @@ class NotationPrinter:
             expr = self.leading_positive(expr)
         left, right, flipped = self.sides(expr)
         relation = "=" if constraint.kind == "eq" else ("<=" if flipped else ">=")
-        return f"{self.index(left)} {relation} {self.index(right)}"
+        return f"{self.index(left)} {relation} {self.side(right)}"
+
+    def side(self, expr: sympy.Expr) -> str:
+        """The right side of a condition: an index expression, or a plain scalar."""
+        if expr.free_symbols & set(self.order):
+            return self.index(expr)
+        return self.scalar(expr)
 
     def leading_positive(self, expr: sympy.Expr) -> sympy.Expr:
         """An equation ``expr = 0`` signed so that its first variable has a plus: ``p - q``."""
@@ -212,7 +219,12 @@ class NotationPrinter:
             else:
                 right -= term
         if left == 0:
-            return ir.expand(-right), sympy.Integer(0), True
+            # 0 >= right: the index terms of `right` <= the rest, negated
+            index = sum(
+                (t for t in sympy.Add.make_args(right) if t.free_symbols & set(self.order)),
+                sympy.Integer(0),
+            )
+            return index, ir.expand(index - right), True
         return left, right, False
 
     def bounds(self, bound: Bounds) -> str:
@@ -236,6 +248,9 @@ def _looks_negative(value: sympy.Expr) -> bool:
 
 def _split_sign(node: ir.Node) -> tuple[bool, ir.Node]:
     """Whether a term reads as negative, and its magnitude."""
+    if isinstance(node, ir.Reduce) and not node.variables:
+        negative, body = _split_sign(node.body)
+        return negative, replace(node, body=body)
     if isinstance(node, ir.Const) and _looks_negative(node.value):
         return True, ir.Const(-node.value)
     if isinstance(node, ir.Mul):
