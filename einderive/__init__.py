@@ -17,6 +17,8 @@ from .errors import (
     NotationSyntaxError,
     VerificationError,
 )
+from .higher import derive_twice, verify_twice
+from .jvp import JVP, derive_jvp, jvp, verify_jvp
 from .verify import Report, verify
 
 __version__ = "0.1.0"
@@ -25,6 +27,7 @@ __all__ = [
     "ArgumentError",
     "BackendMissingError",
     "Derivation",
+    "JVP",
     "EinderiveError",
     "ExtentError",
     "IndexNotationError",
@@ -33,7 +36,12 @@ __all__ = [
     "Report",
     "VerificationError",
     "derive",
+    "derive_jvp",
+    "derive_twice",
     "evaluate",
+    "jvp",
     "verify",
+    "verify_jvp",
+    "verify_twice",
     "vjp",
 ]

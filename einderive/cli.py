@@ -20,6 +20,10 @@ examples:
       the pullback of a diagonal read, in LaTeX
   einderive "Y[i] = max_{m}(X[2*i+m])" --range m=3 --verify
       max pooling; --verify checks every pullback numerically
+  einderive "Y[i] = W[m]*X[s*i+m-1]" --wrt X --then W --then dY --verify
+      second order: the pullback dX differentiated again (a gradient penalty's backward)
+  einderive "Y[i] = exp(X[i]) / sum_{j}(exp(X[j]))" --jvp
+      forward mode: the tangent of a softmax
   echo "C[i,j] = A[i,k]*B[k,j]" | einderive -
       read the expression from standard input
 
@@ -125,6 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to print: " + ", ".join(_emitters()) + " (default: text)",
     )
     parser.add_argument(
+        "--then",
+        action="append",
+        default=[],
+        metavar="T",
+        help="differentiate the pullback of --wrt again, into T (second order; repeatable)",
+    )
+    parser.add_argument(
+        "--order",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: the pullbacks of the --wrt pullback into every input (as --then for all)",
+    )
+    parser.add_argument(
+        "--jvp", action="store_true", help="forward mode: the tangent of every statement"
+    )
+    parser.add_argument(
         "--verify", action="store_true", help="check every pullback numerically and report"
     )
     parser.add_argument(
@@ -152,6 +173,42 @@ def run_table(argv: Sequence[str]) -> int:
     return 0 if all(row.derived.ok for row in rows) else 1
 
 
+def _derive_and_print(
+    args: argparse.Namespace,
+    text: str,
+    params: dict,
+    shapes: dict,
+    ranges: dict,
+    emitters: dict,
+) -> object | None:
+    """Print what --emit asks for (first order, second order or forward mode); the report."""
+    if args.jvp:
+        from .jvp import derive_jvp, verify_jvp
+
+        if args.emit not in ("text", "latex"):
+            raise ArgumentError("--jvp prints text or latex only")
+        tangent = derive_jvp(text, params, shapes, ranges, wrt=args.wrt or None)
+        print(tangent.latex() if args.emit == "latex" else tangent)
+        return verify_jvp(text, params, shapes, ranges, trials=args.trials) if args.verify else None
+    if args.then or args.order == 2:
+        from .higher import derive_twice, verify_twice
+
+        if len(args.wrt) != 1:
+            raise ArgumentError("second order (--then, --order 2) needs exactly one --wrt")
+        second = args.then or None
+        derivation = derive_twice(text, args.wrt[0], second, params, shapes, ranges)
+        print(emitters[args.emit](derivation))
+        if args.verify:
+            return verify_twice(text, args.wrt[0], second, params, shapes, ranges, args.trials)
+        return None
+    from .api import derive
+    from .verify import verify
+
+    derivation = derive(text, params, shapes, ranges, wrt=args.wrt or None)
+    print(emitters[args.emit](derivation))
+    return verify(text, params, shapes, ranges, trials=args.trials) if args.verify else None
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["table"]:
@@ -168,14 +225,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         emitters = _emitters()
         if args.emit not in emitters:
             raise ArgumentError(f"--emit {args.emit!r}: choose one of {', '.join(emitters)}")
-        from .api import derive
-
-        derivation = derive(text, params, shapes, ranges, wrt=args.wrt or None)
-        print(emitters[args.emit](derivation))
-        if args.verify:
-            from .verify import verify
-
-            report = verify(text, params, shapes, ranges, trials=args.trials)
+        report = _derive_and_print(args, text, params, shapes, ranges, emitters)
+        if report is not None:
             print(report, file=sys.stdout if args.emit == "text" else sys.stderr)
             if not report.ok:
                 return 1

@@ -164,7 +164,10 @@ def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
             if isinstance(node, ir.Reduce | ir.IsExtremum):
                 taken |= {v.name for v in node.variables}
         taken |= {v.name for v in statement.indices}
-    names = {t: cotangent_name(t, taken | set(program.shapes)) for t in program.shapes}
+    # later tensors first, so that a backward program's seed dX keeps the name ddX
+    names: dict[str, str] = {}
+    for tensor in reversed(list(program.shapes)):
+        names[tensor] = cotangent_name(tensor, taken | set(program.shapes) | set(names.values()))
     taken |= set(names.values())
     written = {s.target for s in program.statements}
     wanted = set(program.inputs if wrt is None else wrt)

@@ -342,11 +342,13 @@ def _check_draw(
     scale = np.max(np.abs(finite), initial=0.0) + np.max(np.abs(derived), initial=0.0) + 1e-12
     error = float(np.max(np.abs(derived - finite), initial=0.0) / scale)
     name = program.output
-    checks = [Check(name, "jvp", trial, given, error, error <= TOLERANCE, "finite differences")]
+    checks = [
+        Check(name, "jvp", trial, given, error, error <= TOLERANCE, "finite differences", "t")
+    ]
     cotangent = generator.standard_normal(derived.shape)
     pulled = backends.run("loops", derive_program(program), arrays, cotangent)
     left = float(np.sum(cotangent * derived))
     right = sum(float(np.sum(pulled[n] * directions[n])) for n in arrays)
     error = abs(left - right) / (float(np.sum(np.abs(cotangent * derived))) + abs(right) + 1e-12)
-    checks.append(Check(name, "jvp", trial, given, error, error <= TOLERANCE, "vjp duality"))
+    checks.append(Check(name, "jvp", trial, given, error, error <= TOLERANCE, "vjp duality", "t"))
     return checks

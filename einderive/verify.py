@@ -43,12 +43,13 @@ class Check:
     error: float
     ok: bool
     reference: str
+    prefix: str = "d"  # "d" for a pullback, "t" for a tangent
 
     def __str__(self) -> str:
         given = ", ".join(f"{k}={v}" for k, v in self.values.items()) or "as given"
         status = "ok" if self.ok else "FAILED"
         return (
-            f"{status:6} d{self.tensor:<6} {self.backend:6} vs {self.reference:18} "
+            f"{status:6} {self.prefix + self.tensor:<7} {self.backend:6} vs {self.reference:18} "
             f"rel. error {self.error:.1e}  ({given})"
         )
 
@@ -117,8 +118,10 @@ def draw_values(
 def instantiate(derivation: Derivation, values: Mapping[sympy.Symbol, sympy.Expr]) -> Derivation:
     """The symbolic derivation with numbers for its parameters and sizes (not derived again)."""
     program = derivation.program
-    definitions = {k: v.xreplace(dict(values)) for k, v in program.definitions.items()}
-    mapping = {**values, **definitions}
+    # a derived size may be defined through an earlier one (N_P1 = floor(I/2))
+    mapping = dict(values)
+    for symbol, definition in program.definitions.items():
+        mapping[symbol] = definition.xreplace(mapping)
     numeric = substitute(program, mapping)
     statements = tuple(
         ir.Statement(s.target, s.indices, ir.subs(s.rhs, mapping), s.span)

@@ -18,7 +18,6 @@ on NumPy arrays in float64.
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -201,7 +200,7 @@ class GenericConv:
     flip_kernel: bool = False
     permute_kernel: bool = False
     permute_input: bool = False
-    groups: int = 1
+    groups: Size = 1
 
     def __post_init__(self) -> None:
         for name in (self.x, self.w):
@@ -221,8 +220,8 @@ class GenericConv:
             if any(sp.sympify(entry).is_positive is False for entry in entries):
                 raise ArgumentError(f"{name} entries must be positive, got {_code(entries)}")
             object.__setattr__(self, name, entries)
-        groups = operator.index(self.groups)
-        if groups < 1:
+        groups = _size(self.groups)
+        if sp.sympify(groups).is_positive is False:
             raise ArgumentError(f"groups must be at least 1, got {groups}")
         object.__setattr__(self, "groups", groups)
 
