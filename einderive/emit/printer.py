@@ -132,7 +132,11 @@ class NotationPrinter:
 
     def _print_Add(self, node: ir.Add) -> tuple[str, int]:
         out = ""
-        for k, term in enumerate(node.terms):
+        terms = list(node.terms)
+        # lead with a positive term where there is one: `1 - sigmoid(z)`
+        leading = next((k for k, t in enumerate(terms) if not _split_sign(t)[0]), 0)
+        terms.insert(0, terms.pop(leading))
+        for k, term in enumerate(terms):
             negative, magnitude = _split_sign(term)
             text = self.expr(magnitude, ADD if k == 0 and not negative else MUL)
             if k == 0:
