@@ -171,7 +171,7 @@ def _shape_argument(name: str, shape: object) -> tuple[int, ...]:
         raise ArgumentError(f"shape of {name!r} must be a sequence of sizes, not {shape!r}")
     sizes = tuple(shape)
     if not all(
-        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0 for n in sizes
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) and int(n) >= 0 for n in sizes
     ):
         raise ArgumentError(f"shape of {name!r} must be non-negative integers, not {shape!r}")
     return tuple(int(n) for n in sizes)

@@ -103,7 +103,7 @@ def _as_array(name: str, value: object) -> np.ndarray:
 def _input_shapes(
     text: str, inputs: Mapping[str, np.ndarray], shapes: ShapeValues | None
 ) -> dict[str, tuple[int, ...]]:
-    merged = dict(shapes or {})
+    merged: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in (shapes or {}).items()}
     for name, array in inputs.items():
         shape = tuple(np.shape(_as_array(name, array)))
         if name in merged and tuple(merged[name]) != shape:
@@ -150,8 +150,8 @@ def numeric_program(
     except EinderiveError as error:
         raise error.with_text(text) from None
     if program.params:
-        names = ", ".join(p.name for p in program.params)
-        raise ArgumentError(f"give a number for every parameter: params={{...}} for {names}")
+        symbolic = ", ".join(p.name for p in program.params)
+        raise ArgumentError(f"give a number for every parameter: params={{...}} for {symbolic}")
     return program
 
 

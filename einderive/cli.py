@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import ArgumentError, EinderiveError
+
+if TYPE_CHECKING:
+    from .verify import Report
 
 EXAMPLES = """\
 examples:
@@ -180,7 +184,7 @@ def _derive_and_print(
     shapes: dict,
     ranges: dict,
     emitters: dict,
-) -> object | None:
+) -> Report | None:
     """Print what --emit asks for (first order, second order or forward mode); the report."""
     if args.jvp:
         from .jvp import derive_jvp, verify_jvp

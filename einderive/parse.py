@@ -222,11 +222,12 @@ def parse(text: str) -> list[SStatement]:
     try:
         tree = _parser().parse(text)
     except lark.UnexpectedCharacters as error:
-        character = text[error.pos_in_stream]
+        position = error.pos_in_stream or 0
+        character = text[position]
         allowed = _expected(set(error.allowed or ()))
         raise NotationSyntaxError(
             f"unexpected character {character!r}" + (f"; expected {allowed}" if allowed else ""),
-            (error.pos_in_stream, error.pos_in_stream + 1),
+            (position, position + 1),
             text,
         ) from None
     except lark.UnexpectedToken as error:

@@ -92,11 +92,11 @@ def _symbol_ranges(
             high = int(sympy.floor(rest / -coefficient))
             current = ranges[var][1]
             ranges[var][1] = high if current is None else min(current, high)
-    result = {}
-    for var, (low, high) in ranges.items():
-        if low is None or high is None:
+    result: dict[sympy.Symbol, tuple[int, int]] = {}
+    for var, (first, last) in ranges.items():
+        if first is None or last is None:
             raise ArgumentError(f"the range of {var} is not bounded by numbers")
-        result[var] = (low, high)
+        result[var] = (first, last)
     return result
 
 

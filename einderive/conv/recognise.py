@@ -292,6 +292,10 @@ def _match(
     w_axis_of = {role: a for a, role in enumerate(w_roles) if role != "spatial"}
     x_spatial = [a for a, (role, _) in enumerate(x_roles) if role == "spatial"]
     groups: sympy.Expr = sympy.Integer(1)
+    first: int | None
+    second: int | None
+    w_first: int | None
+    w_second: int | None
     if "group" in roles:
         # depthwise: x (B, G, N...), w (G, 1, K...), groups = G
         first, second = x_axis_of.get("batch"), x_axis_of["group"]

@@ -19,6 +19,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 import sympy
@@ -330,7 +331,7 @@ def _compiled(call: GenericConv) -> _CompiledCall:
 
 
 def _seed_call(entry: Mapping[str, object], x: str, w: str) -> _CompiledCall:
-    lo, hi = entry["padding"]  # type: ignore[misc]
+    lo, hi = cast(tuple[str, str], entry["padding"])
     return _CompiledCall(
         x,
         w,
@@ -343,7 +344,9 @@ def _seed_call(entry: Mapping[str, object], x: str, w: str) -> _CompiledCall:
     )
 
 
-def reference(config: Mapping[sympy.Symbol, int], rng: np.random.Generator) -> dict[str, object]:
+def reference(
+    config: Mapping[sympy.Symbol, int], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Random operands and both pullbacks computed from the forward's definition by brute force."""
     n, k = config[N], config[K]
     size = _output_size(config)
