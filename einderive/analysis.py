@@ -19,7 +19,7 @@ import itertools
 import math
 import numbers
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -95,70 +95,37 @@ def _multiplied_names(node: Any) -> set[str]:
     return set()
 
 
+def _syntax_nodes(node: Any, brackets: bool = True) -> Iterator[Any]:
+    """Every node of a syntax tree, parents first; index positions too unless ``brackets``
+    is False."""
+    yield node
+    children: tuple[Any, ...] = ()
+    if isinstance(node, SBinary):
+        children = (node.left, node.right)
+    elif isinstance(node, SNeg):
+        children = (node.operand,)
+    elif isinstance(node, SCall):
+        children = (node.arg,)
+    elif isinstance(node, SReduce):
+        children = (node.body,)
+    elif isinstance(node, SAccess) and brackets:
+        children = node.indices
+    for child in children:
+        yield from _syntax_nodes(child, brackets)
+
+
 def _accesses(node: Any) -> list[SAccess]:
     """Every tensor read in a syntax tree, in source order (index positions included)."""
-    found: list[SAccess] = []
-
-    def visit(n: Any) -> None:
-        if isinstance(n, SAccess):
-            found.append(n)
-            for index in n.indices:
-                visit(index)
-        elif isinstance(n, SBinary):
-            visit(n.left)
-            visit(n.right)
-        elif isinstance(n, SNeg):
-            visit(n.operand)
-        elif isinstance(n, SCall):
-            visit(n.arg)
-        elif isinstance(n, SReduce):
-            visit(n.body)
-
-    visit(node)
-    return found
+    return [n for n in _syntax_nodes(node) if isinstance(n, SAccess)]
 
 
 def _reductions(node: Any) -> list[SReduce]:
-    found: list[SReduce] = []
-
-    def visit(n: Any) -> None:
-        if isinstance(n, SReduce):
-            found.append(n)
-            visit(n.body)
-        elif isinstance(n, SBinary):
-            visit(n.left)
-            visit(n.right)
-        elif isinstance(n, SNeg):
-            visit(n.operand)
-        elif isinstance(n, SCall):
-            visit(n.arg)
-        elif isinstance(n, SAccess):
-            for index in n.indices:
-                visit(index)
-
-    visit(node)
-    return found
+    return [n for n in _syntax_nodes(node) if isinstance(n, SReduce)]
 
 
 def _value_names(node: Any) -> list[SName]:
     """Names used as values (outside brackets)."""
-    found: list[SName] = []
-
-    def visit(n: Any) -> None:
-        if isinstance(n, SName):
-            found.append(n)
-        elif isinstance(n, SBinary):
-            visit(n.left)
-            visit(n.right)
-        elif isinstance(n, SNeg):
-            visit(n.operand)
-        elif isinstance(n, SCall):
-            visit(n.arg)
-        elif isinstance(n, SReduce):
-            visit(n.body)
-
-    visit(node)
-    return found
+    return [n for n in _syntax_nodes(node, brackets=False) if isinstance(n, SName)]
 
 
 def _count(n: int, noun: str) -> str:

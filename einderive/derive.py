@@ -67,23 +67,13 @@ def rename_bound(node: ir.Node, taken: set[str]) -> ir.Node:
     """Give every variable bound inside ``node`` a fresh name, so substitution cannot capture."""
     if isinstance(node, ir.Reduce | ir.IsExtremum):
         mapping = {v: fresh(_stem(v), taken) for v in node.variables}
-        body = rename_bound(ir.subs(node.body, mapping), taken)
-        renamed = replace(
+        return replace(
             node,
             variables=tuple(mapping[v] for v in node.variables),
-            body=body,
+            body=rename_bound(ir.subs(node.body, mapping), taken),
             where=tuple(c.subs(mapping) for c in node.where),
         )
-        return renamed
-    if isinstance(node, ir.Add):
-        return replace(node, terms=tuple(rename_bound(t, taken) for t in node.terms))
-    if isinstance(node, ir.Mul):
-        return replace(node, factors=tuple(rename_bound(f, taken) for f in node.factors))
-    if isinstance(node, ir.Pow):
-        return replace(node, base=rename_bound(node.base, taken))
-    if isinstance(node, ir.Call):
-        return replace(node, arg=rename_bound(node.arg, taken))
-    return node
+    return ir.map_children(node, lambda child: rename_bound(child, taken))
 
 
 def _stem(var: sympy.Symbol) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -218,6 +218,21 @@ def children(node: Node) -> tuple[Node, ...]:
     return ()
 
 
+def map_children(node: Node, function: Callable[[Node], Node]) -> Node:
+    """``node`` with ``function`` applied to each of its children (nothing else changes)."""
+    if isinstance(node, Add):
+        return replace(node, terms=tuple(function(t) for t in node.terms))
+    if isinstance(node, Mul):
+        return replace(node, factors=tuple(function(f) for f in node.factors))
+    if isinstance(node, Pow):
+        return replace(node, base=function(node.base))
+    if isinstance(node, Call):
+        return replace(node, arg=function(node.arg))
+    if isinstance(node, Reduce | IsExtremum):
+        return replace(node, body=function(node.body))
+    return node
+
+
 def walk(node: Node) -> Iterator[Node]:
     """Every node of the tree, parents first."""
     yield node
@@ -241,14 +256,8 @@ def subs(node: Node, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Node:
         return replace(node, value=node.value.xreplace(mapping))
     if isinstance(node, Access):
         return replace(node, indices=tuple(expand(e.xreplace(mapping)) for e in node.indices))
-    if isinstance(node, Add):
-        return replace(node, terms=tuple(subs(t, mapping) for t in node.terms))
-    if isinstance(node, Mul):
-        return replace(node, factors=tuple(subs(f, mapping) for f in node.factors))
-    if isinstance(node, Pow):
-        return replace(node, base=subs(node.base, mapping))
-    if isinstance(node, Call):
-        return replace(node, arg=subs(node.arg, mapping))
+    if isinstance(node, Add | Mul | Pow | Call):
+        return map_children(node, lambda child: subs(child, mapping))
     if isinstance(node, Reduce | IsExtremum):
         inner = {k: v for k, v in mapping.items() if k not in node.variables}
         updated = replace(
@@ -260,23 +269,6 @@ def subs(node: Node, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Node:
             updated = replace(updated, at=tuple(expand(e.xreplace(mapping)) for e in updated.at))
         return updated
     raise TypeError(f"unknown node {node!r}")
-
-
-def rename_tensors(node: Node, mapping: Mapping[str, str]) -> Node:
-    """Rename tensors read by ``node`` (e.g. ``Y`` -> ``dY``)."""
-    if isinstance(node, Access):
-        return replace(node, tensor=mapping.get(node.tensor, node.tensor))
-    if isinstance(node, Add):
-        return replace(node, terms=tuple(rename_tensors(t, mapping) for t in node.terms))
-    if isinstance(node, Mul):
-        return replace(node, factors=tuple(rename_tensors(f, mapping) for f in node.factors))
-    if isinstance(node, Pow):
-        return replace(node, base=rename_tensors(node.base, mapping))
-    if isinstance(node, Call):
-        return replace(node, arg=rename_tensors(node.arg, mapping))
-    if isinstance(node, Reduce | IsExtremum):
-        return replace(node, body=rename_tensors(node.body, mapping))
-    return node
 
 
 def free_index_symbols(node: Node) -> set[sympy.Symbol]:

@@ -1,11 +1,14 @@
-"""Backends that compute pullbacks: ``loops`` (the interpreter), and more as they are added.
+"""Backends that compute pullbacks: ``loops`` (the interpreter), ``numpy``, ``jax``, ``torch``.
 
-Optional frameworks are imported only when their backend is used.
+Each backend's module is imported only when it runs, and jax and torch only then;
+a missing framework raises BackendMissingError naming the extra to install.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+import importlib.util
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,48 +18,17 @@ from ..errors import ArgumentError
 if TYPE_CHECKING:
     from ..derivation import Derivation
 
-Runner = Callable[["Derivation", Mapping[str, np.ndarray], np.ndarray], dict[str, np.ndarray]]
-
-
-def _loops(
-    derivation: Derivation, arrays: Mapping[str, np.ndarray], cotangent: np.ndarray
-) -> dict[str, np.ndarray]:
-    from .loops import run
-
-    return run(derivation, arrays, cotangent)
-
-
-def _numpy(
-    derivation: Derivation, arrays: Mapping[str, np.ndarray], cotangent: np.ndarray
-) -> dict[str, np.ndarray]:
-    from .frameworks import run_numpy
-
-    return run_numpy(derivation, arrays, cotangent)
-
-
-def _jax(
-    derivation: Derivation, arrays: Mapping[str, np.ndarray], cotangent: np.ndarray
-) -> dict[str, np.ndarray]:
-    from .frameworks import run_jax
-
-    return run_jax(derivation, arrays, cotangent)
-
-
-def _torch(
-    derivation: Derivation, arrays: Mapping[str, np.ndarray], cotangent: np.ndarray
-) -> dict[str, np.ndarray]:
-    from .frameworks import run_torch
-
-    return run_torch(derivation, arrays, cotangent)
-
-
-BACKENDS: dict[str, Runner] = {"loops": _loops, "numpy": _numpy, "jax": _jax, "torch": _torch}
+# backend name -> (module in this package, function), imported on first use
+BACKENDS: dict[str, tuple[str, str]] = {
+    "loops": ("loops", "run"),
+    "numpy": ("frameworks", "run_numpy"),
+    "jax": ("frameworks", "run_jax"),
+    "torch": ("frameworks", "run_torch"),
+}
 
 
 def installed() -> list[str]:
     """The backends whose framework can be imported here."""
-    import importlib.util
-
     return [
         name
         for name in BACKENDS
@@ -70,4 +42,6 @@ def run(
     """The pullbacks of ``cotangent`` into every input, by the named backend."""
     if name not in BACKENDS:
         raise ArgumentError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return BACKENDS[name](derivation, arrays, cotangent)
+    module, function = BACKENDS[name]
+    runner = getattr(importlib.import_module(f".{module}", __name__), function)
+    return runner(derivation, arrays, cotangent)

@@ -1,0 +1,746 @@
+"""Show the work: a derivation as numbered steps, in plain text and in LaTeX.
+
+For every read ``T[w(v)]`` of a tensor in a statement ``Out[o] = rhs`` the steps
+spell out what ``derive`` does (see derive.py):
+
+1. the derivative of ``Out[o]`` with respect to one element ``T[u]``: the local
+   derivative times one Kronecker delta per axis, ``delta(u, w(v))``;
+2. the chain rule, ``dT[u] = sum_{o, v} dOut[o] * local * delta(u, w(v))``;
+3. the substitution that removes the deltas (which index ``solve.gather``
+   solves for, from which equation);
+4. the bounds it leaves: the eliminated index's range, with its solution put
+   in, becomes bounds on the indices still summed;
+5. a divisibility condition, where an index was solved through a coefficient;
+6. the pullback, and the convolution call it is, with the role of each parameter.
+
+The steps are recomputed with the derivation's own functions (``backprop``,
+``gather``), so they show what ``derive`` did. One difference: a bound index
+keeps its forward name here, where ``derive`` renames it to be safe (``k`` ->
+``k1``); the last step of a pullback says so when it shows.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import sympy
+
+from . import ir
+from .derive import _drop_box_guards, _order, _summed_first, backprop, rename_bound
+from .emit.latex import LatexPrinter, statement_latex
+from .emit.printer import MUL, NotationPrinter
+from .emit.text import statement_text, variables_of
+from .solve import Bounds, gather, loop_bounds
+
+if TYPE_CHECKING:
+    from .conv.calls import GenericConv
+    from .conv.recognise import ConvPullback, Recognition
+    from .derivation import Derivation
+
+# A tensor name no program can use (names are identifiers): the tracer of ``_eliminations``.
+_TRACER = "<solved>"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: a title, its lines in plain text, and the same lines in LaTeX.
+
+    ``tensor`` names the input (or intermediate) whose pullback the step belongs
+    to; None for the forward.
+    """
+
+    title: str
+    lines: tuple[str, ...]
+    latex: str
+    tensor: str | None = None
+
+    def text(self, number: int | None = None) -> str:
+        head = self.title if number is None else f"{number}. {self.title}"
+        return "\n".join([head, *("   " + line for line in self.lines)])
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def _repr_latex_(self) -> str:
+        return rf"$$\begin{{array}}{{l}}{_title(self.title)} \\ {self.latex}\end{{array}}$$"
+
+
+@dataclass(frozen=True)
+class Elimination:
+    """One index removed by a delta: ``var = solution``, from the equation ``left = right``."""
+
+    var: sympy.Symbol
+    solution: sympy.Expr
+    equation: tuple[sympy.Expr, sympy.Expr] | None
+    condition: ir.Constraint | None  # "div": the solution is an integer only where it holds
+
+
+@dataclass(frozen=True)
+class Read:
+    """One read of a tensor in one forward statement, and what its deltas leave."""
+
+    statement: ir.Statement
+    cotangent: str  # the cotangent of the statement's target
+    access: ir.Access
+    local: ir.Node  # d rhs / d(this read), inside the reductions around it
+    seed: ir.Node  # cotangent * local
+    scope: tuple[sympy.Symbol, ...]  # the variables bound around the read, in pivot order
+    where: tuple[ir.Constraint, ...]
+    targets: tuple[sympy.Symbol, ...]  # the pullback's indices
+    eliminated: tuple[Elimination, ...]
+    term: ir.Node  # the read's term of the pullback (ZERO: it never contributes)
+
+    @property
+    def summed(self) -> tuple[sympy.Symbol, ...]:
+        """The scope's variables bound by reductions (the others index the output)."""
+        return tuple(v for v in self.scope if v not in self.statement.indices)
+
+    @property
+    def remaining(self) -> tuple[sympy.Symbol, ...]:
+        """The variables still summed in the term."""
+        return self.term.variables if isinstance(self.term, ir.Reduce) else ()
+
+
+@dataclass(frozen=True)
+class PullbackWork:
+    """A pullback recomputed read by read: its reads, and the statement they add up to."""
+
+    tensor: str
+    reads: tuple[Read, ...]
+    statement: ir.Statement
+
+    @property
+    def name(self) -> str:
+        return self.statement.target
+
+
+# ---- recomputing the derivation -----------------------------------------------------------
+
+
+def recompute(derivation: Derivation) -> list[PullbackWork]:
+    """Every cotangent statement of ``derivation``, in its order, recomputed read by read.
+
+    ``backprop`` and ``gather`` are called as ``derive.pullbacks`` calls them; only
+    the fresh names of bound variables differ (the forward's where no clash).
+    """
+    program = derivation.program
+    cotangents = dict(derivation.backward.cotangents)
+    cotangents[program.output] = derivation.backward.seeds[0]
+    axes = {s.target: s.indices for s in derivation.backward.statements}
+    wanted = set(derivation.backward.cotangents)
+    base = set(program.shapes) | {s.name for s in program.symbols} | set(cotangents.values())
+    base |= {v.name for indices in axes.values() for v in indices}
+    found: dict[str, list[Read]] = {tensor: [] for tensor in wanted}
+    for statement in reversed(program.statements):
+        if statement.target not in cotangents:
+            continue
+        taken = base | {v.name for v in statement.indices}
+        shape = program.shapes[statement.target]
+        where = tuple(
+            c for v, n in zip(statement.indices, shape, strict=True) for c in ir.box(v, n)
+        )
+        seed = ir.Access(cotangents[statement.target], statement.indices)
+        # twice, with the same fresh names: the chain rule's seed, and the local derivative
+        chained: list = []
+        local: list = []
+        backprop(statement.rhs, seed, statement.indices, where, wanted, set(taken), chained)
+        backprop(statement.rhs, ir.ONE, statement.indices, where, wanted, set(taken), local)
+        prefer = _summed_first(statement)
+        for contribution, derivative in zip(chained, local, strict=True):
+            tensor = contribution.access.tensor
+            scope = _order(contribution.scope, prefer)
+            bound = taken | {v.name for v in scope}
+            targets = axes[cotangents[tensor]]
+            writes = contribution.access.indices
+            seed_term = rename_bound(contribution.seed, set(bound))
+            term = gather(targets, writes, seed_term, scope, contribution.where, prefer=scope)
+            boxes = dict(zip(targets, program.shapes[tensor], strict=True))
+            found[tensor].append(
+                Read(
+                    statement=statement,
+                    cotangent=cotangents[statement.target],
+                    access=contribution.access,
+                    local=rename_bound(derivative.seed, set(bound)),
+                    seed=seed_term,
+                    scope=scope,
+                    where=contribution.where,
+                    targets=targets,
+                    eliminated=_eliminations(targets, writes, scope, contribution.where),
+                    term=_drop_box_guards(term, boxes),
+                )
+            )
+    tensor_of = {name: tensor for tensor, name in cotangents.items()}
+    result = []
+    for statement in derivation.backward.statements:
+        tensor = tensor_of[statement.target]
+        reads = tuple(found[tensor])
+        rhs = ir.make_add([read.term for read in reads])
+        work = ir.Statement(statement.target, statement.indices, rhs)
+        result.append(PullbackWork(tensor, reads, work))
+    return result
+
+
+def _eliminations(
+    targets: Sequence[sympy.Symbol],
+    writes: Sequence[sympy.Expr],
+    scope: Sequence[sympy.Symbol],
+    where: Sequence[ir.Constraint],
+) -> tuple[Elimination, ...]:
+    """The indices ``gather`` solves for in one read, with their solutions.
+
+    Where ``gather`` takes a ``trace`` list (appending ``(var, solution,
+    condition)`` per pivot) its record is used. Otherwise ``gather`` runs on a
+    tracer body ``T[scope]``: its indices come back with every solution put in.
+    """
+    solved: list[tuple[sympy.Symbol, sympy.Expr, ir.Constraint | None]] = []
+    if "trace" in inspect.signature(gather).parameters:
+        trace: list = []
+        gather(targets, writes, ir.ONE, scope, where, prefer=scope, trace=trace)
+        final: dict[sympy.Symbol, sympy.Expr] = {}
+        for var, solution, condition in reversed(trace):
+            final[var] = ir.expand(solution.xreplace(final))
+            solved.insert(0, (var, final[var], condition))
+    else:
+        tracer = ir.Access(_TRACER, tuple(scope))
+        result = gather(targets, writes, tracer, scope, where, prefer=scope)
+        if not isinstance(result, ir.Reduce) or not isinstance(result.body, ir.Access):
+            return ()
+        values = zip(scope, result.body.indices, strict=True)
+        solved = [(var, value, None) for var, value in values if value != var]
+    equations = list(zip(targets, writes, strict=True))
+    equations += [(c.expr, sympy.Integer(0)) for c in where if c.kind == "eq"]
+    used: set[int] = set()
+    eliminations = []
+    for var, solution, condition in solved:
+        equation = None
+        for k, (left, right) in enumerate(equations):
+            if k not in used and ir.expand(left - right).coeff(var) != 0:
+                used.add(k)
+                equation = (left, right)
+                break
+        if condition is None:
+            numerator, denominator = sympy.fraction(sympy.together(solution))
+            if denominator != 1:
+                condition = ir.Constraint("div", ir.expand(numerator), denominator)
+        eliminations.append(Elimination(var, solution, equation, condition))
+    return tuple(eliminations)
+
+
+# ---- lines that print as text and as LaTeX --------------------------------------------------
+
+# A line is a sequence of parts: a str is words; a callable is math, given a printer.
+Math = Callable[[NotationPrinter], str]
+Line = Sequence[str | Math]
+
+
+def _tex_escape(text: str) -> str:
+    """Words for ``\\text{...}``: the characters special to LaTeX escaped."""
+    for char in "\\&%$#_{}":
+        text = text.replace(char, r"\textbackslash{}" if char == "\\" else "\\" + char)
+    return text.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
+
+
+def _title(title: str) -> str:
+    return rf"\textbf{{{_tex_escape(title)}}}"
+
+
+def _render(line: Line, printer: NotationPrinter) -> str:
+    latex = isinstance(printer, LatexPrinter)
+    out = []
+    for part in line:
+        if isinstance(part, str):
+            out.append(rf"\text{{{_tex_escape(part)}}}" if latex and part else part)
+        else:
+            out.append(part(printer))
+    return "".join(out)
+
+
+def _step(
+    title: str, order: Sequence[sympy.Symbol], lines: Sequence[Line], tensor: str | None = None
+) -> Step:
+    text, latex = NotationPrinter(order), LatexPrinter(order)
+    return Step(
+        title,
+        tuple(_render(line, text) for line in lines),
+        r" \\ ".join(_render(line, latex) for line in lines),
+        tensor,
+    )
+
+
+def _is_latex(printer: NotationPrinter) -> bool:
+    return isinstance(printer, LatexPrinter)
+
+
+def _index(expr: sympy.Expr) -> Math:
+    return lambda pr: pr.index(expr)
+
+
+def _scalar(expr: object) -> Math:
+    return lambda pr: pr.scalar(sympy.sympify(expr))
+
+
+def _node(node: ir.Node) -> Math:
+    return lambda pr: pr.expr(node)
+
+
+def _tensor(name: str, indices: Sequence[sympy.Expr] = ()) -> Math:
+    return _node(ir.Access(name, tuple(indices)))
+
+
+def _condition(constraint: ir.Constraint) -> Math:
+    return lambda pr: pr.condition(constraint)
+
+
+def _bounds(bounds: Bounds) -> Math:
+    return lambda pr: pr.bounds(bounds)
+
+
+def _statement(statement: ir.Statement, with_domain: bool = False) -> Math:
+    def show(pr: NotationPrinter) -> str:
+        if _is_latex(pr):
+            return statement_latex(statement)
+        return statement_text(statement, with_domain=with_domain)
+
+    return show
+
+
+def _joined(parts: Sequence[Math], text: str = ", ", latex: str = r",\ ") -> Math:
+    return lambda pr: (latex if _is_latex(pr) else text).join(part(pr) for part in parts)
+
+
+def _between(low: sympy.Expr, middle: Math, high: sympy.Expr) -> Math:
+    def show(pr: NotationPrinter) -> str:
+        le = r" \leq " if _is_latex(pr) else " <= "
+        return f"{pr.side(low)}{le}{middle(pr)}{le}{pr.side(high)}"
+
+    return show
+
+
+def _box(
+    var: sympy.Symbol, constraints: Sequence[ir.Constraint]
+) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """``(low, high)`` where ``constraints`` are exactly ``var >= low`` and ``var <= high``."""
+    lower, upper = [], []
+    for c in constraints:
+        coefficient = c.expr.coeff(var) if c.kind == "ge" else 0
+        if coefficient not in (1, -1):
+            return None
+        bound = ir.expand(-(c.expr - coefficient * var) / coefficient)
+        (lower if coefficient == 1 else upper).append(bound)
+    if len(lower) != 1 or len(upper) != 1:
+        return None
+    return lower[0], upper[0]
+
+
+def _range(
+    var: sympy.Symbol, constraints: Sequence[ir.Constraint], solution: sympy.Expr | None = None
+) -> Math:
+    """``0 <= m <= M - 1``; with ``solution`` put in for ``var``, ``0 <= p - s*i + 1 <= M - 1``."""
+    box = _box(var, constraints)
+    if box is None:
+        mapping = {} if solution is None else {var: solution}
+        return _joined([_condition(c.subs(mapping)) for c in constraints])
+    middle = _index(var if solution is None else solution)
+    return _between(box[0], middle, box[1])
+
+
+def _sum(variables: Sequence[sympy.Symbol], body: Math) -> Math:
+    def show(pr: NotationPrinter) -> str:
+        if not variables:
+            return body(pr)
+        names = [pr.symbol(v) for v in variables]
+        if _is_latex(pr):
+            return rf"\sum_{{{', '.join(names)}}} {body(pr)}"
+        return f"sum_{{{','.join(names)}}}({body(pr)})"
+
+    return show
+
+
+def _product(factors: Sequence[ir.Node | Math]) -> Math:
+    """A product of IR factors (ones dropped) and math parts, in the printer's spelling."""
+
+    def show(pr: NotationPrinter) -> str:
+        parts = []
+        for factor in factors:
+            if isinstance(factor, ir.Node):
+                if factor != ir.ONE:
+                    parts.append(pr.expr(factor, MUL))
+            else:
+                parts.append(factor(pr))
+        return pr.times.join(parts) if parts else "1"
+
+    return show
+
+
+def _delta(target: sympy.Expr, write: sympy.Expr) -> Math:
+    def show(pr: NotationPrinter) -> str:
+        if _is_latex(pr):
+            return rf"\delta_{{{pr.index(target)},\, {pr.index(write)}}}"
+        return f"delta({pr.index(target)}, {pr.index(write)})"
+
+    return show
+
+
+def _partial(read: Read) -> Math:
+    """``dY[i, j]/dX[p, q]`` (a fraction of partials in LaTeX)."""
+    out = _tensor(read.statement.target, read.statement.indices)
+    element = _tensor(read.access.tensor, read.targets)
+
+    def show(pr: NotationPrinter) -> str:
+        if _is_latex(pr):
+            return rf"\frac{{\partial {out(pr)}}}{{\partial {element(pr)}}}"
+        return f"d{out(pr)}/d{element(pr)}"
+
+    return show
+
+
+# ---- the steps ------------------------------------------------------------------------------
+
+
+def _forward_step(derivation: Derivation) -> Step:
+    program = derivation.program
+    lines: list[Line] = []
+    order: list[sympy.Symbol] = []
+    for statement in program.statements:
+        order += variables_of(statement)
+        shape = program.shapes[statement.target]
+        free = [
+            _bounds(Bounds(v, (sympy.Integer(0),), (ir.expand(n - 1),)))
+            for v, n in zip(statement.indices, shape, strict=True)
+        ]
+        summed: list[Math] = []
+        for node in ir.walk(statement.rhs):
+            if isinstance(node, ir.Reduce) and node.variables:
+                bounds, conditions = loop_bounds(node.variables, node.where)
+                summed += [_bounds(b) for b in bounds] + [_condition(c) for c in conditions]
+        lines.append([_statement(statement)])
+        lines.append(["    free indices: ", _joined(free, "; ")] if free else ["    no free index"])
+        lines.append(
+            ["    summed indices: ", _joined(summed, "; ")] if summed else ["    no summed index"]
+        )
+    if program.params:
+        lines.append(["parameters (symbolic): ", _joined([_scalar(p) for p in program.params])])
+    if program.values:
+        given = [_scalar(sympy.Eq(sympy.Symbol(k), v)) for k, v in program.values.items()]
+        lines.append(["given: ", _joined(given)])
+    lines.append(["shapes: ", _shapes(program.shapes)])
+    for symbol, value in program.definitions.items():
+        lines.append(["    ", _joined([_scalar(symbol), _scalar(value)], " = ", " = ")])
+    lines.append(["a read outside a tensor is zero: this is how padding is written"])
+    return _step("The forward", order, lines)
+
+
+def _shapes(shapes: dict[str, tuple[sympy.Expr, ...]]) -> Math:
+    """``W: (M, N); X: (N_X0, N_X1)``."""
+
+    def show(pr: NotationPrinter) -> str:
+        open_, close, sep = (r"\left(", r"\right)", r",\ ") if _is_latex(pr) else ("(", ")", "; ")
+        return sep.join(
+            f"{pr.expr(ir.Access(name, ()))}: {open_}{', '.join(pr.scalar(n) for n in shape)}{close}"
+            for name, shape in shapes.items()
+        )
+
+    return show
+
+
+def _order_of(read: Read) -> list[sympy.Symbol]:
+    order = list(read.targets) + variables_of(read.statement)
+    return list(dict.fromkeys(order + list(read.scope)))
+
+
+def _label(read: Read, work: PullbackWork) -> str:
+    if len(work.reads) == 1:
+        return ""
+    printer = NotationPrinter(variables_of(read.statement))
+    number = work.reads.index(read) + 1
+    return f" (read {number} of {len(work.reads)}: {printer.expr(read.access)})"
+
+
+def _read_steps(work: PullbackWork, read: Read) -> list[Step]:
+    label = _label(read, work)
+    order = _order_of(read)
+    tensor, name = work.tensor, work.name
+    deltas = [_delta(t, w) for t, w in zip(read.targets, read.access.indices, strict=True)]
+    target = read.statement.target
+    # 1. the derivative with respect to one element: a product of deltas
+    element = _tensor(tensor, read.targets)
+    if read.targets:
+        where = _joined([_index(w) for w in read.access.indices])
+        at = _joined([_index(t) for t in read.targets])
+        kind = "one Kronecker delta per axis" if len(read.targets) > 1 else "a Kronecker delta"
+        reason: Line = [
+            _node(read.access), " is the element ", element, " where (", where, ") = (", at,
+            f"): {kind}",
+        ]  # fmt: skip
+    else:
+        reason = [f"{tensor} is a scalar: no delta"]
+    derivative = _sum(read.summed, _product([read.local, *deltas]))
+    result = [
+        _step(
+            f"{name}: the derivative of {target} with respect to one element of {tensor}{label}",
+            order,
+            [[_partial(read), " = ", derivative], reason],
+            tensor,
+        )
+    ]
+    # 2. the chain rule
+    lhs = _tensor(name, read.targets)
+    cotangent = _tensor(read.cotangent, read.statement.indices)
+    outer = _sum(read.statement.indices, _product([cotangent, _partial(read)]))
+    inner = list(read.statement.indices) + list(read.summed)
+    expanded = _sum(inner, _product([read.seed, *deltas]))
+    result.append(
+        _step(
+            f"{name}: the chain rule{label}",
+            order,
+            [
+                [lhs, " = ", outer],
+                ["    = ", expanded],
+                [
+                    f"({read.cotangent} = dL/d{target}, the cotangent of {target}, "
+                    "for a scalar loss L)"
+                ],
+            ],
+            tensor,
+        )
+    )
+    # 3. the substitution
+    lines: list[Line] = []
+    for e in read.eliminated:
+        solution = [lambda pr, v=e.var: pr.symbol(v), " = ", _index(e.solution)]
+        line: list = []
+        if e.equation is not None:
+            line += [_index(e.equation[0]), " = ", _index(e.equation[1]), " is solved for "]
+            line += [lambda pr, v=e.var: pr.symbol(v), ": "]
+        line += solution
+        if e.condition is not None:
+            line += [", an integer only where ", _condition(e.condition)]
+        lines.append(line)
+    if not read.eliminated:
+        lines.append(["no index of the read can be solved for: the deltas stay as guards"])
+    if read.term == ir.ZERO:
+        lines.append([f"the conditions never hold: this read adds nothing to {name}"])
+    else:
+        lines.append([_statement(ir.Statement(name, read.targets, read.term))])
+    result.append(
+        _step(f"{name}: the substitution that removes the deltas{label}", order, lines, tensor)
+    )
+    if not isinstance(read.term, ir.Reduce):
+        return result
+    # 4. the bounds
+    lines = []
+    for e in read.eliminated:
+        box = [c for c in read.where if c.kind == "ge" and c.expr.has(e.var)]
+        if box:
+            put_in = _range(e.var, box, e.solution)
+            lines.append([_range(e.var, box), " becomes ", put_in])
+    bounds, conditions = loop_bounds(read.term.variables, read.term.where)
+    if read.remaining:
+        scope = set(read.scope)
+        ranges = [
+            _range(v, [c for c in read.where if c.kind == "ge" and c.free_symbols & scope == {v}])
+            for v in read.remaining
+        ]
+        lines.append(["with ", _joined(ranges, "; "), ", the sum runs over:"])
+    lines += [["    ", _bounds(b)] for b in bounds]
+    lines += [["    where ", _condition(c)] for c in conditions if c.kind != "div"]
+    if lines:
+        result.append(_step(f"{name}: the bounds{label}", order, lines, tensor))
+    # 5. divisibility
+    divisible = [c for c in read.term.where if c.kind == "div"]
+    if divisible:
+        lines = [
+            [_condition(c), ": the solved index is an integer only there"] for c in divisible
+        ]
+        lines.append(["(in a convolution call, this is input dilation: fill)"])
+        result.append(_step(f"{name}: a divisibility condition{label}", order, lines, tensor))
+    return result
+
+
+def _pullback_step(work: PullbackWork, derived: ir.Statement) -> Step:
+    lines: list[Line] = []
+    if len(work.reads) > 1:
+        lines.append([f"the {len(work.reads)} reads add up:"])
+    lines.append([_statement(work.statement, with_domain=True)])
+    printed = statement_text(derived, with_domain=False)
+    if printed != statement_text(work.statement, with_domain=False):
+        lines.append([f"(einderive names its bound indices apart: {printed})"])
+    return _step(f"{work.name}: the pullback", variables_of(work.statement), lines, work.tensor)
+
+
+def kernel_positions(rank: int) -> list[sympy.Symbol]:
+    """``k`` (one spatial axis) or ``k0, k1, ...``: positions in a call's kernel."""
+    return [sympy.Symbol("k" if rank == 1 else f"k{a}", integer=True) for a in range(rank)]
+
+
+def input_reads(conv: ConvPullback, indices: Sequence[sympy.Symbol]) -> list[sympy.Expr]:
+    """Where a call reads its input, per spatial axis, at kernel position ``k``.
+
+    From the definition of the generic call (CONTRACT section 3): the filled and
+    padded input is read at ``stride*u + dilation*m``, with ``m = K-1-k`` where
+    the kernel is flipped, and its position ``t`` holds ``x[(t - lo) / fill]``.
+    """
+    call = conv.call
+    spatial = [indices[a] for a in conv.out_axes[2:]]
+    reads = []
+    for a, k in enumerate(kernel_positions(call.rank)):
+        tap = conv.kernel_size[a] - 1 - k if call.flip_kernel else k
+        position = call.stride[a] * spatial[a] + call.dilation[a] * tap - call.padding[a][0]
+        reads.append(ir.expand(position) / call.fill[a])
+    return reads
+
+
+def _read_position(expr: sympy.Expr) -> Math:
+    numerator, denominator = sympy.fraction(sympy.together(expr))
+
+    def show(pr: NotationPrinter) -> str:
+        top = pr.index(ir.expand(numerator))
+        if denominator == 1:
+            return top
+        bottom = pr.scalar(denominator)
+        if _is_latex(pr):
+            return rf"\frac{{{top}}}{{{bottom}}}"
+        return f"({top})/{bottom}"
+
+    return show
+
+
+def _call(call: GenericConv) -> Math:
+    def show(pr: NotationPrinter) -> str:
+        if not _is_latex(pr):
+            return str(call)
+
+        def entry(value: object) -> str:
+            if isinstance(value, tuple):
+                return r"\left(" + ", ".join(entry(v) for v in value) + r"\right)"
+            return pr.scalar(sympy.sympify(value))
+
+        parts = [pr.expr(ir.Access(call.x, ())), pr.expr(ir.Access(call.w, ()))]
+        for key in ("padding", "stride", "dilation", "fill"):
+            parts.append(rf"\mathrm{{{key}}} = {entry(getattr(call, key))}")
+        flags = ("flip_kernel", "permute_kernel", "permute_input")
+        parts += [rf"\mathrm{{{_tex_escape(f)}}}" for f in flags if getattr(call, f)]
+        if call.groups != 1:
+            parts.append(rf"\mathrm{{groups}} = {entry(call.groups)}")
+        return rf"\operatorname{{conv}}\left({', '.join(parts)}\right)"
+
+    return show
+
+
+def _roles(conv: ConvPullback) -> list[Line]:
+    """What each parameter of the call does here, with its value."""
+    call = conv.call
+
+    def per_axis(values: Sequence[object]) -> Math:
+        return _joined([_scalar(v) for v in values])
+
+    pads = [
+        _joined([_scalar(lo), _scalar(hi)], " before, ", r"\text{ before, }")
+        for lo, hi in call.padding
+    ]
+    lines: list[Line] = [
+        ["padding: ", _joined(pads, " after; ", r"\text{ after; }"), " after, per spatial axis:"
+         " zeros around the filled input (negative values crop)"],
+        ["stride (", per_axis(call.stride), "): the window moves this far per output position"],
+        ["dilation (", per_axis(call.dilation), "): the kernel's taps are this far apart"],
+        ["fill (", per_axis(call.fill), "): fill - 1 zeros between neighbouring input elements "
+         "(input dilation; lhs_dilation in JAX), so the input is read at a position / fill"],
+    ]  # fmt: skip
+    if call.flip_kernel:
+        lines.append(["flip_kernel: the kernel runs backwards (its position falls as the input's rises)"])
+    else:
+        lines.append(["flip_kernel: no"])
+    swapped = {
+        "permute_kernel": "the kernel's two channel axes are swapped (input and output trade)",
+        "permute_input": "the input's batch and channel axes are swapped",
+    }
+    for flag, meaning in swapped.items():
+        lines.append([f"{flag}: " + (meaning if getattr(call, flag) else "no")])
+    if call.groups != 1:
+        lines.append(["groups ", _scalar(call.groups), ": every channel has its own kernel"])
+    if conv.transpose is not None:
+        lines.append([f"the call's output is transposed by {conv.transpose} into the pullback"])
+    return lines
+
+
+def conv_step(name: str, recognition: Recognition, indices: Sequence[sympy.Symbol]) -> Step:
+    """The convolution a statement is (its generic call and the role of each parameter)."""
+    from .conv.recognise import NotConvolution
+
+    if isinstance(recognition, NotConvolution):
+        return _step(f"{name}: not a convolution", (), [[f"{recognition.reason}"]], None)
+    call = recognition.call
+    positions = kernel_positions(call.rank)
+    reads = [_read_position(e) for e in input_reads(recognition, indices)]
+    lines: list[Line] = [
+        [_tensor(name), " = ", _call(call)],
+        ["x = ", _tensor(call.x), ", the input of the call; w = ", _tensor(call.w), ", the kernel"],
+        [
+            "at kernel position (", _joined([lambda pr, k=k: pr.symbol(k) for k in positions]),
+            "), ", _tensor(call.x), " is read at (", _joined(reads), ")",
+        ],
+        *_roles(recognition),
+    ]  # fmt: skip
+    return _step(f"{name}: a convolution", [*indices, *positions], lines)
+
+
+def steps(derivation: Derivation) -> list[Step]:
+    """The derivation as steps: the forward, then every pullback, read by read.
+
+    >>> import einderive as ed
+    >>> found = steps(ed.derive("Y[i] = X[s*i]"))
+    >>> [line for step in found for line in step.lines if "solved for" in line]
+    ['p = s*i is solved for i: i = p/s, an integer only where s divides p']
+    """
+    result = [_forward_step(derivation)]
+    derived = {s.target: s for s in derivation.backward.statements}
+    for work in recompute(derivation):
+        for read in work.reads:
+            result += _read_steps(work, read)
+        result.append(_pullback_step(work, derived[work.name]))
+        if work.tensor in derivation.pullbacks:
+            recognition = derivation.convolutions[work.tensor]
+            step = conv_step(work.name, recognition, work.statement.indices)
+            result.append(Step(step.title, step.lines, step.latex, work.tensor))
+    return result
+
+
+def explain_text(derivation: Derivation) -> str:
+    """The steps as numbered plain text, for a terminal."""
+    return "\n\n".join(step.text(k) for k, step in enumerate(steps(derivation), 1))
+
+
+def explain_latex(derivation: Derivation) -> str:
+    """The steps in LaTeX: one ``array``, a bold numbered title above each step."""
+    rows = []
+    for k, step in enumerate(steps(derivation), 1):
+        rows += [_title(f"{k}. {step.title}"), step.latex]
+    return r"\begin{array}{l}" + r" \\ ".join(rows) + r"\end{array}"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The steps of a derivation: ``str()`` is the text, ``_repr_latex_`` shows the LaTeX."""
+
+    derivation: Derivation = field(repr=False)
+
+    @property
+    def steps(self) -> list[Step]:
+        return steps(self.derivation)
+
+    def latex(self) -> str:
+        return explain_latex(self.derivation)
+
+    def __str__(self) -> str:
+        return explain_text(self.derivation)
+
+    def _repr_latex_(self) -> str:
+        return f"$$\\displaystyle {self.latex()}$$"
+
+
+def explain(derivation: Derivation) -> Explanation:
+    """The steps of ``derivation``, to print in a terminal or display in a notebook."""
+    return Explanation(derivation)
