@@ -461,6 +461,18 @@ class _Analyser:
         variables = {name: fresh(name, set()) for name in sorted(names)}
         reads = _accesses(node.rhs)
         target_access = node.target if isinstance(node.target, SAccess) else None
+        lhs_lone = (
+            {i.name for i in target_access.indices if isinstance(i, SName)}
+            if target_access
+            else set()
+        )
+        shifted = lhs_lone & {
+            name
+            for access in reads
+            for index in access.indices
+            if not isinstance(index, SName)
+            for name in _names_in(index)
+        }
         for access in reads:
             if access.name == (
                 target_access.name if target_access else getattr(node.target, "name", None)
@@ -470,8 +482,11 @@ class _Analyser:
                     access.span,
                     self.text,
                 )
+            # an input axis is named after the index that reads it alone (M for W[m]), unless
+            # that index is a left-hand side whose extent its shifted reads will decide
             lone = [
-                i.name if isinstance(i, SName) and i.name in names else None for i in access.indices
+                i.name if isinstance(i, SName) and i.name in names - shifted else None
+                for i in access.indices
             ]
             if access.name not in self.shapes:
                 if access.name in written:
@@ -590,23 +605,28 @@ class _Analyser:
         index_of: Any,
         node: SStatement,
     ) -> None:
-        pending = [n for n in lhs_names if n not in extents]
+        # the largest range for which no read runs past the upper end of a tensor: an index
+        # that also stands alone (X[i] in X[i]*X[i+1]) is bounded by its shifted reads too
+        lone = {n: extents[n] for n in lhs_names if n in extents}
+        pending = [n for n in lhs_names if n not in self.range_values]
+        for name in pending:
+            extents.pop(name, None)
         while pending:
             progressed = False
             for name in list(pending):
                 var = variables[name]
-                bounds: list[sympy.Expr] = []
+                bounds: list[sympy.Expr] = [lone[name]] if name in lone else []
                 blocked = False
                 for access in reads:
                     for axis, index in enumerate(access.indices):
                         expr = index_of(index)
                         coefficient = expr.coeff(var)
-                        if coefficient == 0 or not expr.has(var):
+                        if coefficient == 0 or not expr.has(var) or expr == var:
                             continue
                         others = [
                             s for s in expr.free_symbols if s in variables.values() and s != var
                         ]
-                        if any(o.name not in extents for o in others):
+                        if any(o.name not in extents and o.name not in lone for o in others):
                             blocked = True
                             continue
                         if coefficient.is_nonpositive:
@@ -623,7 +643,8 @@ class _Analyser:
                         for other in others:
                             c = rest.coeff(other)
                             if c.is_nonnegative:
-                                top = top.subs(other, extents[other.name] - 1)
+                                known = extents.get(other.name, lone.get(other.name))
+                                top = top.subs(other, known - 1)
                             elif c.is_nonpositive:
                                 top = top.subs(other, 0)
                             else:
@@ -635,7 +656,7 @@ class _Analyser:
                                 )
                         size = self.shapes[access.name][axis]
                         bounds.append(sympy.floor((size - 1 - top) / coefficient) + 1)
-                if blocked and not bounds:
+                if blocked:
                     continue
                 if not bounds:
                     raise ExtentError(
@@ -645,7 +666,7 @@ class _Analyser:
                         self.text,
                     )
                 extent = bounds[0] if len(bounds) == 1 else sympy.Min(*bounds)
-                if not extent.is_number:
+                if not extent.is_number and not isinstance(extent, sympy.Symbol):
                     # a derived extent gets a name of its own, defined once
                     axis = lhs_names.index(name)
                     symbol = self.size_symbol(node.target.name, axis, len(lhs_names), name)

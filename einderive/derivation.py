@@ -142,13 +142,21 @@ class Derivation:
     def source(self, kind: str = "loops") -> str:
         """Standalone Python source of the forward and every pullback.
 
-        ``kind`` is ``"loops"`` (NumPy loops with the exact bounds).
+        ``kind`` is ``"loops"`` (NumPy loops with the exact bounds), ``"numpy"``
+        (vectorized NumPy), ``"jax"`` or ``"torch"`` (the convolution calls, einsum
+        elsewhere).
         """
         if kind == "loops":
             from .emit.loops import loops_source
 
             return loops_source(self)
-        raise ArgumentError(f"unknown source kind {kind!r}; choose 'loops'")
+        if kind in ("numpy", "jax", "torch"):
+            from .emit import vectorized
+
+            return str(getattr(vectorized, f"{kind}_source")(self))
+        raise ArgumentError(
+            f"unknown source kind {kind!r}; choose 'loops', 'numpy', 'jax' or 'torch'"
+        )
 
     def latex(self) -> str:
         from .emit.latex import derivation_latex

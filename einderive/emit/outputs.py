@@ -24,6 +24,24 @@ def numpy_loops(derivation: Derivation) -> str:
     return loops_source(derivation)
 
 
+def numpy(derivation: Derivation) -> str:
+    from .vectorized import numpy_source
+
+    return numpy_source(derivation)
+
+
+def jax(derivation: Derivation) -> str:
+    from .vectorized import jax_source
+
+    return jax_source(derivation)
+
+
+def torch(derivation: Derivation) -> str:
+    from .vectorized import torch_source
+
+    return torch_source(derivation)
+
+
 def conv(derivation: Derivation) -> str:
     from .conv import conv_text
 
@@ -84,6 +102,9 @@ EMITTERS: dict[str, Callable[[Derivation], str]] = {
     "text": text,
     "latex": latex,
     "numpy-loops": numpy_loops,
+    "numpy": numpy,
     "conv": conv,
+    "jax": jax,
+    "torch": torch,
     "json": as_json,
 }

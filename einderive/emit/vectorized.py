@@ -1,0 +1,1085 @@
+"""Vectorized sources: the forward and every pullback as NumPy, JAX or PyTorch array code.
+
+Each statement is computed the way the vectorized backends compute it
+(``backends/plan.py``): a contraction is one ``einsum``; a convolution is one call
+(``_conv``, the package's own NumPy kernel copied into the module, or
+``jax.lax.conv_general_dilated`` / ``torch.nn.functional.conv*d``); anything else is
+evaluated over a dense grid of its index variables, as ``backends/dense.py`` does::
+
+    # dX[p] = dY[p] * X[p + 1] + dY[p - 1] * X[p - 1]
+    p = np.arange(I)
+    dX = dY * _read(X, p + 1) + np.where(p >= 1, _read(dY, p - 1) * _read(X, p - 1), 0.0)
+
+Each index variable is an ``np.arange`` along an axis of its own. A summed variable
+takes a leading axis, in front of those of the variables around it, so that an array
+indexed by the statement's own variables broadcasts against every grid, and a sum runs
+over the leading axes. A read goes through ``_read`` (zero outside the tensor and at a
+fractional index) unless it is the whole array at the statement's own indices
+(``dZ = dA * (Z > 0)``); the conditions of a domain are masks; the derivative of
+``max_`` compares the position with the first (row-major) ``argmax``.
+
+The skeleton of every function (sizes unpacked from ``X.shape``, derived sizes, shape
+checks, the docstring, parameters as keyword-only arguments) is the loops emitter's.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import itertools
+import re
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import sympy
+from sympy.codegen.ast import Assignment, Return, String, Token
+
+from .. import ir
+from ..backends import numpy_conv
+from ..backends.plan import Einsum, Method, plan
+from ..conv.calls import jax_call, torch_call
+from ..conv.recognise import ConvPullback
+from ..errors import EinderiveError
+from .conv import operand_code, result_code
+from .loops import (
+    _RESERVED,
+    ELEMENTWISE,
+    WIDTH,
+    AtLeastZero,
+    Condition,
+    Divides,
+    ElementwiseBase,
+    IsZero,
+    LoopsPrinter,
+    PythonFunction,
+    Ranked,
+    TrueDivide,
+    _canonical,
+    _fill,
+    _needed,
+    _plus_one,
+    _quotient,
+    _Source,
+    _Value,
+)
+from .text import statement_text, variables_of
+
+if TYPE_CHECKING:
+    from ..derivation import Derivation
+
+# ---- statements ------------------------------------------------------------------------------
+
+
+class Comment(Token):
+    """``# text``, wrapped to the page."""
+
+    __slots__ = _fields = ("text",)
+    _construct_text = staticmethod(String)
+
+
+class Grid(Token):
+    """``i = np.arange(start, stop).reshape(-1, 1)``: an index variable along its own axis.
+
+    ``trailing`` is the number of unit axes after it (the axes of the variables around it).
+    """
+
+    __slots__ = _fields = ("var", "start", "stop", "trailing")
+    _construct_trailing = staticmethod(sympy.Integer)
+
+
+class ConvCall(Token):
+    """``target`` computed by one convolution call: operands arranged, call, result arranged."""
+
+    __slots__ = _fields = ("target", "output", "lhs", "rhs", "conv")
+    not_in_args = ["conv"]
+
+
+# ---- values ----------------------------------------------------------------------------------
+
+
+class Read(_Value):
+    """``_read(X, i, j)``: a gather, zero outside ``X`` and at a fractional index."""
+
+
+class Contraction(_Value):
+    """``np.einsum("ij,jk->ik", A, B, optimize=True)``."""
+
+
+class Reduction(_Value):
+    """``np.sum(values, axis=(0, 1))`` (or ``max``, ``min``) over the leading axes."""
+
+
+class Masked(_Value):
+    """``np.where(condition, value, fill)``."""
+
+
+class ArgSearch(_Value):
+    """``_argmax(values, m, n)``: the row-major position of the first extremum over the grids."""
+
+
+class IsFirst(_Value):
+    """``((position == rank) & (condition) & ...)``: this point is the first extremum."""
+
+
+class Broadcast(_Value):
+    """``np.broadcast_to(value, shape)``: a value that does not vary along every axis."""
+
+
+class AsFloat(_Value):
+    """A boolean array as 0.0 and 1.0."""
+
+
+class Constant(_Value):
+    """A value that reads no tensor, where an array is needed (PyTorch needs a float64 tensor)."""
+
+
+class Both(Condition):
+    """``(a) & (b) & ...``: every condition holds, elementwise."""
+
+
+# ---- the printers ----------------------------------------------------------------------------
+
+Piece: TypeAlias = sympy.Basic | str
+
+
+class NumpyPrinter(LoopsPrinter):
+    """Vectorized NumPy: index grids, gathers, masks and reductions over the loops printer.
+
+    ``array`` names the module of the data operations; JAX and PyTorch change it and the
+    few calls that differ. Index grids and masks are NumPy in every framework.
+    """
+
+    array = "np"
+    functions = {"relu": "np.maximum({}, 0.0)", "sigmoid": "0.5 * (1.0 + np.tanh(0.5 * {}))"}
+    reserved_words = LoopsPrinter.reserved_words | {"jnp", "jax", "torch"}
+
+    # ---- statements --------------------------------------------------------------------------
+
+    def _print_Comment(self, node: Comment) -> str:
+        width = WIDTH - len(self.tab) * self._depth - 2
+        lines = textwrap.wrap(
+            node.text.text,
+            width,
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        return "\n".join(f"# {line}" for line in lines)
+
+    def _print_Grid(self, node: Grid) -> str:
+        start, stop = node.start, node.stop
+        bounds = [stop] if start == 0 else [start, stop]
+        text = f"np.arange({', '.join(self._print(b) for b in bounds)})"
+        if node.trailing:
+            text += f".reshape(-1{', 1' * int(node.trailing)})"
+        return f"{self._print(node.var)} = {text}"
+
+    def _assign(self, lhs: sympy.Basic, op: str, rhs: sympy.Basic) -> str:
+        head = f"{self._print(lhs)} {op} "
+        return head + self._layout(rhs, len(head))
+
+    def _print_ConvCall(self, node: ConvCall) -> str:
+        conv = node.conv
+        call = conv.call
+        arguments: list[Piece] = [
+            operand_code(self._print(sympy.Symbol(call.x)), conv.x_layout),
+            operand_code(self._print(sympy.Symbol(call.w)), conv.w_layout),
+            "padding=" + self._print(sympy.Tuple(*(sympy.Tuple(*pair) for pair in call.padding))),
+        ]
+        for name in ("stride", "dilation", "fill"):
+            arguments.append(f"{name}={self._print(sympy.Tuple(*getattr(call, name)))}")
+        for name in ("flip_kernel", "permute_kernel", "permute_input"):
+            arguments.append(f"{name}={getattr(call, name)}")
+        arguments.append(f"groups={self._print(sympy.sympify(call.groups))}")
+        return self._arranged(node, self._call("_conv", arguments, len("out = ")))
+
+    def _arranged(self, node: ConvCall, call: str) -> str:
+        """``out = call`` then ``target = out[0, 0]``, or ``target = call`` if nothing is left."""
+        target, output = self._print(node.target), self._print(node.output)
+        result = self._result(node.conv, output)
+        if result == output:
+            return f"{target} = {call}"
+        return f"{output} = {call}\n{target} = {result}"
+
+    def _result(self, conv: ConvPullback, output: str) -> str:
+        return result_code(conv, output)
+
+    # ---- call-shaped values ------------------------------------------------------------------
+
+    def _call(
+        self, function: str, arguments: Sequence[Piece], indent: int | None = None, level: int = 0
+    ) -> str:
+        """``function(a, b)``; given ``indent``, one argument a line where it does not fit.
+
+        ``indent`` counts the columns before the call, ``level`` those before its line.
+        """
+        line = f"{function}({', '.join(self._piece(a) for a in arguments)})"
+        if indent is None or self._fits(" " * indent + line):
+            return line
+        inner_level = level + len(self.tab)
+        inner = [
+            a if isinstance(a, str) else self._layout(a, inner_level, inner_level)
+            for a in arguments
+        ]
+        lines = "".join(textwrap.indent(f"{a},", self.tab) + "\n" for a in inner)
+        return f"{function}(\n{lines})"
+
+    def _piece(self, piece: Piece) -> str:
+        return piece if isinstance(piece, str) else self._print(piece)
+
+    def _layout(self, expr: sympy.Basic, indent: int = 0, level: int = 0) -> str:
+        """``expr``, broken over lines where it does not fit after ``indent`` columns."""
+        text = self._print(expr)
+        if self._fits(" " * indent + text):
+            return text
+        parts = getattr(self, f"_parts_{type(expr).__name__}", None)
+        if parts is not None:
+            function, arguments = parts(expr)
+            return self._call(function, arguments, indent, level)
+        if isinstance(expr, Both):
+            pieces = [f"({self._print(c)})" for c in expr.args]
+            pieces = pieces[:1] + [f"& {p}" for p in pieces[1:]]
+        elif isinstance(expr, sympy.Add | sympy.Mul) and len(self._pieces(expr)) > 1:
+            pieces = self._pieces(expr)
+        else:
+            return text
+        return "(\n" + textwrap.indent("\n".join(pieces), self.tab) + "\n)"
+
+    def _parts_Read(self, expr: Read) -> tuple[str, list[Piece]]:
+        return "_read", list(expr.args)
+
+    def _print_Read(self, expr: Read) -> str:
+        return self._call(*self._parts_Read(expr))
+
+    def _parts_Contraction(self, expr: Contraction) -> tuple[str, list[Piece]]:
+        subscripts, *operands = expr.args
+        return f"{self.array}.einsum", [f'"{subscripts.text}"', *operands, "optimize=True"]
+
+    def _print_Contraction(self, expr: Contraction) -> str:
+        return self._call(*self._parts_Contraction(expr))
+
+    def _axes(self, axes: sympy.Tuple) -> str:
+        return str(int(axes[0])) if len(axes) == 1 else str(tuple(int(a) for a in axes))
+
+    def _parts_Reduction(self, expr: Reduction) -> tuple[str, list[Piece]]:
+        op, values, axes = expr.args
+        return f"{self.array}.{op.text}", [values, f"axis={self._axes(axes)}"]
+
+    def _print_Reduction(self, expr: Reduction) -> str:
+        return self._call(*self._parts_Reduction(expr))
+
+    def _parts_Masked(self, expr: Masked) -> tuple[str, list[Piece]]:
+        condition, value, fill = expr.args
+        return f"{self.array}.where", [condition, value, fill]
+
+    def _print_Masked(self, expr: Masked) -> str:
+        return self._call(*self._parts_Masked(expr))
+
+    def _parts_ArgSearch(self, expr: ArgSearch) -> tuple[str, list[Piece]]:
+        op, values, *grids = expr.args
+        return f"_arg{op.text}", [values, *grids]
+
+    def _print_ArgSearch(self, expr: ArgSearch) -> str:
+        return self._call(*self._parts_ArgSearch(expr))
+
+    def _parts_Broadcast(self, expr: Broadcast) -> tuple[str, list[Piece]]:
+        value, shape = expr.args
+        return f"{self.array}.broadcast_to", [value, self._tuple(shape.args)]
+
+    def _print_Broadcast(self, expr: Broadcast) -> str:
+        return self._call(*self._parts_Broadcast(expr))
+
+    def _print_IsFirst(self, expr: IsFirst) -> str:
+        position, rank, *conditions = expr.args
+        tests = [f"({self._print(position)} == {self._print(rank)})"]
+        tests += [f"({self._print(c)})" for c in conditions]
+        return tests[0] if len(tests) == 1 else f"({' & '.join(tests)})"
+
+    def _print_AsFloat(self, expr: AsFloat) -> str:
+        return f"1.0 * {self._operand(expr.args[0], ATOM_LEVEL)}"
+
+    def _print_Constant(self, expr: Constant) -> str:
+        return self._print(expr.args[0])
+
+    def _print_Both(self, cond: Both) -> str:
+        if len(cond.args) == 1:
+            return self._print(cond.args[0])
+        return " & ".join(f"({self._print(c)})" for c in cond.args)
+
+    def _precedence(self, expr: sympy.Basic) -> int:
+        if isinstance(expr, AsFloat) and self._print_AsFloat(expr).startswith("1.0 * "):
+            return MUL_LEVEL
+        return super()._precedence(expr)
+
+    # ---- numbers and functions ---------------------------------------------------------------
+
+    def _print_ElementwiseBase(self, expr: ElementwiseBase) -> str:
+        arg = expr.args[0]
+        name = expr.notation
+        if name == "step":
+            return f"({self._print(arg)} > 0)"
+        if name in self.functions:
+            return self.functions[name].format(self._operand(arg, MUL_LEVEL))
+        return f"{self.array}.{name}({self._print(arg)})"
+
+    def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
+        base, exponent = expr.args
+        if exponent == sympy.S.Half:
+            return f"{self.array}.sqrt({self._print(base)})"
+        return super()._print_Pow(expr, rational)
+
+    def _print_NegativeInfinity(self, expr: sympy.Basic) -> str:
+        return "-np.inf"
+
+    def _print_Infinity(self, expr: sympy.Basic) -> str:
+        return "np.inf"
+
+
+# precedence levels of the loops printer (``loops.ADD, UNARY, MUL, POW, ATOM``)
+MUL_LEVEL, ATOM_LEVEL = 2, 4
+
+
+class JaxPrinter(NumpyPrinter):
+    """``jnp`` for the data; ``jax.nn.sigmoid``; grids and masks stay NumPy."""
+
+    array = "jnp"
+    functions = {"relu": "jnp.maximum({}, 0.0)", "sigmoid": "jax.nn.sigmoid({})"}
+
+    def _parts_Contraction(self, expr: Contraction) -> tuple[str, list[Piece]]:
+        subscripts, *operands = expr.args
+        return "jnp.einsum", [f'"{subscripts.text}"', *operands]
+
+    def _print_ConvCall(self, node: ConvCall) -> str:
+        record = jax_call(node.conv.call)
+        return self._framework_call(node, record)
+
+    def _framework_call(self, node: ConvCall, record: Any) -> str:
+        """The operands arranged into locals, the framework's call, and its result arranged."""
+        conv = node.conv
+        lines = []
+        names = []
+        for tensor, layout, local in (
+            (conv.call.x, conv.x_layout, node.lhs),
+            (conv.call.w, conv.w_layout, node.rhs),
+        ):
+            name = self._print(sympy.Symbol(tensor))
+            code = self._operand_code(name, layout)
+            if code != name:
+                lines.append(f"{self._print(local)} = {code}")
+                name = self._print(local)
+            names.append(name)
+        call = str(dataclasses.replace(record, x=names[0], w=names[1]))
+        return "\n".join([*lines, self._arranged(node, call)])
+
+    def _operand_code(self, name: str, layout: Any) -> str:
+        return operand_code(name, layout)
+
+
+class TorchPrinter(JaxPrinter):
+    """``torch`` for the data, float64 tensors; index arrays become tensors where they meet data."""
+
+    array = "torch"
+    functions = {"relu": "torch.relu({})", "sigmoid": "torch.sigmoid({})"}
+
+    def _parts_Contraction(self, expr: Contraction) -> tuple[str, list[Piece]]:
+        subscripts, *operands = expr.args
+        return "torch.einsum", [f'"{subscripts.text}"', *operands]
+
+    def _parts_Reduction(self, expr: Reduction) -> tuple[str, list[Piece]]:
+        op, values, axes = expr.args
+        function = {"sum": "torch.sum", "max": "torch.amax", "min": "torch.amin"}[op.text]
+        return function, [values, f"dim={self._axes(axes)}"]
+
+    def _parts_Masked(self, expr: Masked) -> tuple[str, list[Piece]]:
+        condition, value, fill = expr.args
+        return "torch.where", [f"torch.as_tensor({self._print(condition)})", value, fill]
+
+    def _print_IsFirst(self, expr: IsFirst) -> str:
+        position, rank, *conditions = expr.args
+        tests = [f"({self._print(position)} == torch.as_tensor({self._print(rank)}))"]
+        if conditions:
+            tests.append(f"torch.as_tensor({self._print(Both(*conditions))})")
+        return tests[0] if len(tests) == 1 else f"({' & '.join(tests)})"
+
+    def _print_AsFloat(self, expr: AsFloat) -> str:
+        return f"{self._operand(expr.args[0], ATOM_LEVEL)}.double()"
+
+    def _print_Constant(self, expr: Constant) -> str:
+        return f"torch.tensor({self._print(expr.args[0])}, dtype=torch.float64)"
+
+    def _print_ConvCall(self, node: ConvCall) -> str:
+        record = torch_call(node.conv.call, node.conv.kernel_size)
+        return self._framework_call(node, record)
+
+    def _operand_code(self, name: str, layout: Any) -> str:
+        # torch's transpose swaps two axes; permute takes them all
+        return operand_code(name, layout).replace(".transpose(", ".permute(")
+
+    def _result(self, conv: ConvPullback, output: str) -> str:
+        return result_code(conv, output).replace(".transpose(", ".permute(")
+
+
+# ---- from IR to arrays -----------------------------------------------------------------------
+
+
+def _bound_variables(node: ir.Node) -> list[sympy.Symbol]:
+    return [
+        v for n in ir.walk(node) if isinstance(n, ir.Reduce | ir.IsExtremum) for v in n.variables
+    ]
+
+
+def _distinct(node: ir.Node, seen: set[sympy.Symbol], fresh: Callable[[str], str]) -> ir.Node:
+    """``node`` with every bound variable distinct from the others (each has one grid)."""
+    if isinstance(node, ir.Reduce | ir.IsExtremum):
+        mapping = {}
+        for var in node.variables:
+            if var in seen:
+                mapping[var] = sympy.Symbol(fresh(var.name), integer=True)
+            seen.add(mapping.get(var, var))
+        if mapping:
+            node = replace(
+                node,
+                variables=tuple(mapping.get(v, v) for v in node.variables),
+                body=ir.subs(node.body, mapping),
+                where=tuple(c.subs(mapping) for c in node.where),
+            )
+        return replace(node, body=_distinct(node.body, seen, fresh))
+    if isinstance(node, ir.Add):
+        return replace(node, terms=tuple(_distinct(t, seen, fresh) for t in node.terms))
+    if isinstance(node, ir.Mul):
+        return replace(node, factors=tuple(_distinct(f, seen, fresh) for f in node.factors))
+    if isinstance(node, ir.Pow):
+        return replace(node, base=_distinct(node.base, seen, fresh))
+    if isinstance(node, ir.Call):
+        return replace(node, arg=_distinct(node.arg, seen, fresh))
+    return node
+
+
+def _condition(constraint: ir.Constraint) -> Condition:
+    if constraint.kind == "ge":
+        return AtLeastZero(constraint.expr)
+    if constraint.kind == "eq":
+        return IsZero(constraint.expr)
+    return Divides(constraint.modulus, constraint.expr)
+
+
+def _holds(constraint: ir.Constraint) -> bool:
+    """Whether a condition on no index variable is certainly true (``3 >= 0``)."""
+    expr = constraint.expr
+    if constraint.kind == "ge":
+        return expr.is_nonnegative is True
+    if constraint.kind == "eq":
+        return expr == 0
+    return expr == 0 or (constraint.modulus == 1)
+
+
+Bounds = dict[sympy.Symbol, tuple[sympy.Expr, sympy.Expr]]
+
+
+class _DenseStatement:
+    """One statement over a dense grid of its index variables (cf. ``DenseEvaluator``).
+
+    The statement's own variables take the last axes, in order; the variables of a
+    reduction take leading axes in front of the axes around it (``depth`` of them).
+    """
+
+    def __init__(
+        self,
+        statement: ir.Statement,
+        shapes: dict[str, tuple[sympy.Expr, ...]],
+        fresh: Callable[[str], str],
+    ) -> None:
+        rhs = _distinct(statement.rhs, set(statement.indices), fresh)
+        self.statement = replace(statement, rhs=rhs)
+        self.shapes = shapes
+        self.fresh = fresh
+        self.index_vars = set(statement.indices) | set(_bound_variables(rhs))
+        self.grids: dict[sympy.Symbol, Grid] = {}
+        self.lines: list[sympy.Basic] = []
+        self.cache: dict[ir.Node, sympy.Symbol] = {}
+        self.whole = False  # a whole array was read: the value has the statement's full shape
+        self.facts: list[ir.Constraint] = []  # the conditions of the masks around the value
+        count = len(statement.indices)
+        for k, (var, size) in enumerate(
+            zip(statement.indices, shapes[statement.target], strict=True)
+        ):
+            self.grids[var] = Grid(var, sympy.Integer(0), size, count - 1 - k)
+
+    def code(self) -> list[sympy.Basic]:
+        statement = self.statement
+        depth = len(statement.indices)
+        terms = statement.rhs.terms if isinstance(statement.rhs, ir.Add) else (statement.rhs,)
+        values = [self.term(t, depth) for t in terms]
+        value = values[0] if len(values) == 1 else sympy.Add(*values, evaluate=False)
+        used = set().union(value.free_symbols, *(line.rhs.free_symbols for line in self.lines))
+        if statement.indices and not (self.whole or set(statement.indices) <= used):
+            shape = sympy.Tuple(*self.shapes[statement.target])
+            value = Broadcast(self.array(value, statement.rhs), shape)
+        grids = [grid for var, grid in self.grids.items() if var in used]
+        return [*grids, *self.lines, Assignment(sympy.Symbol(statement.target), value)]
+
+    # ---- values ------------------------------------------------------------------------------
+
+    def term(self, node: ir.Node, depth: int) -> sympy.Expr:
+        """A top-level term: a reduction is written in place, not into a local first."""
+        if isinstance(node, ir.Reduce) and node.variables:
+            return self.reduction(node, depth)
+        if (
+            isinstance(node, ir.Mul)
+            and len(node.factors) == 2
+            and isinstance(node.factors[0], ir.Const)
+            and isinstance(node.factors[1], ir.Reduce)
+            and node.factors[1].variables
+        ):
+            reduced = self.reduction(node.factors[1], depth)
+            return sympy.Mul(node.factors[0].value, reduced, evaluate=False)
+        return self.number(node, depth)
+
+    def number(self, node: ir.Node, depth: int) -> sympy.Expr:
+        """``node`` as a floating-point value (a test becomes 0.0 or 1.0)."""
+        value, test = self.value(node, depth)
+        return AsFloat(value) if test else value
+
+    def array(self, value: sympy.Expr, node: ir.Node) -> sympy.Expr:
+        """``value`` where an array is needed: a value that reads no tensor is marked."""
+        return value if any(True for _ in ir.accesses(node)) else Constant(value)
+
+    def value(self, node: ir.Node, depth: int) -> tuple[sympy.Expr, bool]:
+        """The value of ``node`` over the grid, and whether it is a boolean test."""
+        if isinstance(node, ir.Const):
+            return node.value, False
+        if isinstance(node, ir.Access):
+            return self.read(node), False
+        if isinstance(node, ir.Add):
+            terms = [self.number(t, depth) for t in node.terms]
+            return sympy.Add(*terms, evaluate=False), False
+        if isinstance(node, ir.Mul):
+            return self.product(node, depth), False
+        if isinstance(node, ir.Pow):
+            return sympy.Pow(self.number(node.base, depth), node.exponent, evaluate=False), False
+        if isinstance(node, ir.Call):
+            arg = self.number(node.arg, depth)
+            return ELEMENTWISE[node.func](arg, evaluate=False), node.func == "step"
+        if isinstance(node, ir.Reduce):
+            if not node.variables:
+                return self.guarded(node, depth), False
+            key = _canonical(node)
+            if key not in self.cache:
+                stem = {"sum": "total", "max": "largest", "min": "smallest"}[node.op]
+                name = sympy.Symbol(self.fresh(stem), real=True)
+                self.lines.append(Assignment(name, self.reduction(node, depth)))
+                self.cache[key] = name
+            return self.cache[key], False
+        if isinstance(node, ir.IsExtremum):
+            return self.is_extremum(node, depth), True
+        raise TypeError(f"unknown node {node!r}")  # pragma: no cover
+
+    def product(self, node: ir.Mul, depth: int) -> sympy.Expr:
+        """Factors in order, tests last: ``dA * (Z > 0)``; tests alone become a float."""
+        values = [self.value(f, depth) for f in node.factors]
+        numbers = [v for v, test in values if not test]
+        tests = [v for v, test in values if test]
+        carried = any(
+            not test and any(True for _ in ir.accesses(factor))
+            for factor, (_, test) in zip(node.factors, values, strict=True)
+        )
+        if tests and not carried:
+            # no factor is an array of floats to carry the tests
+            joined = tests[0] if len(tests) == 1 else sympy.Mul(*tests, evaluate=False)
+            tests = [AsFloat(joined)]
+        return sympy.Mul(*numbers, *tests, evaluate=False)
+
+    def read(self, node: ir.Access) -> sympy.Expr:
+        tensor = sympy.Symbol(node.tensor)
+        if not node.indices:
+            return tensor
+        statement = self.statement
+        if node.indices == statement.indices and tuple(self.shapes[node.tensor]) == tuple(
+            self.shapes[statement.target]
+        ):
+            self.whole = True
+            return tensor
+        indices = []
+        for expr in node.indices:
+            numerator, denominator = _quotient(expr)
+            indices.append(TrueDivide(numerator, denominator) if denominator != 1 else expr)
+        return Read(tensor, *indices)
+
+    def mask(self, where: Sequence[ir.Constraint]) -> Both | None:
+        conditions = [_condition(c) for c in where if not _holds(c)]
+        return Both(*conditions) if conditions else None
+
+    def guarded(self, node: ir.Reduce, depth: int) -> sympy.Expr:
+        """A term under conditions and no sum: zero where they fail."""
+        with self.known(node.where):
+            body = self.number(node.body, depth)
+        mask = self.mask(node.where)
+        if mask is None:
+            return body
+        return Masked(mask, self.array(body, node.body), sympy.Float(0.0))
+
+    def box(
+        self, variables: Sequence[sympy.Symbol], where: Sequence[ir.Constraint]
+    ) -> tuple[Bounds, list[ir.Constraint]]:
+        """Each variable's range, from the conditions on it alone; the other conditions."""
+        lows: dict[sympy.Symbol, list[sympy.Expr]] = {v: [] for v in variables}
+        highs: dict[sympy.Symbol, list[sympy.Expr]] = {v: [] for v in variables}
+        rest = []
+        for constraint in where:
+            inside = constraint.expr.free_symbols & self.index_vars
+            if constraint.kind == "ge" and len(inside) == 1 and (var := next(iter(inside))) in lows:
+                coefficient = constraint.expr.coeff(var)
+                remainder = ir.expand(constraint.expr - coefficient * var)
+                if coefficient.is_positive:
+                    lows[var].append(sympy.ceiling(-remainder / coefficient))
+                    continue
+                if coefficient.is_negative:
+                    highs[var].append(sympy.floor(remainder / -coefficient))
+                    continue
+            rest.append(constraint)
+        bounds: Bounds = {}
+        for var in variables:
+            if not lows[var] or not highs[var]:
+                raise EinderiveError(f"the range of {var} is not bounded by the sizes")
+            bounds[var] = (sympy.Max(*lows[var]), sympy.Min(*highs[var]))
+        return bounds, rest
+
+    @contextmanager
+    def known(self, conditions: Sequence[ir.Constraint]) -> Iterator[None]:
+        """Inside: ``conditions`` hold wherever the value counts (a mask around it tests them)."""
+        start = len(self.facts)
+        self.facts += conditions
+        try:
+            yield
+        finally:
+            del self.facts[start:]
+
+    def place(self, variables: Sequence[sympy.Symbol], bounds: Bounds, depth: int) -> None:
+        """Grids for ``variables`` on leading axes, in front of ``depth`` axes."""
+        for k, var in enumerate(variables):
+            low, high = bounds[var]
+            trailing = len(variables) - 1 - k + depth
+            self.grids[var] = Grid(var, low, _plus_one(high), trailing)
+
+    def reduction(self, node: ir.Reduce, depth: int) -> sympy.Expr:
+        """``sum_`` / ``max_`` / ``min_`` over the leading axes of its variables."""
+        bounds, rest = self.box(node.variables, node.where)
+        used = ir.free_index_symbols(node.body).union(*(c.free_symbols for c in rest))
+        present = [v for v in node.variables if v in used]
+        self.place(present, bounds, depth)
+        with self.known(rest):
+            body = self.array(self.number(node.body, depth + len(present)), node.body)
+        mask = self.mask(rest)
+        fill = {"sum": sympy.Float(0.0), "max": -sympy.oo, "min": sympy.oo}[node.op]
+        values = body if mask is None else Masked(mask, body, fill)
+        if present:
+            axes = sympy.Tuple(*range(len(present)))
+            values = Reduction(String(node.op), values, axes)
+        if node.op != "sum":
+            return values
+        # a variable that nothing depends on counts the terms
+        counts = []
+        for var in node.variables:
+            if var not in present:
+                low, high = bounds[var]
+                extent = ir.expand(high - low + 1)
+                counts.append(extent if extent.is_nonnegative else sympy.Max(0, extent))
+        return sympy.Mul(*counts, values, evaluate=False) if counts else values
+
+    def is_extremum(self, node: ir.IsExtremum, depth: int) -> sympy.Expr:
+        """Whether ``at`` is the first (row-major) extremum: the search once, then a test."""
+        bounds, rest = self.box(node.variables, node.where)
+        key = _canonical(replace(node, at=()))
+        if key not in self.cache:
+            self.place(node.variables, bounds, depth)
+            body = self.array(self.number(node.body, depth + len(node.variables)), node.body)
+            mask = self.mask(rest)
+            fill = -sympy.oo if node.op == "max" else sympy.oo
+            values = body if mask is None else Masked(mask, body, fill)
+            name = sympy.Symbol(self.fresh(f"arg{node.op}"), real=True)
+            self.lines.append(Assignment(name, ArgSearch(String(node.op), values, *node.variables)))
+            self.cache[key] = name
+        rank: sympy.Expr = sympy.Integer(0)
+        valid: list[ir.Constraint] = []
+        for var, at in zip(node.variables, node.at, strict=True):
+            low, high = bounds[var]
+            numerator, denominator = _quotient(at)
+            index = at
+            if denominator != 1:
+                valid.append(ir.Constraint("div", numerator, denominator))
+                index = sympy.floor(numerator / denominator, evaluate=False)
+            rank = rank * ir.expand(high - low + 1) + index - low
+            valid += [ir.normalise(ir.Constraint("ge", at - low))]
+            valid += [ir.normalise(ir.Constraint("ge", high - at))]
+        mapping = dict(zip(node.variables, node.at, strict=True))
+        valid += [c.subs(mapping) for c in rest]
+        # the masks around the test already hold these
+        known = {ir.normalise(c) for c in self.facts}
+        conditions = [_condition(c) for c in valid if not _holds(c) and c not in known]
+        return IsFirst(self.cache[key], rank, *conditions)
+
+
+# ---- functions and the module ----------------------------------------------------------------
+
+
+@dataclass
+class _VectorSource(_Source):
+    """The loops emitter's function skeletons, with vectorized bodies."""
+
+    methods: dict[str, Method] = dataclasses.field(default_factory=dict)
+    conv_calls: bool = True
+
+    def function(
+        self,
+        name: str,
+        cotangent: str | None,
+        statements: Sequence[ir.Statement],
+        result: str,
+        title: str,
+    ) -> PythonFunction:
+        skeleton = super().function(name, cotangent, statements, result, title)
+        prologue = list(
+            itertools.takewhile(lambda s: not isinstance(s, Ranked), skeleton.body.args)
+        )
+        taken = set(self.taken)
+
+        def fresh(stem: str) -> str:
+            for k in itertools.count(1):
+                candidate = stem if k == 1 else f"{stem}{k}"
+                if candidate not in taken:
+                    taken.add(candidate)
+                    return candidate
+            raise AssertionError  # pragma: no cover
+
+        body = [*prologue, *(self.statement(s, fresh) for s in statements)]
+        body.append(Return(sympy.Symbol(result)))
+        return PythonFunction(
+            skeleton.name, skeleton.parameters, skeleton.keywords, skeleton.docstring, body
+        )
+
+    def statement(self, statement: ir.Statement, fresh: Callable[[str], str]) -> Ranked:
+        method = self.methods[statement.target]
+        target = sympy.Symbol(statement.target)
+        code: list[sympy.Basic]
+        if isinstance(method, Einsum) and not _is_copy(method):
+            operands = [sympy.Symbol(name) for name in method.operands]
+            value: sympy.Expr = Contraction(String(method.subscripts), *operands)
+            if method.coefficient != 1.0:
+                value = sympy.Mul(sympy.Float(method.coefficient), value, evaluate=False)
+            code = [Assignment(target, value)]
+        elif isinstance(method, ConvPullback) and self.framework_call(method):
+            symbols = [sympy.Symbol(fresh(stem)) for stem in ("out", "lhs", "rhs")]
+            code = [ConvCall(target, *symbols, method)]
+        else:
+            code = _DenseStatement(statement, self.shapes, fresh).code()
+        comment = Comment(statement_text(statement, with_domain=False))
+        return Ranked(variables_of(statement), [comment, *code])
+
+    def framework_call(self, conv: ConvPullback) -> bool:
+        """Whether the framework has a call for this convolution (JAX and PyTorch: 1-3 axes)."""
+        return self.conv_calls or conv.call.rank in (1, 2, 3)
+
+
+def _is_copy(method: Einsum) -> bool:
+    """``einsum("ab->ab", dY)``: written as the array itself."""
+    inputs, output = method.subscripts.split("->")
+    return len(method.operands) == 1 and inputs == output
+
+
+def _methods(derivation: Derivation) -> dict[str, Method]:
+    """How each statement is computed, as the vectorized backends do (``backends/plan.py``)."""
+    program = derivation.program
+    shapes = derivation.shapes
+    kernels = [t for t in program.shapes if t != program.output]
+    methods = {s.target: plan(s, shapes) for s in program.statements}
+    methods.update({s.target: plan(s, shapes, kernels) for s in derivation.backward.statements})
+    return methods
+
+
+# ---- helpers copied into the module ----------------------------------------------------------
+
+_POSITIONS = '''
+def _positions(shape, indices):
+    """Where index arrays fall inside ``shape`` at an integer, and the indices clipped into it."""
+    indices = np.broadcast_arrays(*indices)
+    inside = np.ones(indices[0].shape, dtype=bool)
+    clipped = []
+    for index, size in zip(indices, shape):
+        whole = np.floor(index)
+        inside &= (index == whole) & (whole >= 0) & (whole < size)
+        clipped.append(np.clip(whole, 0, max(size - 1, 0)).astype(np.int64))
+    return inside, tuple(clipped)
+'''
+
+_READ = {
+    "numpy": '''
+def _read(array, *indices):
+    """``array[indices]`` for arrays of indices: zero outside ``array`` and at a fraction."""
+    inside, positions = _positions(array.shape, indices)
+    if array.size == 0:
+        return np.zeros(inside.shape)
+    return np.where(inside, array[positions], 0.0)
+''',
+    "jax": '''
+def _read(array, *indices):
+    """``array[indices]`` for arrays of indices: zero outside ``array`` and at a fraction."""
+    inside, positions = _positions(array.shape, indices)
+    return jnp.where(inside, jnp.asarray(array)[positions], 0.0)
+''',
+    "torch": '''
+def _read(array, *indices):
+    """``array[indices]`` for arrays of indices: zero outside ``array`` and at a fraction."""
+    inside, positions = _positions(tuple(array.shape), indices)
+    values = array[tuple(torch.as_tensor(p) for p in positions)]
+    return torch.where(torch.as_tensor(inside), values, 0.0)
+''',
+}
+
+_SEARCH = {
+    "numpy": '''
+def _arg{op}(values, *grids):
+    """The row-major position of the first {largest} value over the leading axes, one per grid."""
+    shape = np.broadcast_shapes(np.shape(values), *(np.shape(grid) for grid in grids))
+    flat = np.broadcast_to(values, shape).reshape((-1, *shape[len(grids):]))
+    return np.arg{op}(flat, axis=0)
+''',
+    "jax": '''
+def _arg{op}(values, *grids):
+    """The row-major position of the first {largest} value over the leading axes, one per grid."""
+    shape = np.broadcast_shapes(np.shape(values), *(np.shape(grid) for grid in grids))
+    flat = jnp.broadcast_to(values, shape).reshape((-1, *shape[len(grids):]))
+    return jnp.arg{op}(flat, axis=0)
+''',
+    "torch": '''
+def _arg{op}(values, *grids):
+    """The row-major position of the first {largest} value over the leading axes, one per grid."""
+    shape = np.broadcast_shapes(tuple(values.shape), *(np.shape(grid) for grid in grids))
+    flat = values.broadcast_to(shape).reshape((-1, *shape[len(grids):]))
+    return torch.arg{op}(flat, dim=0)
+''',
+}
+
+_CONV = '''
+class _Call:
+    """The parameters of one generic convolution call, as the kernel reads them."""
+
+    def __init__(
+        self, padding, stride, dilation, fill, flip_kernel, permute_kernel, permute_input, groups
+    ):
+        self.padding = padding
+        self.stride = stride
+        self.dilation = dilation
+        self.fill = fill
+        self.flip_kernel = flip_kernel
+        self.permute_kernel = permute_kernel
+        self.permute_input = permute_input
+        self.groups = groups
+        self.rank = len(padding)
+
+
+def _conv(
+    x, w, padding, stride, dilation, fill, flip_kernel, permute_kernel, permute_input, groups
+):
+    """The generic convolution: ``x`` is ``(B, C_in, N...)``, ``w`` is ``(C_out, C_in, K...)``.
+
+    In order: ``permute_input`` swaps the first two axes of ``x``, ``permute_kernel``
+    those of ``w``; ``flip_kernel`` reverses ``w`` along every spatial axis; ``fill``
+    puts fill-1 zeros between neighbours of ``x``; ``padding`` adds ``lo`` zeros before
+    and ``hi`` after (negative: crops); then
+    ``out[b, o, i] = sum_{c, m} w[o, c, m] * x[b, c, stride*i + dilation*m]``.
+    """
+    call = _Call(
+        padding, stride, dilation, fill, flip_kernel, permute_kernel, permute_input, groups
+    )
+    return _generic_conv(call, x, w)
+'''
+
+
+@functools.cache
+def conv_kernel() -> tuple[tuple[str, ...], str]:
+    """The package's NumPy convolution kernel, as module source: its imports, its functions.
+
+    ``numpy_conv.generic_conv`` and the functions and constants of its module that it
+    uses, their text taken with ``inspect.getsource`` and renamed private; the imports
+    are those of NumPy it needs (the record ``GenericConv`` becomes the module's ``_Call``).
+    """
+    module_text = inspect.getsource(numpy_conv)
+    tree = ast.parse(module_text)
+    definitions: dict[str, ast.stmt] = {}
+    for statement in tree.body:
+        if isinstance(statement, ast.FunctionDef):
+            definitions[statement.name] = statement
+        elif isinstance(statement, ast.Assign | ast.AnnAssign):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    definitions[target.id] = statement
+    wanted: set[str] = set()
+    names: set[str] = set()
+    queue = ["generic_conv"]
+    while queue:
+        name = queue.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        used = {n.id for n in ast.walk(definitions[name]) if isinstance(n, ast.Name)}
+        names |= used
+        queue += [n for n in used if n in definitions and n not in wanted]
+    imports = []
+    for statement in tree.body:
+        if isinstance(statement, ast.Import | ast.ImportFrom):
+            module = statement.module if isinstance(statement, ast.ImportFrom) else None
+            modules = [module] if module else [a.name for a in statement.names]
+            bound = {(a.asname or a.name).split(".")[0] for a in statement.names}
+            if all(m.split(".")[0] == "numpy" for m in modules) and bound & names:
+                imports.append(ast.get_source_segment(module_text, statement) or "")
+    pieces = []
+    for statement in tree.body:
+        if isinstance(statement, ast.FunctionDef):
+            if statement.name in wanted:
+                pieces.append(inspect.getsource(getattr(numpy_conv, statement.name)).rstrip())
+        elif any(definitions[name] is statement for name in wanted):
+            pieces.append(ast.get_source_segment(module_text, statement) or "")
+    text = "\n\n\n".join(pieces)
+    renames = {n: f"_{n}" for n in wanted if not n.startswith("_")} | {"GenericConv": "_Call"}
+    for old, new in renames.items():
+        text = re.sub(rf"\b{old}\b", new, text)
+    return tuple(imports), text
+
+
+@dataclass(frozen=True)
+class _Framework:
+    """What one kind of module needs: its printer, imports, setup and helpers."""
+
+    name: str
+    title: str
+    printer: type[NumpyPrinter]
+    imports: tuple[str, ...]
+    setup: str = ""
+    note: str = ""
+
+
+_FRAMEWORKS = {
+    "numpy": _Framework(
+        "numpy",
+        "NumPy",
+        NumpyPrinter,
+        ("import numpy as np",),
+        note="They need only NumPy; no Python loop runs over elements.",
+    ),
+    "jax": _Framework(
+        "jax",
+        "JAX",
+        JaxPrinter,
+        ("import jax", "import jax.numpy as jnp", "import numpy as np"),
+        setup='jax.config.update("jax_enable_x64", True)',
+        note="They need JAX and NumPy; importing the module switches on float64 (jax_enable_x64).",
+    ),
+    "torch": _Framework(
+        "torch",
+        "PyTorch",
+        TorchPrinter,
+        ("import numpy as np", "import torch"),
+        note="They need PyTorch and NumPy and take float64 tensors; index arrays are "
+        "built with NumPy.",
+    ),
+}
+
+
+def _module(derivation: Derivation, framework: _Framework) -> str:
+    program = derivation.program
+    backward = derivation.backward
+    shapes = derivation.shapes
+    statements = [*program.statements, *backward.statements]
+    order: list[sympy.Symbol] = []
+    for statement in statements:
+        order += variables_of(statement)
+    taken = set(_RESERVED) | set(shapes) | {s.name for s in program.symbols}
+    taken |= {s.name for s in program.definitions} | {v.name for v in order}
+    taken |= {"jnp", "jax", "torch"}
+    for statement in statements:
+        taken |= {v.name for v in _bound_variables(statement.rhs)}
+    printer = framework.printer(order)
+    source = _VectorSource(
+        derivation, printer, dict(shapes), taken, _methods(derivation), framework.name == "numpy"
+    )
+    functions = [
+        source.function(
+            "forward", None, program.statements, program.output, f"The forward of `{program.text}`."
+        )
+    ]
+    seed = backward.seeds[0]
+    for tensor, pullback in derivation.pullbacks.items():
+        functions.append(
+            source.function(
+                f"pullback_{tensor}",
+                seed,
+                _needed(statements, pullback.name),
+                pullback.name,
+                f"The pullback of `{program.text}` into {tensor}: "
+                f"{pullback.name} = dL/d{tensor} given {seed} = dL/d{program.output}.",
+            )
+        )
+    texts = [printer.doprint(f) for f in functions]
+    code = "\n".join(texts)
+    imports = list(framework.imports)
+    helpers = []
+    if "_read(" in code:
+        helpers += [_POSITIONS.strip(), _READ[framework.name].strip()]
+    for op, largest in (("max", "largest"), ("min", "smallest")):
+        if f"_arg{op}(" in code:
+            helpers.append(_SEARCH[framework.name].format(op=op, largest=largest).strip())
+    future = []
+    if "_conv(" in code:
+        kernel_imports, kernel = conv_kernel()
+        imports += [line for line in kernel_imports if line not in imports]
+        helpers += [_CONV.strip(), kernel]
+        future = ["from __future__ import annotations", ""]
+    summary = "\n".join(
+        _fill(
+            f"The forward and the pullbacks of `{program.text}`, vectorized with {framework.title}."
+        )
+    )
+    note = "\n".join(_fill(f"Emitted by einderive. {framework.note}"))
+    header = f'"""{summary}\n\n{note}\n"""'
+    top = "\n".join([header, "", *future, *sorted(imports, key=_import_key)])
+    if framework.setup:
+        top += f"\n\n{framework.setup}"
+    return "\n\n\n".join([top, *helpers, *texts]) + "\n"
+
+
+def _import_key(line: str) -> tuple[int, str]:
+    """``import x`` lines first, then ``from x import y``, each alphabetical (as isort)."""
+    return (line.startswith("from "), line.split()[1])
+
+
+def numpy_source(derivation: Derivation) -> str:
+    """A module of vectorized NumPy: ``forward`` and one ``pullback_<input>`` per pullback.
+
+    The functions take the arguments of the loops emitter's; contractions are
+    ``np.einsum``, convolutions one call of ``_conv`` (the package's kernel, copied
+    in), everything else dense index grids. The module imports only NumPy.
+
+    >>> import numpy as np
+    >>> from einderive import derive
+    >>> emitted = {}
+    >>> exec(numpy_source(derive("Y[i] = X[i]*X[i+1]")), emitted)
+    >>> emitted["pullback_X"](np.ones(3), np.array([1.0, 2.0, 3.0]))
+    array([2., 4., 2.])
+    """
+    return _module(derivation, _FRAMEWORKS["numpy"])
+
+
+def jax_source(derivation: Derivation) -> str:
+    """The same module in JAX: ``jax.lax.conv_general_dilated`` calls, ``jnp`` arrays."""
+    return _module(derivation, _FRAMEWORKS["jax"])
+
+
+def torch_source(derivation: Derivation) -> str:
+    """The same module in PyTorch: ``torch.nn.functional`` calls, float64 tensors."""
+    return _module(derivation, _FRAMEWORKS["torch"])

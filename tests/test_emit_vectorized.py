@@ -1,0 +1,235 @@
+"""The vectorized sources (NumPy, JAX, PyTorch): the printed text is compiled and run.
+
+Every case of the core list (``test_pullbacks.CASES``) and of the programs list
+(``test_programs.CASES``) is derived once, emitted as NumPy, compiled from the
+text, run on random sizes, parameters and data, and compared with
+``einderive.evaluate`` (the forward) and ``einderive.vjp(..., backend="loops")``
+(every pullback). The JAX and PyTorch sources are run on the convolution cases
+and a few others: one call of each costs far more than in NumPy.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import einderive as ed
+from einderive.emit.vectorized import conv_kernel, jax_source, numpy_source, torch_source
+from einderive.verify import _positive_only, draw_values, instantiate
+
+sys.path.insert(0, str(Path(__file__).parent))
+import test_pullbacks  # noqa: E402
+
+try:
+    import test_programs  # noqa: E402
+
+    PROGRAMS = [(name, text, p, s, r) for name, text, p, s, r in test_programs.CASES]
+except ImportError:  # pragma: no cover - the programs list is optional
+    PROGRAMS = []
+
+TOLERANCE = 1e-10
+SEED = test_pullbacks.SEED
+
+# (id, text, params, shapes, ranges)
+CASES = [
+    (c.id, c.text, c.params or None, c.shapes or None, c.ranges or None)
+    for c in test_pullbacks.CASES
+] + [(f"program-{name}", text, p, s, r) for name, text, p, s, r in PROGRAMS]
+BY_ID = {case[0]: case for case in CASES}
+
+# jax and torch: every kind of statement once (convolutions of every shape of call,
+# contractions, shifts and guards, divisibility, pooling, softmax, nonlinear programs)
+FRAMEWORK_CASES = [
+    "seed-symbolic",
+    "seed-numeric",
+    "notes-channels-bias",
+    "conv1d-batch-channels-symbolic",
+    "conv3d-strided-dilated-padded",
+    "depthwise",
+    "transposed-conv-scatter",
+    "matmul-chain",
+    "x-times-shifted-x",
+    "subsample-symbolic",
+    "coupled-2i-3m",
+    "program-cnn-block",
+    "program-softmax",
+    "program-layer-norm-rows",
+]
+# JAX compiles every new operation shape on its first call: fewer cases, one of each kind
+JAX_CASES = [
+    case
+    for case in FRAMEWORK_CASES
+    if case not in ("conv1d-batch-channels-symbolic", "matmul-chain", "program-layer-norm-rows")
+]
+
+EMITTERS = {"numpy": numpy_source, "jax": jax_source, "torch": torch_source}
+
+
+@functools.cache
+def _derived(case_id: str) -> ed.Derivation:
+    _, text, params, shapes, ranges = BY_ID[case_id]
+    return ed.derive(text, params=params, shapes=shapes, ranges=ranges)
+
+
+@functools.cache
+def _module(case_id: str, kind: str) -> dict:
+    """The emitted source of a case, compiled from its text and executed."""
+    source = EMITTERS[kind](_derived(case_id))
+    namespace: dict = {"__name__": f"emitted_{kind}"}
+    exec(compile(source, f"<{kind} source of {case_id}>", "exec"), namespace)
+    namespace["__source__"] = source
+    return namespace
+
+
+def _plain(value) -> int | float:
+    return int(value) if value.is_Integer else float(value)
+
+
+def _draw(case_id: str, seed: int):
+    """Random sizes and parameters, inputs, a cotangent, and the reference results."""
+    _, text, params, shapes, ranges = BY_ID[case_id]
+    derivation = _derived(case_id)
+    program = derivation.program
+    values = draw_values(program, random.Random(seed))
+    numeric = instantiate(derivation, values).program
+    generator = np.random.default_rng(seed)
+    inputs = {}
+    for name in program.inputs:
+        shape = tuple(int(n) for n in numeric.shapes[name])
+        if _positive_only(program):
+            inputs[name] = generator.uniform(0.5, 2.0, shape)
+        else:
+            inputs[name] = generator.standard_normal(shape)
+    drawn = {symbol.name: _plain(value) for symbol, value in values.items()}
+    given = {**(params or {}), **{p.name: drawn[p.name] for p in program.params}} or None
+    output = ed.evaluate(text, inputs, params=given, shapes=shapes, ranges=ranges)
+    cotangent = generator.standard_normal(np.shape(output))
+    grads = ed.vjp(
+        text, inputs, cotangent, params=given, shapes=shapes, ranges=ranges, backend="loops"
+    )
+    return drawn, inputs, cotangent, output, grads
+
+
+def _keywords(function, drawn: dict) -> dict:
+    """The keyword-only arguments of an emitted function (parameters, unread sizes)."""
+    parameters = inspect.signature(function).parameters.values()
+    return {p.name: drawn[p.name] for p in parameters if p.kind is p.KEYWORD_ONLY}
+
+
+def _close(actual, expected, what: str) -> None:
+    actual = np.asarray(actual, dtype=np.float64)
+    assert actual.shape == np.shape(expected), f"{what}: shape {actual.shape}"
+    scale = float(np.max(np.abs(expected))) + 1e-12 if np.size(expected) else 1.0
+    error = float(np.max(np.abs(actual - expected))) / scale if np.size(expected) else 0.0
+    assert error <= TOLERANCE, f"{what}: relative error {error:.2e}"
+
+
+def _check(case_id: str, kind: str, convert, trials: int) -> None:
+    namespace = _module(case_id, kind)
+    derivation = _derived(case_id)
+    for trial in range(trials):
+        drawn, inputs, cotangent, output, grads = _draw(case_id, trial)
+        arrays = [convert(inputs[name]) for name in derivation.program.inputs]
+        forward = namespace["forward"]
+        _close(forward(*arrays, **_keywords(forward, drawn)), output, f"{kind} forward")
+        for name in derivation.pullbacks:
+            function = namespace[f"pullback_{name}"]
+            result = function(convert(cotangent), *arrays, **_keywords(function, drawn))
+            _close(result, grads[name], f"{kind} pullback_{name} ({drawn})")
+
+
+@pytest.mark.parametrize("case_id", list(BY_ID))
+def test_numpy_source_matches_the_interpreter(case_id: str) -> None:
+    # a second draw where there are sizes or parameters to draw
+    trials = 2 if _derived(case_id).program.symbols else 1
+    _check(case_id, "numpy", lambda a: a, trials=trials)
+
+
+@pytest.mark.parametrize("case_id", JAX_CASES)
+def test_jax_source_matches_the_interpreter(case_id: str) -> None:
+    jnp = pytest.importorskip("jax.numpy")
+    _module(case_id, "jax")  # switches on float64 before the inputs are made
+    _check(case_id, "jax", jnp.asarray, trials=1)
+
+
+@pytest.mark.parametrize("case_id", FRAMEWORK_CASES)
+def test_torch_source_matches_the_interpreter(case_id: str) -> None:
+    torch = pytest.importorskip("torch")
+    _check(case_id, "torch", lambda a: torch.from_numpy(np.array(a)), trials=1)
+
+
+def _functions(source: str) -> list[ast.FunctionDef]:
+    tree = ast.parse(source)
+    return [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and (node.name == "forward" or node.name.startswith("pullback_"))
+    ]
+
+
+@pytest.mark.parametrize("case_id", list(BY_ID))
+def test_numpy_source_has_no_loops_and_imports_only_numpy(case_id: str) -> None:
+    source = _module(case_id, "numpy")["__source__"]
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            assert all(a.name.split(".")[0] == "numpy" for a in node.names), ast.unparse(node)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.module.split(".")[0] in ("numpy", "__future__"), ast.unparse(node)
+    for function in _functions(source):
+        body = ast.get_source_segment(source, function)
+        loops = (ast.For, ast.While, ast.comprehension)
+        assert not any(isinstance(n, loops) for n in ast.walk(function)), body
+        assert "for " not in body.split('"""')[-1], body
+
+
+def test_elementwise_statements_are_plain_array_expressions() -> None:
+    source = numpy_source(ed.derive("Z[o,i] = W[o,c]*X[c,i]; A[o,i] = relu(Z[o,i])"))
+    assert "dZ = dA * (Z > 0)" in source
+    assert 'np.einsum("ac,cb->ab", W, X, optimize=True)' in source
+    assert "np.arange" not in source
+
+
+def test_seed_pullbacks_are_conv_calls_with_formulas_and_numbers() -> None:
+    symbolic = numpy_source(ed.derive(SEED))
+    assert "padding=((M - 2, N_X0 - I*s + s), (N - 2, N_X1 - J*s + s))," in symbolic
+    assert "fill=(s, s)," in symbolic
+    assert "dX = out[0, 0]" in symbolic
+    numeric = numpy_source(ed.derive(SEED, params={"s": 2}, shapes={"X": (7, 7), "W": (3, 3)}))
+    assert "padding=((1, 3), (1, 3))," in numeric
+    assert "fill=(2, 2)," in numeric
+    jax = jax_source(ed.derive(SEED))
+    assert "lhs_dilation=(s, s)" in jax
+    assert "jax.lax.rev(" in jax
+    torch = torch_source(ed.derive(SEED, params={"s": 2}, shapes={"X": (7, 7), "W": (3, 3)}))
+    assert "torch.nn.functional.conv" in torch
+
+
+def test_the_conv_kernel_is_the_packages() -> None:
+    from einderive.backends import numpy_conv
+
+    imports, text = conv_kernel()
+    assert "import numpy as np" in imports
+    body = inspect.getsource(numpy_conv.generic_conv).split('"""')[-1].rstrip()
+    assert body in text
+    assert "def _generic_conv(" in text
+
+
+def test_a_pooling_pullback_compares_with_the_first_argmax() -> None:
+    text = "Y[i] = max_{m}(X[2*i+m])"
+    source = numpy_source(ed.derive(text, ranges={"m": 3}))
+    assert "_argmax(" in source
+    emitted: dict = {}
+    exec(compile(source, "pool", "exec"), emitted)
+    x = np.array([1.0, 3.0, 3.0, 0.0, 2.0, 2.0, 2.0])  # ties: the first position wins
+    dy = np.array([1.0, 10.0, 100.0])
+    expected = ed.vjp(text, {"X": x}, dy, ranges={"m": 3}, backend="loops")["X"]
+    np.testing.assert_array_equal(emitted["pullback_X"](dy, x), expected)
