@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .errors import ArgumentError, EinderiveError
+from .errors import ArgumentError, EinderiveError, VerificationError
 
 if TYPE_CHECKING:
     from .verify import Report
@@ -20,6 +20,10 @@ examples:
       both pullbacks of a strided 2-D convolution, with the stride s symbolic
   einderive "Y[i,j] = W[m,n]*X[s*i+m-1, s*j+n-1]" --param s=2 --shape X=7x7 --shape W=3x3
       the same with numbers for the stride and the sizes
+  einderive "Y[i,j] = W[m,n]*X[s*i+m-1, s*j+n-1]" --explain
+      the derivation step by step: deltas, the substitution, the bounds, the convolution
+  einderive "Y[i,j] = K[p,q]*X[i+p,j+q]" --shape X=3x3 --shape K=2x2 --wrt X --matrix
+      the convolution as a matrix over the flattened tensors (--png FILE for a picture)
   einderive "Y[i] = X[i,i]" --wrt X --emit latex
       the pullback of a diagonal read, in LaTeX
   einderive "Y[i] = max_{m}(X[2*i+m])" --range m=3 --verify
@@ -150,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--jvp", action="store_true", help="forward mode: the tangent of every statement"
     )
     parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="show the derivation step by step (with --emit latex: in LaTeX)",
+    )
+    parser.add_argument(
+        "--matrix",
+        action="store_true",
+        help="print the Jacobian in each input (or --wrt T) over the flattened tensors and "
+        "check that the pullback is its transpose; needs numeric --shape/--param",
+    )
+    parser.add_argument("--png", metavar="FILE", help="with --matrix: also save it as a picture")
+    parser.add_argument(
         "--verify", action="store_true", help="check every pullback numerically and report"
     )
     parser.add_argument(
@@ -209,7 +225,22 @@ def _derive_and_print(
     from .verify import verify
 
     derivation = derive(text, params, shapes, ranges, wrt=args.wrt or None)
-    print(emitters[args.emit](derivation))
+    if args.png and not args.matrix:
+        raise ArgumentError("--png FILE goes with --matrix")
+    if args.explain:
+        from .explain import explain
+
+        explanation = explain(derivation)
+        print(explanation.latex() if args.emit == "latex" else explanation.text())
+    elif args.matrix:
+        from .matrix import matrix_report
+
+        matrix = matrix_report(derivation, args.wrt or None, png=args.png)
+        print(matrix)
+        if not matrix.ok:
+            raise VerificationError("the pullback is not the transpose of the Jacobian")
+    else:
+        print(emitters[args.emit](derivation))
     return verify(text, params, shapes, ranges, trials=args.trials) if args.verify else None
 
 
@@ -234,6 +265,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(report, file=sys.stdout if args.emit == "text" else sys.stderr)
             if not report.ok:
                 return 1
+    except VerificationError as error:
+        print(f"einderive: verification failed: {error}", file=sys.stderr)
+        return 1
     except EinderiveError as error:
         print(f"einderive: error: {error}", file=sys.stderr)
         return 2

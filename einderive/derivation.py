@@ -158,6 +158,30 @@ class Derivation:
             f"unknown source kind {kind!r}; choose 'loops', 'numpy', 'jax' or 'torch'"
         )
 
+    def steps(self) -> list:
+        """The derivation as numbered steps (see ``einderive.explain``)."""
+        from .explain import steps
+
+        return steps(self)
+
+    def explain(self) -> object:
+        """The steps, printable as text (``.text()``) and LaTeX (``.latex()``)."""
+        from .explain import explain
+
+        return explain(self)
+
+    def jacobian(self, wrt: str, **options: object) -> object:
+        """The Jacobian of the output in ``wrt`` over the flattened tensors (numeric sizes)."""
+        from .matrix import jacobian
+
+        return jacobian(self, wrt, **options)
+
+    def im2col(self) -> object:
+        """The im2col view of a convolution: the unfolded input and the reshaped kernel."""
+        from .matrix import im2col
+
+        return im2col(self)
+
     def latex(self) -> str:
         from .emit.latex import derivation_latex
 

@@ -241,8 +241,57 @@ def _collect(
             contribution.where,
             prefer=contribution.scope,
         )
-        terms.append(_drop_box_guards(term, boxes))
+        terms.append(_plain_names(_drop_box_guards(term, boxes)))
     return ir.Statement(names[tensor], targets, ir.make_add(terms))
+
+
+def _plain_names(term: ir.Node) -> ir.Node:
+    """Bound variables renamed back to their stems where that clashes with nothing
+    (``sum_{k1}`` -> ``sum_{k}``); renaming was only needed while substituting."""
+    used = {s.name for s in _symbols(term)}
+    mapping: dict[sympy.Symbol, sympy.Symbol] = {}
+    for node in ir.walk(term):
+        if isinstance(node, ir.Reduce | ir.IsExtremum):
+            for var in node.variables:
+                stem = _stem(var)
+                if stem != var.name and stem not in used:
+                    mapping[var] = sympy.Symbol(stem, integer=True)
+                    used.add(stem)
+    return _rename(term, mapping) if mapping else term
+
+
+def _symbols(node: ir.Node) -> set[sympy.Symbol]:
+    """Every symbol a term mentions, bound or free."""
+    found: set[sympy.Symbol] = set()
+    for part in ir.walk(node):
+        if isinstance(part, ir.Access):
+            found |= set().union(*(e.free_symbols for e in part.indices))
+        elif isinstance(part, ir.Const):
+            found |= part.value.free_symbols
+        elif isinstance(part, ir.Reduce | ir.IsExtremum):
+            found |= set(part.variables)
+            for constraint in part.where:
+                found |= constraint.free_symbols
+            if isinstance(part, ir.IsExtremum):
+                found |= set().union(*(e.free_symbols for e in part.at))
+    return found
+
+
+def _rename(node: ir.Node, mapping: dict[sympy.Symbol, sympy.Symbol]) -> ir.Node:
+    """Rename variables, bound ones included (the new names are unused)."""
+    if isinstance(node, ir.Reduce | ir.IsExtremum):
+        renamed = replace(
+            node,
+            variables=tuple(mapping.get(v, v) for v in node.variables),
+            body=_rename(node.body, mapping),
+            where=tuple(c.subs(mapping) for c in node.where),
+        )
+        if isinstance(renamed, ir.IsExtremum):
+            renamed = replace(renamed, at=tuple(e.xreplace(mapping) for e in renamed.at))
+        return renamed
+    if isinstance(node, ir.Access | ir.Const):
+        return ir.subs(node, mapping)
+    return ir.map_children(node, lambda child: _rename(child, mapping))
 
 
 def _drop_box_guards(term: ir.Node, boxes: dict[sympy.Symbol, sympy.Expr]) -> ir.Node:

@@ -14,16 +14,14 @@ spell out what ``derive`` does (see derive.py):
 6. the pullback, and the convolution call it is, with the role of each parameter.
 
 The steps are recomputed with the derivation's own functions (``backprop``,
-``gather``), so they show what ``derive`` did. One difference: a bound index
-keeps its forward name here, where ``derive`` renames it to be safe (``k`` ->
-``k1``); the last step of a pullback says so when it shows.
+``gather``), so they show what ``derive`` did; where ``derive`` had to keep a
+renamed bound index (``k1``, because ``k`` is taken), the last step says so.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import sympy
@@ -33,15 +31,12 @@ from .derive import _drop_box_guards, _order, _summed_first, backprop, rename_bo
 from .emit.latex import LatexPrinter, statement_latex
 from .emit.printer import MUL, NotationPrinter
 from .emit.text import statement_text, variables_of
-from .solve import Bounds, gather, loop_bounds
+from .solve import Bounds, gather, implied_by_box, loop_bounds
 
 if TYPE_CHECKING:
     from .conv.calls import GenericConv
     from .conv.recognise import ConvPullback, Recognition
     from .derivation import Derivation
-
-# A tensor name no program can use (names are identifiers): the tracer of ``_eliminations``.
-_TRACER = "<solved>"
 
 
 @dataclass(frozen=True)
@@ -90,7 +85,9 @@ class Read:
     scope: tuple[sympy.Symbol, ...]  # the variables bound around the read, in pivot order
     where: tuple[ir.Constraint, ...]
     targets: tuple[sympy.Symbol, ...]  # the pullback's indices
+    extents: dict[sympy.Symbol, sympy.Expr]  # each target's extent: the pullback's shape
     eliminated: tuple[Elimination, ...]
+    guards: tuple[tuple[sympy.Expr, sympy.Expr], ...]  # equations left with no index to solve
     term: ir.Node  # the read's term of the pullback (ZERO: it never contributes)
 
     @property
@@ -158,6 +155,7 @@ def recompute(derivation: Derivation) -> list[PullbackWork]:
             seed_term = rename_bound(contribution.seed, set(bound))
             term = gather(targets, writes, seed_term, scope, contribution.where, prefer=scope)
             boxes = dict(zip(targets, program.shapes[tensor], strict=True))
+            eliminated, guards = _eliminations(targets, writes, scope, contribution.where)
             found[tensor].append(
                 Read(
                     statement=statement,
@@ -168,7 +166,9 @@ def recompute(derivation: Derivation) -> list[PullbackWork]:
                     scope=scope,
                     where=contribution.where,
                     targets=targets,
-                    eliminated=_eliminations(targets, writes, scope, contribution.where),
+                    extents=boxes,
+                    eliminated=eliminated,
+                    guards=guards,
                     term=_drop_box_guards(term, boxes),
                 )
             )
@@ -188,28 +188,19 @@ def _eliminations(
     writes: Sequence[sympy.Expr],
     scope: Sequence[sympy.Symbol],
     where: Sequence[ir.Constraint],
-) -> tuple[Elimination, ...]:
-    """The indices ``gather`` solves for in one read, with their solutions.
+) -> tuple[tuple[Elimination, ...], tuple[tuple[sympy.Expr, sympy.Expr], ...]]:
+    """The indices ``gather`` solves for in one read, with their solutions, and the
+    equations left over (each ``left = right`` with the solutions put in): guards.
 
-    Where ``gather`` takes a ``trace`` list (appending ``(var, solution,
-    condition)`` per pivot) its record is used. Otherwise ``gather`` runs on a
-    tracer body ``T[scope]``: its indices come back with every solution put in.
+    ``gather`` records each pivot (``trace``); later solutions are put into earlier ones.
     """
     solved: list[tuple[sympy.Symbol, sympy.Expr, ir.Constraint | None]] = []
-    if "trace" in inspect.signature(gather).parameters:
-        trace: list = []
-        gather(targets, writes, ir.ONE, scope, where, prefer=scope, trace=trace)
-        final: dict[sympy.Symbol, sympy.Expr] = {}
-        for var, solution, condition in reversed(trace):
-            final[var] = ir.expand(solution.xreplace(final))
-            solved.insert(0, (var, final[var], condition))
-    else:
-        tracer = ir.Access(_TRACER, tuple(scope))
-        result = gather(targets, writes, tracer, scope, where, prefer=scope)
-        if not isinstance(result, ir.Reduce) or not isinstance(result.body, ir.Access):
-            return ()
-        values = zip(scope, result.body.indices, strict=True)
-        solved = [(var, value, None) for var, value in values if value != var]
+    trace: list[tuple[sympy.Symbol, sympy.Expr, ir.Constraint | None]] = []
+    gather(targets, writes, ir.ONE, scope, where, prefer=scope, trace=trace)
+    final: dict[sympy.Symbol, sympy.Expr] = {}
+    for var, solution, condition in reversed(trace):
+        final[var] = ir.expand(solution.xreplace(final))
+        solved.insert(0, (var, final[var], condition))
     equations = list(zip(targets, writes, strict=True))
     equations += [(c.expr, sympy.Integer(0)) for c in where if c.kind == "eq"]
     used: set[int] = set()
@@ -226,7 +217,13 @@ def _eliminations(
             if denominator != 1:
                 condition = ir.Constraint("div", ir.expand(numerator), denominator)
         eliminations.append(Elimination(var, solution, equation, condition))
-    return tuple(eliminations)
+    mapping = {e.var: e.solution for e in eliminations}
+    guards = tuple(
+        (ir.expand(left.xreplace(mapping)), ir.expand(right.xreplace(mapping)))
+        for k, (left, right) in enumerate(equations)
+        if k not in used
+    )
+    return tuple(eliminations), guards
 
 
 # ---- lines that print as text and as LaTeX --------------------------------------------------
@@ -236,11 +233,16 @@ Math = Callable[[NotationPrinter], str]
 Line = Sequence[str | Math]
 
 
+_TEX_ESCAPES = {c: "\\" + c for c in "&%$#_{}"} | {
+    "\\": r"\textbackslash{}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
 def _tex_escape(text: str) -> str:
     """Words for ``\\text{...}``: the characters special to LaTeX escaped."""
-    for char in "\\&%$#_{}":
-        text = text.replace(char, r"\textbackslash{}" if char == "\\" else "\\" + char)
-    return text.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
+    return "".join(_TEX_ESCAPES.get(char, char) for char in text)
 
 
 def _title(title: str) -> str:
@@ -248,11 +250,15 @@ def _title(title: str) -> str:
 
 
 def _render(line: Line, printer: NotationPrinter) -> str:
-    latex = isinstance(printer, LatexPrinter)
     out = []
     for part in line:
-        if isinstance(part, str):
-            out.append(rf"\text{{{_tex_escape(part)}}}" if latex and part else part)
+        if isinstance(part, str) and _is_latex(printer):
+            # blanks that indent a line in text are a quad in LaTeX
+            words = part if out else part.lstrip(" ")
+            indent = r"\quad " if words != part else ""
+            out.append(indent + (rf"\text{{{_tex_escape(words)}}}" if words else ""))
+        elif isinstance(part, str):
+            out.append(part)
         else:
             out.append(part(printer))
     return "".join(out)
@@ -272,6 +278,10 @@ def _step(
 
 def _is_latex(printer: NotationPrinter) -> bool:
     return isinstance(printer, LatexPrinter)
+
+
+def _equals(printer: NotationPrinter) -> str:
+    return " = "
 
 
 def _index(expr: sympy.Expr) -> Math:
@@ -295,14 +305,24 @@ def _condition(constraint: ir.Constraint) -> Math:
 
 
 def _bounds(bounds: Bounds) -> Math:
+    # max and min built once, not once per printer (sympy's Max is slow to build)
+    bounds = Bounds(bounds.var, (bounds.low,), (bounds.high,))
     return lambda pr: pr.bounds(bounds)
 
 
 def _statement(statement: ir.Statement, with_domain: bool = False) -> Math:
+    """``target[...] = rhs``; with its domain: bounds under the sums in LaTeX, lines in text."""
+
     def show(pr: NotationPrinter) -> str:
-        if _is_latex(pr):
+        if not _is_latex(pr):
+            return statement_text(statement, with_domain=with_domain)
+        if with_domain:
             return statement_latex(statement)
-        return statement_text(statement, with_domain=with_domain)
+        order = variables_of(statement)
+        printer = LatexPrinter(order + [v for v in pr.order if v not in order])
+        return f"{printer.expr(ir.Access(statement.target, statement.indices))} = " + (
+            printer.expr(statement.rhs)
+        )
 
     return show
 
@@ -343,7 +363,7 @@ def _range(
     if box is None:
         mapping = {} if solution is None else {var: solution}
         return _joined([_condition(c.subs(mapping)) for c in constraints])
-    middle = _index(var if solution is None else solution)
+    middle = _over(var if solution is None else solution)
     return _between(box[0], middle, box[1])
 
 
@@ -424,7 +444,10 @@ def _forward_step(derivation: Derivation) -> Step:
     if program.params:
         lines.append(["parameters (symbolic): ", _joined([_scalar(p) for p in program.params])])
     if program.values:
-        given = [_scalar(sympy.Eq(sympy.Symbol(k), v)) for k, v in program.values.items()]
+        given = [
+            _joined([_scalar(sympy.Symbol(k)), _scalar(v)], " = ", " = ")
+            for k, v in program.values.items()
+        ]
         lines.append(["given: ", _joined(given)])
     lines.append(["shapes: ", _shapes(program.shapes)])
     for symbol, value in program.definitions.items():
@@ -438,12 +461,21 @@ def _shapes(shapes: dict[str, tuple[sympy.Expr, ...]]) -> Math:
 
     def show(pr: NotationPrinter) -> str:
         open_, close, sep = (r"\left(", r"\right)", r",\ ") if _is_latex(pr) else ("(", ")", "; ")
+        sizes = {name: _joined([_scalar(n) for n in shape])(pr) for name, shape in shapes.items()}
         return sep.join(
-            f"{pr.expr(ir.Access(name, ()))}: {open_}{', '.join(pr.scalar(n) for n in shape)}{close}"
-            for name, shape in shapes.items()
+            f"{pr.expr(ir.Access(name, ()))}: {open_}{text}{close}" for name, text in sizes.items()
         )
 
     return show
+
+
+def _parenthesised(math: Math) -> Math:
+    return lambda pr: rf"\left({math(pr)}\right)" if _is_latex(pr) else f"({math(pr)})"
+
+
+def _under(math: Math) -> Math:
+    """Blanks as wide as ``math``'s text, to line up a continued equation (a quad in LaTeX)."""
+    return lambda pr: r"\quad" if _is_latex(pr) else " " * len(math(pr))
 
 
 def _order_of(read: Read) -> list[sympy.Symbol]:
@@ -460,84 +492,105 @@ def _label(read: Read, work: PullbackWork) -> str:
 
 
 def _read_steps(work: PullbackWork, read: Read) -> list[Step]:
+    """The steps of one read: derivative, chain rule, substitution, bounds, divisibility."""
     label = _label(read, work)
-    order = _order_of(read)
-    tensor, name = work.tensor, work.name
-    deltas = [_delta(t, w) for t, w in zip(read.targets, read.access.indices, strict=True)]
-    target = read.statement.target
-    # 1. the derivative with respect to one element: a product of deltas
-    element = _tensor(tensor, read.targets)
+    found = [
+        _derivative_step(work, read, label),
+        _chain_step(work, read, label),
+        _substitution_step(work, read, label),
+    ]
+    if read.term != ir.ZERO:
+        found += [_bounds_step(work, read, label), _divisibility_step(work, read, label)]
+    return [step for step in found if step is not None]
+
+
+def _deltas(read: Read) -> list[Math]:
+    return [_delta(t, w) for t, w in zip(read.targets, read.access.indices, strict=True)]
+
+
+def _derivative_step(work: PullbackWork, read: Read, label: str) -> Step:
+    """``dY[i, j]/dX[p, q] = sum_{m,n}(W[m, n] * delta(p, s*i + m - 1) * ...)``."""
+    tensor = work.tensor
     if read.targets:
         where = _joined([_index(w) for w in read.access.indices])
         at = _joined([_index(t) for t in read.targets])
+        if len(read.targets) > 1:
+            where, at = _parenthesised(where), _parenthesised(at)
         kind = "one Kronecker delta per axis" if len(read.targets) > 1 else "a Kronecker delta"
+        element = _tensor(tensor, read.targets)
         reason: Line = [
-            _node(read.access), " is the element ", element, " where (", where, ") = (", at,
-            f"): {kind}",
+            _node(read.access), " is the element ", element, " where ", where, _equals, at,
+            f": {kind}",
         ]  # fmt: skip
     else:
         reason = [f"{tensor} is a scalar: no delta"]
-    derivative = _sum(read.summed, _product([read.local, *deltas]))
-    result = [
-        _step(
-            f"{name}: the derivative of {target} with respect to one element of {tensor}{label}",
-            order,
-            [[_partial(read), " = ", derivative], reason],
-            tensor,
-        )
-    ]
-    # 2. the chain rule
-    lhs = _tensor(name, read.targets)
+    derivative = _sum(read.summed, _product([read.local, *_deltas(read)]))
+    title = f"the derivative of {read.statement.target} with respect to one element of {tensor}"
+    return _step(
+        f"{work.name}: {title}{label}",
+        _order_of(read),
+        [[_partial(read), _equals, derivative], reason],
+        tensor,
+    )
+
+
+def _chain_step(work: PullbackWork, read: Read, label: str) -> Step:
+    """``dX[p, q] = sum_{i,j}(dY[i, j] * dY[i, j]/dX[p, q])``, the deltas written out."""
+    target = read.statement.target
+    lhs = _tensor(work.name, read.targets)
     cotangent = _tensor(read.cotangent, read.statement.indices)
     outer = _sum(read.statement.indices, _product([cotangent, _partial(read)]))
-    inner = list(read.statement.indices) + list(read.summed)
-    expanded = _sum(inner, _product([read.seed, *deltas]))
-    result.append(
-        _step(
-            f"{name}: the chain rule{label}",
-            order,
-            [
-                [lhs, " = ", outer],
-                ["    = ", expanded],
-                [
-                    f"({read.cotangent} = dL/d{target}, the cotangent of {target}, "
-                    "for a scalar loss L)"
-                ],
-            ],
-            tensor,
-        )
-    )
-    # 3. the substitution
+    inner = [*read.statement.indices, *read.summed]
+    expanded = _sum(inner, _product([read.seed, *_deltas(read)]))
+    lines: list[Line] = [
+        [lhs, _equals, outer],
+        [_under(lhs), _equals, expanded],
+        [f"({read.cotangent} = dL/d{target}, the cotangent of {target}, for a scalar loss L)"],
+    ]
+    return _step(f"{work.name}: the chain rule{label}", _order_of(read), lines, work.tensor)
+
+
+def _substitution_step(work: PullbackWork, read: Read, label: str) -> Step:
+    """Which index each delta removes, from which equation; the term it leaves."""
     lines: list[Line] = []
     for e in read.eliminated:
-        solution = [lambda pr, v=e.var: pr.symbol(v), " = ", _index(e.solution)]
-        line: list = []
+        line: list[str | Math] = []
         if e.equation is not None:
-            line += [_index(e.equation[0]), " = ", _index(e.equation[1]), " is solved for "]
-            line += [lambda pr, v=e.var: pr.symbol(v), ": "]
-        line += solution
+            line += [_index(e.equation[0]), _equals, _index(e.equation[1]), " is solved for "]
+            line += [_index(e.var), ": "]
+        line += [_index(e.var), _equals, _over(e.solution)]
         if e.condition is not None:
             line += [", an integer only where ", _condition(e.condition)]
         lines.append(line)
-    if not read.eliminated:
-        lines.append(["no index of the read can be solved for: the deltas stay as guards"])
+    for left, right in read.guards:
+        lines.append(
+            [_index(left), _equals, _index(right), " has no index left to solve for: a condition"]
+        )
     if read.term == ir.ZERO:
-        lines.append([f"the conditions never hold: this read adds nothing to {name}"])
+        lines.append([f"the conditions never hold: this read adds nothing to {work.name}"])
     else:
-        lines.append([_statement(ir.Statement(name, read.targets, read.term))])
-    result.append(
-        _step(f"{name}: the substitution that removes the deltas{label}", order, lines, tensor)
-    )
-    if not isinstance(read.term, ir.Reduce):
-        return result
-    # 4. the bounds
-    lines = []
+        lines.append([_statement(ir.Statement(work.name, read.targets, read.term))])
+    title = f"{work.name}: the substitution that removes the deltas{label}"
+    return _step(title, _order_of(read), lines, work.tensor)
+
+
+def _term(read: Read) -> ir.Reduce:
+    """The read's term as a sum, with no variables where nothing is left to sum."""
+    return read.term if isinstance(read.term, ir.Reduce) else ir.Reduce("sum", (), read.term, ())
+
+
+def _bounds_step(work: PullbackWork, read: Read, label: str) -> Step | None:
+    """The eliminated index's range, its solution put in; the bounds left on the sum."""
+    lines: list[Line] = []
     for e in read.eliminated:
         box = [c for c in read.where if c.kind == "ge" and c.expr.has(e.var)]
         if box:
-            put_in = _range(e.var, box, e.solution)
-            lines.append([_range(e.var, box), " becomes ", put_in])
-    bounds, conditions = loop_bounds(read.term.variables, read.term.where)
+            line: Line = [_range(e.var, box), " becomes ", _range(e.var, box, e.solution)]
+            if all(implied_by_box(c.subs({e.var: e.solution}), read.extents) for c in box):
+                line = [*line, f": the shape of {work.name} says so already"]
+            lines.append(line)
+    term = _term(read)
+    bounds, conditions = loop_bounds(term.variables, term.where)
     if read.remaining:
         scope = set(read.scope)
         ranges = [
@@ -547,17 +600,21 @@ def _read_steps(work: PullbackWork, read: Read) -> list[Step]:
         lines.append(["with ", _joined(ranges, "; "), ", the sum runs over:"])
     lines += [["    ", _bounds(b)] for b in bounds]
     lines += [["    where ", _condition(c)] for c in conditions if c.kind != "div"]
-    if lines:
-        result.append(_step(f"{name}: the bounds{label}", order, lines, tensor))
-    # 5. divisibility
-    divisible = [c for c in read.term.where if c.kind == "div"]
-    if divisible:
-        lines = [
-            [_condition(c), ": the solved index is an integer only there"] for c in divisible
-        ]
-        lines.append(["(in a convolution call, this is input dilation: fill)"])
-        result.append(_step(f"{name}: a divisibility condition{label}", order, lines, tensor))
-    return result
+    if not lines:
+        return None
+    return _step(f"{work.name}: the bounds{label}", _order_of(read), lines, work.tensor)
+
+
+def _divisibility_step(work: PullbackWork, read: Read, label: str) -> Step | None:
+    divisible = [c for c in _term(read).where if c.kind == "div"]
+    if not divisible:
+        return None
+    lines: list[Line] = [
+        [_condition(c), ": the solved index is an integer only there"] for c in divisible
+    ]
+    lines.append(["(where the pullback is a convolution call, this is its fill: input dilation)"])
+    title = f"{work.name}: a divisibility condition{label}"
+    return _step(title, _order_of(read), lines, work.tensor)
 
 
 def _pullback_step(work: PullbackWork, derived: ir.Statement) -> Step:
@@ -593,7 +650,8 @@ def input_reads(conv: ConvPullback, indices: Sequence[sympy.Symbol]) -> list[sym
     return reads
 
 
-def _read_position(expr: sympy.Expr) -> Math:
+def _over(expr: sympy.Expr) -> Math:
+    """An index expression over its denominator: ``(p - 2*i) / 3``, not ``p / 3 - 2*i / 3``."""
     numerator, denominator = sympy.fraction(sympy.together(expr))
 
     def show(pr: NotationPrinter) -> str:
@@ -603,7 +661,7 @@ def _read_position(expr: sympy.Expr) -> Math:
         bottom = pr.scalar(denominator)
         if _is_latex(pr):
             return rf"\frac{{{top}}}{{{bottom}}}"
-        return f"({top})/{bottom}"
+        return f"({top}) / {bottom}" if numerator.is_Add else f"{top} / {bottom}"
 
     return show
 
@@ -637,20 +695,19 @@ def _roles(conv: ConvPullback) -> list[Line]:
     def per_axis(values: Sequence[object]) -> Math:
         return _joined([_scalar(v) for v in values])
 
-    pads = [
-        _joined([_scalar(lo), _scalar(hi)], " before, ", r"\text{ before, }")
-        for lo, hi in call.padding
-    ]
+    pads = [_joined([_scalar(lo), _scalar(hi)]) for lo, hi in call.padding]
     lines: list[Line] = [
-        ["padding: ", _joined(pads, " after; ", r"\text{ after; }"), " after, per spatial axis:"
-         " zeros around the filled input (negative values crop)"],
+        ["padding ((", _joined(pads, "), (", "), ("), ")): per spatial axis, lo zeros "
+         "before the filled input and hi after (negative values crop)"],
         ["stride (", per_axis(call.stride), "): the window moves this far per output position"],
         ["dilation (", per_axis(call.dilation), "): the kernel's taps are this far apart"],
         ["fill (", per_axis(call.fill), "): fill - 1 zeros between neighbouring input elements "
          "(input dilation; lhs_dilation in JAX), so the input is read at a position / fill"],
     ]  # fmt: skip
     if call.flip_kernel:
-        lines.append(["flip_kernel: the kernel runs backwards (its position falls as the input's rises)"])
+        lines.append(
+            ["flip_kernel: the kernel runs backwards (its index falls as the input's rises)"]
+        )
     else:
         lines.append(["flip_kernel: no"])
     swapped = {
@@ -674,17 +731,45 @@ def conv_step(name: str, recognition: Recognition, indices: Sequence[sympy.Symbo
         return _step(f"{name}: not a convolution", (), [[f"{recognition.reason}"]], None)
     call = recognition.call
     positions = kernel_positions(call.rank)
-    reads = [_read_position(e) for e in input_reads(recognition, indices)]
+    at = _joined([lambda pr, k=k: pr.symbol(k) for k in positions])
+    where = _joined([_over(e) for e in input_reads(recognition, indices)])
+    if call.rank > 1:
+        at, where = _parenthesised(at), _parenthesised(where)
     lines: list[Line] = [
-        [_tensor(name), " = ", _call(call)],
+        [_tensor(name), _equals, _call(call)],
         ["x = ", _tensor(call.x), ", the input of the call; w = ", _tensor(call.w), ", the kernel"],
-        [
-            "at kernel position (", _joined([lambda pr, k=k: pr.symbol(k) for k in positions]),
-            "), ", _tensor(call.x), " is read at (", _joined(reads), ")",
-        ],
+        ["at kernel position ", at, ", ", _tensor(call.x), " is read at ", where],
         *_roles(recognition),
     ]  # fmt: skip
     return _step(f"{name}: a convolution", [*indices, *positions], lines)
+
+
+def _forward_conv_steps(derivation: Derivation) -> list[Step]:
+    """The forward as a convolution call and as one matrix product (im2col), where it is one."""
+    from .errors import ArgumentError
+    from .matrix import forward_convolution, im2col
+
+    try:
+        found = forward_convolution(derivation)
+    except ArgumentError:
+        return []
+    statement = derivation.program.statements[-1]
+    call = conv_step(statement.target, found.conv, statement.indices)
+    x, w = found.conv.call.x, found.conv.call.w
+    result = [
+        Step(f"The forward as a convolution of {x} with the kernel {w}", call.lines, call.latex)
+    ]
+    try:
+        view = im2col(derivation)
+    except ArgumentError as error:
+        line = f"no im2col view: {error}"
+        return [*result, Step("The forward as one matrix product (im2col)", (line,), _words(line))]
+    lines = tuple(view.lines())
+    return [*result, Step("The forward as one matrix product (im2col)", lines, view.latex())]
+
+
+def _words(text: str) -> str:
+    return rf"\text{{{_tex_escape(text)}}}"
 
 
 def steps(derivation: Derivation) -> list[Step]:
@@ -693,9 +778,9 @@ def steps(derivation: Derivation) -> list[Step]:
     >>> import einderive as ed
     >>> found = steps(ed.derive("Y[i] = X[s*i]"))
     >>> [line for step in found for line in step.lines if "solved for" in line]
-    ['p = s*i is solved for i: i = p/s, an integer only where s divides p']
+    ['p = s*i is solved for i: i = p / s, an integer only where s divides p']
     """
-    result = [_forward_step(derivation)]
+    result = [_forward_step(derivation), *_forward_conv_steps(derivation)]
     derived = {s.target: s for s in derivation.backward.statements}
     for work in recompute(derivation):
         for read in work.reads:
@@ -708,34 +793,24 @@ def steps(derivation: Derivation) -> list[Step]:
     return result
 
 
-def explain_text(derivation: Derivation) -> str:
-    """The steps as numbered plain text, for a terminal."""
-    return "\n\n".join(step.text(k) for k, step in enumerate(steps(derivation), 1))
-
-
-def explain_latex(derivation: Derivation) -> str:
-    """The steps in LaTeX: one ``array``, a bold numbered title above each step."""
-    rows = []
-    for k, step in enumerate(steps(derivation), 1):
-        rows += [_title(f"{k}. {step.title}"), step.latex]
-    return r"\begin{array}{l}" + r" \\ ".join(rows) + r"\end{array}"
-
-
 @dataclass(frozen=True)
 class Explanation:
-    """The steps of a derivation: ``str()`` is the text, ``_repr_latex_`` shows the LaTeX."""
+    """The steps of a derivation: ``str()`` numbers them as text, ``latex()`` in LaTeX."""
 
-    derivation: Derivation = field(repr=False)
+    steps: tuple[Step, ...]
 
-    @property
-    def steps(self) -> list[Step]:
-        return steps(self.derivation)
+    def text(self) -> str:
+        return "\n\n".join(step.text(k) for k, step in enumerate(self.steps, 1))
 
     def latex(self) -> str:
-        return explain_latex(self.derivation)
+        """One ``array``, a bold numbered title above each step (KaTeX and MathJax render it)."""
+        rows = []
+        for k, step in enumerate(self.steps, 1):
+            rows += [_title(f"{k}. {step.title}"), step.latex]
+        return r"\begin{array}{l}" + r" \\ ".join(rows) + r"\end{array}"
 
     def __str__(self) -> str:
-        return explain_text(self.derivation)
+        return self.text()
 
     def _repr_latex_(self) -> str:
         return f"$$\\displaystyle {self.latex()}$$"
@@ -743,4 +818,14 @@ class Explanation:
 
 def explain(derivation: Derivation) -> Explanation:
     """The steps of ``derivation``, to print in a terminal or display in a notebook."""
-    return Explanation(derivation)
+    return Explanation(tuple(steps(derivation)))
+
+
+def explain_text(derivation: Derivation) -> str:
+    """The steps as numbered plain text, for a terminal."""
+    return explain(derivation).text()
+
+
+def explain_latex(derivation: Derivation) -> str:
+    """The steps in LaTeX (see ``Explanation.latex``)."""
+    return explain(derivation).latex()

@@ -102,11 +102,14 @@ def gather(
     scope: Sequence[sympy.Symbol],
     where: Sequence[ir.Constraint],
     prefer: Sequence[sympy.Symbol] = (),
+    trace: list[tuple[sympy.Symbol, sympy.Expr, ir.Constraint | None]] | None = None,
 ) -> ir.Node:
     """``sum_{scope in where} [targets = writes] body`` with the delta eliminated.
 
     ``prefer`` orders the variables to solve for among equally good pivots (the
     forward's summed variables first gives the gather form ``W[p - s*i + 1]``).
+    ``trace``, if given, gets ``(variable, solution, divisibility condition or None)``
+    for each elimination, in order (``--explain`` shows them).
     """
     equations = [expand(t - w) for t, w in zip(targets, writes, strict=True)]
     remaining = list(scope)
@@ -130,9 +133,13 @@ def gather(
         coefficient = equation.coeff(var)
         rest = expand(equation - coefficient * var)
         solution = expand(-rest / coefficient)
+        condition = None
         if coefficient not in (1, -1):
             modulus = coefficient if _sign(coefficient) > 0 else -coefficient
-            constraints.append(ir.Constraint("div", rest, modulus))
+            condition = ir.Constraint("div", rest, modulus)
+            constraints.append(condition)
+        if trace is not None:
+            trace.append((var, solution, condition))
         mapping = {var: solution}
         remaining.remove(var)
         equations = [expand(e.xreplace(mapping)) for e in equations]

@@ -113,7 +113,9 @@ class LatexPrinter(NotationPrinter):
 
 
 def _tensor(name: str) -> str:
-    return _name(name)
+    """A tensor's name, braced when it has a subscript of its own (``X_in``), so that its
+    indices are not a double subscript."""
+    return "{" + _name(name) + "}" if "_" in name else _name(name)
 
 
 def statement_latex(statement: ir.Statement) -> str:

@@ -1,0 +1,225 @@
+"""``einderive.explain``: the derivation as numbered steps (issue 7, item 1).
+
+The steps must say what ``derive`` did: which index each delta removes, the
+bounds and conditions that leaves, the convolution call and its parameters. The
+read-by-read recomputation must add up to the derivation's own pullbacks.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import einderive as ed
+from einderive import ir
+from einderive.derive import rename_bound
+from einderive.emit.text import statement_text
+from einderive.explain import Step, explain, explain_latex, explain_text, recompute, steps
+
+SEED = "Y[i,j] = W[m,n]*X[s*i+m-1, s*j+n-1]"
+
+
+def lines_of(found: list[Step], tensor: str | None, title: str) -> list[str]:
+    """The lines of the steps of ``tensor`` whose title contains ``title``."""
+    chosen = [s for s in found if s.tensor == tensor and title in s.title]
+    assert chosen, f"no step {title!r} for {tensor}: {[s.title for s in found]}"
+    return [line for step in chosen for line in step.lines]
+
+
+@pytest.fixture(scope="module")
+def seed_steps() -> list[Step]:
+    return steps(ed.derive(SEED))
+
+
+def test_forward_step_names_free_and_summed_indices(seed_steps):
+    forward = seed_steps[0]
+    assert forward.tensor is None and forward.title == "The forward"
+    assert forward.lines[0] == "Y[i, j] = sum_{m,n}(W[m, n] * X[s*i + m - 1, s*j + n - 1])"
+    assert "free indices: i from 0 to I - 1; j from 0 to J - 1" in forward.lines[1]
+    assert "summed indices: m from 0 to M - 1; n from 0 to N - 1" in forward.lines[2]
+    assert "parameters (symbolic): s" in forward.lines
+    assert "    I = floor((-M + N_X0 + 1)/s) + 1" in forward.lines
+
+
+def test_derivative_is_a_product_of_deltas(seed_steps):
+    lines = lines_of(seed_steps, "X", "the derivative of Y with respect to one element of X")
+    assert lines[0] == (
+        "dY[i, j]/dX[p, q] = sum_{m,n}(W[m, n] * delta(p, s*i + m - 1) * delta(q, s*j + n - 1))"
+    )
+    chain = lines_of(seed_steps, "X", "the chain rule")
+    assert chain[0] == "dX[p, q] = sum_{i,j}(dY[i, j] * dY[i, j]/dX[p, q])"
+    assert chain[1].strip() == (
+        "= sum_{i,j,m,n}(dY[i, j] * W[m, n] * delta(p, s*i + m - 1) * delta(q, s*j + n - 1))"
+    )
+
+
+def test_substitution_says_which_index_is_solved_for(seed_steps):
+    lines = lines_of(seed_steps, "X", "the substitution")
+    assert "p = s*i + m - 1 is solved for m: m = p - s*i + 1" in lines
+    assert "q = s*j + n - 1 is solved for n: n = q - s*j + 1" in lines
+    assert lines[-1] == "dX[p, q] = sum_{i,j}(dY[i, j] * W[p - s*i + 1, q - s*j + 1])"
+    # dW: the kernel's own indices are solved for, trivially
+    assert "p = m is solved for m: m = p" in lines_of(seed_steps, "W", "the substitution")
+
+
+def test_bounds_come_from_the_eliminated_index_range(seed_steps):
+    lines = lines_of(seed_steps, "X", "the bounds")
+    assert "0 <= m <= M - 1 becomes 0 <= p - s*i + 1 <= M - 1" in lines
+    assert "0 <= n <= N - 1 becomes 0 <= q - s*j + 1 <= N - 1" in lines
+    assert "with 0 <= i <= I - 1; 0 <= j <= J - 1, the sum runs over:" in lines
+    assert "    i from max(0, ceil((-M + p + 2)/s)) to min(I - 1, floor((p + 1)/s))" in lines
+    # the same bounds as the derivation prints
+    derived = str(ed.derive(SEED).pullbacks["X"])
+    assert "i from max(0, ceil((-M + p + 2)/s)) to min(I - 1, floor((p + 1)/s))" in derived
+
+
+def test_convolution_step_gives_each_parameter_its_role(seed_steps):
+    lines = lines_of(seed_steps, "X", "a convolution")
+    assert lines[0].startswith("dX = conv(dY, W, padding=((M - 2, -I*s + N_X0 + s), ")
+    assert "fill=(s, s), flip_kernel=True" in lines[0]
+    assert "x = dY, the input of the call; w = W, the kernel" in lines
+    # fill s: dY is read at a position divided by s
+    assert (
+        "at kernel position (k0, k1), dY is read at ((p - k0 + 1) / s, (q - k1 + 1) / s)" in lines
+    )
+    assert any(line.startswith("fill (s, s): fill - 1 zeros between") for line in lines)
+    assert any(line.startswith("flip_kernel: the kernel runs backwards") for line in lines)
+    assert "permute_kernel: no" in lines and "permute_input: no" in lines
+    w_lines = lines_of(seed_steps, "W", "a convolution")
+    assert "dilation (s, s): the kernel's taps are this far apart" in w_lines
+    assert "at kernel position (k0, k1), X is read at (p + s*k0 - 1, q + s*k1 - 1)" in w_lines
+
+
+def test_forward_as_convolution_and_im2col(seed_steps):
+    titles = [s.title for s in seed_steps]
+    assert "The forward as a convolution of X with the kernel W" in titles
+    im2col = next(s for s in seed_steps if "im2col" in s.title)
+    assert "X~[(m, n), (i, j)] = X[s*i + m - 1, s*j + n - 1]    (zero outside X)" in im2col.lines
+
+
+def test_divisibility_condition_for_a_coefficient():
+    found = steps(ed.derive("Y[i] = X[s*i]"))
+    assert "p = s*i is solved for i: i = p / s, an integer only where s divides p" in lines_of(
+        found, "X", "the substitution"
+    )
+    assert "s divides p: the solved index is an integer only there" in lines_of(
+        found, "X", "a divisibility condition"
+    )
+    coupled = steps(ed.derive("Y[i] = X[2*i+3*m]", ranges={"m": 3}))
+    substitution = lines_of(coupled, "X", "the substitution")
+    assert (
+        "p = 2*i + 3*m is solved for m: m = (p - 2*i) / 3, an integer only where 3 divides "
+        in (substitution[0][: substitution[0].index("divides") + 8])
+    )
+    assert "0 <= m <= 2 becomes 0 <= (p - 2*i) / 3 <= 2" in lines_of(coupled, "X", "the bounds")
+
+
+def test_conv_with_stride_two_has_fill_two():
+    found = steps(ed.derive(SEED, params={"s": 2}, shapes={"X": (7, 7), "W": (3, 3)}))
+    lines = lines_of(found, "X", "a convolution")
+    assert "fill=(2, 2)" in lines[0] and "padding=((1, 3), (1, 3))" in lines[0]
+    assert "given: s = 2" in found[0].lines
+
+
+def test_diagonal_leaves_a_guard():
+    found = steps(ed.derive("Y[i] = X[i,i]"))
+    substitution = lines_of(found, "X", "the substitution")
+    assert "p = i is solved for i: i = p" in substitution
+    assert "q = p has no index left to solve for: a condition" in substitution
+    assert "    where p = q" in lines_of(found, "X", "the bounds")
+
+
+def test_each_read_is_explained_and_they_add_up():
+    found = steps(ed.derive("Y[i] = X[i]*X[i+1]"))
+    titles = [s.title for s in found]
+    assert "dX: the substitution that removes the deltas (read 2 of 2: X[i + 1])" in titles
+    pullback = lines_of(found, "X", "the pullback")
+    assert pullback[0] == "the 2 reads add up:"
+    assert pullback[1].startswith("dX[p] = dY[p] * X[p + 1] + dY[p - 1] * X[p - 1]")
+
+
+def test_program_goes_through_the_intermediate():
+    found = steps(ed.derive("Z[o,i] = W[o,c,m]*X[c,i+m]; A[o,i] = relu(Z[o,i])"))
+    order = [s.tensor for s in found if s.tensor is not None]
+    assert order.index("Z") < order.index("W") < order.index("X")
+    assert "dA[o, i]/dZ[p, q] = step(Z[o, i]) * delta(p, o) * delta(q, i)" in lines_of(
+        found, "Z", "the derivative"
+    )
+    assert "dZ[o, i]/dX[p, q] = sum_{c,m}(W[o, c, m] * delta(p, c) * delta(q, i + m))" in lines_of(
+        found, "X", "the derivative"
+    )
+    assert any("permute_kernel: the kernel's two channel axes are swapped" in line for line in
+               lines_of(found, "X", "a convolution"))  # fmt: skip
+
+
+def test_max_pooling_sends_the_cotangent_to_the_argmax():
+    found = steps(ed.derive("Y[i] = max_{m}(X[2*i+m])", ranges={"m": 3}))
+    substitution = lines_of(found, "X", "the substitution")
+    assert "p = 2*i + m is solved for m: m = p - 2*i" in substitution
+    assert "argmax" in substitution[-1]
+    assert lines_of(found, "X", "not a convolution")
+
+
+RECOMPUTED = [
+    (SEED, {}, {}, {}),
+    ("Y[o,i,j] = W[o,c,m,n]*X[c,i+m,j+n] + B[o]", {}, {"W": (3, 2, 3, 3), "X": (2, 6, 5)}, {}),
+    ("D[i,l] = A[i,j]*B[j,k]*C[k,l]", {}, {}, {}),
+    ("Y[s*i+m] = X[i]*W[m]", {}, {}, {}),
+    ("Y[i] = X[i] + X[9-i]", {}, {"X": (12,)}, {}),
+    ("Y[i] = W[m]*X[3*i+m-2]", {}, {"X": (1,), "W": (1,)}, {}),
+    ("Z[o,i,j] = W[o,c,m,n]*X[c,i+m,j+n] + B[o]; R[o,i,j] = relu(Z[o,i,j]); "
+     "P[o,i,j] = max_{a,b}(R[o,2*i+a,2*j+b])", {}, {"X": (1, 6, 6), "W": (2, 1, 3, 3)},
+     {"a": 2, "b": 2}),
+    ("Y[i] = exp(X[i]) / sum_{j}(exp(X[j]))", {}, {}, {}),
+    ("mu = sum_{j}(X[j]) / N; var = sum_{j}((X[j] - mu)**2) / N; "
+     "Y[i] = (X[i] - mu) / sqrt(var + eps)", {"N": 3}, {"X": (3,)}, {}),
+]  # fmt: skip
+
+
+def canonical(statement: ir.Statement) -> str:
+    """The statement with every bound variable renamed in order: equal up to bound names."""
+    taken = {v.name for v in statement.indices}
+    return statement_text(
+        ir.Statement(statement.target, statement.indices, rename_bound(statement.rhs, taken))
+    )
+
+
+@pytest.mark.parametrize("text, params, shapes, ranges", RECOMPUTED)
+def test_recomputed_reads_add_up_to_the_derivation(text, params, shapes, ranges):
+    derivation = ed.derive(text, params, shapes, ranges)
+    derived = {s.target: s for s in derivation.backward.statements}
+    works = recompute(derivation)
+    assert [w.name for w in works] == [s.target for s in derivation.backward.statements]
+    for work in works:
+        assert canonical(work.statement) == canonical(derived[work.name])
+
+
+def test_bound_indices_keep_their_forward_names():
+    derivation = ed.derive("D[i,l] = A[i,j]*B[j,k]*C[k,l]")
+    lines = lines_of(steps(derivation), "A", "the pullback")
+    assert lines[0].startswith("dA[p, q] = sum_{k,l}(dD[p, l] * B[q, k] * C[k, l])")
+    assert not any("names its bound indices apart" in line for line in lines)
+    assert (
+        derivation.pullbacks["A"].notation() == "dA[p, q] = sum_{k,l}(dD[p, l] * B[q, k] * C[k, l])"
+    )
+
+
+def test_text_latex_and_notebook_forms():
+    derivation = ed.derive(SEED)
+    explanation = explain(derivation)
+    text = explain_text(derivation)
+    assert text == str(explanation)
+    assert text.startswith("1. The forward\n   Y[i, j] = ")
+    assert "\n\n14. dX: the pullback\n" in text
+    latex = explain_latex(derivation)
+    assert latex == explanation.latex()
+    assert latex.startswith(r"\begin{array}{l}\textbf{1. The forward}")
+    assert r"\delta_{p,\, s i + m - 1}" in latex
+    assert r"\frac{\partial Y_{i, j}}{\partial X_{p, q}}" in latex
+    assert explanation._repr_latex_().startswith("$$")
+    assert explanation.steps[0]._repr_latex_().startswith(r"$$\begin{array}{l}\textbf{")
+
+
+def test_steps_are_frozen_records():
+    step = steps(ed.derive("Y[i] = X[i+1]"))[0]
+    with pytest.raises(AttributeError):
+        step.title = "changed"  # type: ignore[misc]
