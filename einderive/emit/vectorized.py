@@ -912,7 +912,7 @@ def conv_kernel() -> tuple[tuple[str, ...], str]:
     tree = ast.parse(module_text)
     definitions: dict[str, ast.stmt] = {}
     for statement in tree.body:
-        if isinstance(statement, ast.FunctionDef):
+        if isinstance(statement, ast.FunctionDef | ast.ClassDef):
             definitions[statement.name] = statement
         elif isinstance(statement, ast.Assign | ast.AnnAssign):
             targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
@@ -936,11 +936,12 @@ def conv_kernel() -> tuple[tuple[str, ...], str]:
             module = statement.module if isinstance(statement, ast.ImportFrom) else None
             modules = [module] if module else [a.name for a in statement.names]
             bound = {(a.asname or a.name).split(".")[0] for a in statement.names}
-            if all(m.split(".")[0] == "numpy" for m in modules) and bound & names:
+            standard = ("numpy", "itertools", "collections", "typing")
+            if all(m.split(".")[0] in standard for m in modules) and bound & names:
                 imports.append(ast.get_source_segment(module_text, statement) or "")
     pieces = []
     for statement in tree.body:
-        if isinstance(statement, ast.FunctionDef):
+        if isinstance(statement, ast.FunctionDef | ast.ClassDef):
             if statement.name in wanted:
                 pieces.append(inspect.getsource(getattr(numpy_conv, statement.name)).rstrip())
         elif any(definitions[name] is statement for name in wanted):
