@@ -644,6 +644,7 @@ class _Analyser:
                             c = rest.coeff(other)
                             if c.is_nonnegative:
                                 known = extents.get(other.name, lone.get(other.name))
+                                assert known is not None  # blocked above otherwise
                                 top = top.subs(other, known - 1)
                             elif c.is_nonpositive:
                                 top = top.subs(other, 0)

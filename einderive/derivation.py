@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sympy
 
@@ -170,7 +170,7 @@ class Derivation:
 
         return explain(self)
 
-    def jacobian(self, wrt: str, **options: object) -> object:
+    def jacobian(self, wrt: str, **options: Any) -> object:
         """The Jacobian of the output in ``wrt`` over the flattened tensors (numeric sizes)."""
         from .matrix import jacobian
 

@@ -249,8 +249,13 @@ def _title(title: str) -> str:
     return rf"\textbf{{{_tex_escape(title)}}}"
 
 
+def _symbol_of(symbol: sympy.Symbol) -> Callable[[NotationPrinter], str]:
+    """A part of a line: a symbol as the printer spells it."""
+    return lambda printer: printer.symbol(symbol)
+
+
 def _render(line: Line, printer: NotationPrinter) -> str:
-    out = []
+    out: list[str] = []
     for part in line:
         if isinstance(part, str) and _is_latex(printer):
             # blanks that indent a line in text are a quad in LaTeX
@@ -343,7 +348,8 @@ def _box(
     var: sympy.Symbol, constraints: Sequence[ir.Constraint]
 ) -> tuple[sympy.Expr, sympy.Expr] | None:
     """``(low, high)`` where ``constraints`` are exactly ``var >= low`` and ``var <= high``."""
-    lower, upper = [], []
+    lower: list[sympy.Expr] = []
+    upper: list[sympy.Expr] = []
     for c in constraints:
         coefficient = c.expr.coeff(var) if c.kind == "ge" else 0
         if coefficient not in (1, -1):
@@ -494,7 +500,7 @@ def _label(read: Read, work: PullbackWork) -> str:
 def _read_steps(work: PullbackWork, read: Read) -> list[Step]:
     """The steps of one read: derivative, chain rule, substitution, bounds, divisibility."""
     label = _label(read, work)
-    found = [
+    found: list[Step | None] = [
         _derivative_step(work, read, label),
         _chain_step(work, read, label),
         _substitution_step(work, read, label),
@@ -641,7 +647,7 @@ def input_reads(conv: ConvPullback, indices: Sequence[sympy.Symbol]) -> list[sym
     the kernel is flipped, and its position ``t`` holds ``x[(t - lo) / fill]``.
     """
     call = conv.call
-    spatial = [indices[a] for a in conv.out_axes[2:]]
+    spatial = [indices[a] for a in conv.out_axes[2:] if a is not None]
     reads = []
     for a, k in enumerate(kernel_positions(call.rank)):
         tap = conv.kernel_size[a] - 1 - k if call.flip_kernel else k
@@ -731,7 +737,7 @@ def conv_step(name: str, recognition: Recognition, indices: Sequence[sympy.Symbo
         return _step(f"{name}: not a convolution", (), [[f"{recognition.reason}"]], None)
     call = recognition.call
     positions = kernel_positions(call.rank)
-    at = _joined([lambda pr, k=k: pr.symbol(k) for k in positions])
+    at = _joined([_symbol_of(k) for k in positions])
     where = _joined([_over(e) for e in input_reads(recognition, indices)])
     if call.rank > 1:
         at, where = _parenthesised(at), _parenthesised(where)

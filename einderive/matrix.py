@@ -212,7 +212,9 @@ class Jacobian:
             if cells is not None:
                 rows.append(" & ".join(cells[r]))
             else:
-                rows.append(" & ".join(sympy.latex(e) for e in self.entries.row(r)))
+                entries = self.entries
+                assert entries is not None
+                rows.append(" & ".join(sympy.latex(e) for e in entries.row(r)))
         columns = "c" * self.shape[1]
         body = r" \\ ".join(rows)
         name = rf"\frac{{\partial \operatorname{{vec}} {self.output}}}"

@@ -143,7 +143,7 @@ def _conv2d_pullback(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndar
         if min(sizes) < 1:
             return None
         x_shape = (x.shape[0], w.shape[1], *sizes)
-        return conv2d_dx(x, w, tuple(fills), tuple(pads), x_shape, tuple(dilations))
+        return conv2d_dx(x, w, _two(fills), (pads[0], pads[1]), x_shape, _two(dilations))
     if into_kernel:
         # x = X (B, C, H, W), w = dY (B, O, Ho, Wo): per axis, the forward's kernel size
         kernel, pads = [], []
@@ -156,9 +156,14 @@ def _conv2d_pullback(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndar
         if min(kernel) < 1:
             return None
         w_shape = (w.shape[1], x.shape[1], *kernel)
-        dw = conv2d_dw(w, x, tuple(dilations), tuple(pads), w_shape, tuple(strides))
+        dw = conv2d_dw(w, x, _two(dilations), (pads[0], pads[1]), w_shape, _two(strides))
         return dw.transpose(1, 0, 2, 3)
     return None
+
+
+def _two(values: Sequence[int]) -> tuple[int, int]:
+    first, second = values
+    return first, second
 
 
 def run_conv(conv: ConvPullback, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -457,11 +462,11 @@ def _pullbacks(
             block = block_buf[: rows * size].reshape(len(taps), c_out, size)
             for t, start in enumerate(starts):  # dY shifted by tap t
                 block[t] = dyb[:, start + u : start + u + size]
-            block = block.reshape(rows, size)
+            flat_block = block.reshape(rows, size)
             if w is not None:
-                np.matmul(w_phase, block, out=dq[a, b, :, u : u + size])
+                np.matmul(w_phase, flat_block, out=dq[a, b, :, u : u + size])
             if x is not None:
-                np.matmul(block, xq[a, b, :, u : u + size].T, out=dw_part[:rows])
+                np.matmul(flat_block, xq[a, b, :, u : u + size].T, out=dw_part[:rows])
                 dw_phase += dw_part[:rows]
         if x is not None:
             for t, (m, n) in enumerate(taps):
@@ -487,7 +492,9 @@ def conv2d_dx(
     dtype = np.result_type(dy, w)
     if plan.rows.out == 0 or plan.cols.out == 0:
         return np.zeros(tuple(x_shape), dtype)
-    return _pullbacks(dy, None, w, plan, dtype)[0]
+    dx = _pullbacks(dy, None, w, plan, dtype)[0]
+    assert dx is not None
+    return dx
 
 
 def conv2d_dw(
@@ -503,4 +510,6 @@ def conv2d_dw(
     dtype = np.result_type(dy, x)
     if plan.rows.out == 0 or plan.cols.out == 0:
         return np.zeros(tuple(w_shape), dtype)
-    return _pullbacks(dy, x, None, plan, dtype)[1]
+    dw = _pullbacks(dy, x, None, plan, dtype)[1]
+    assert dw is not None
+    return dw
