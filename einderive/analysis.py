@@ -128,6 +128,11 @@ def _value_names(node: Any) -> list[SName]:
     return [n for n in _syntax_nodes(node, brackets=False) if isinstance(n, SName)]
 
 
+MAX_NUMBER_LENGTH = 64
+MAX_RANK = 64
+MAX_EXPONENT = 1000
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}es" if noun.endswith("x") else f"{n} {noun}s"
 
@@ -194,6 +199,7 @@ class _Analyser:
         self.extents: dict[sympy.Symbol, sympy.Expr] = {}
         self.replacements: list[tuple[sympy.Symbol, sympy.Expr]] = []
         self.definitions: dict[sympy.Symbol, sympy.Expr] = {}
+        self._symbol_sets: dict[int, tuple[Mapping, frozenset[sympy.Symbol]]] = {}
 
     def _check_arguments(self) -> None:
         for name, value in self.param_values.items():
@@ -258,6 +264,13 @@ class _Analyser:
             if isinstance(statement.target, SAccess):
                 reads = [statement.target, *reads]
             for access in reads:
+                if len(access.indices) > MAX_RANK:
+                    raise IndexNotationError(
+                        f"{access.name!r} is read with {len(access.indices)} indices; "
+                        f"the limit is {MAX_RANK} (NumPy's)",
+                        access.span,
+                        self.text,
+                    )
                 for index in access.indices:
                     if isinstance(index, SName):
                         lone.add(index.name)
@@ -330,6 +343,27 @@ class _Analyser:
 
     # ---- index expressions -------------------------------------------------------------
 
+    def _index_symbols(self, variables: Mapping[str, sympy.Symbol]) -> frozenset[sympy.Symbol]:
+        """The statement's index variables as a set (computed once per statement)."""
+        key = id(variables)
+        if self._symbol_sets.get(key, (None,))[0] is not variables:
+            self._symbol_sets[key] = (variables, frozenset(variables.values()))
+        return self._symbol_sets[key][1]
+
+    def number(self, node: SNumber) -> sympy.Expr:
+        """A literal as an exact sympy number; absurdly long or large ones are refused."""
+        if len(node.text) > MAX_NUMBER_LENGTH:
+            raise IndexNotationError(
+                f"a number of {len(node.text)} characters; the limit is {MAX_NUMBER_LENGTH}",
+                node.span,
+                self.text,
+            )
+        if node.text.isdigit():
+            return sympy.Integer(int(node.text))
+        if not math.isfinite(float(node.text)) or abs(float(node.text)) > 1e300:
+            raise IndexNotationError(f"the number {node.text} is too large", node.span, self.text)
+        return sympy.nsimplify(node.text, rational=True)
+
     def index_expr(self, node: Any, variables: Mapping[str, sympy.Symbol]) -> sympy.Expr:
         """An affine sympy expression for an index position, or an error at the offending text.
 
@@ -337,7 +371,7 @@ class _Analyser:
         ``2*s*t``), whose sign is then known; ``(1 + 2*p)*i`` is refused.
         """
         expr = expand(self._index_expr(node, variables))
-        for var in set(variables.values()) & expr.free_symbols:
+        for var in expr.free_symbols & self._index_symbols(variables):
             coefficient = expr.coeff(var)
             if len(sympy.Add.make_args(coefficient)) > 1:
                 raise IndexNotationError(
@@ -358,7 +392,7 @@ class _Analyser:
                 raise IndexNotationError(
                     f"index positions take integers, not {node.text!r}", node.span, self.text
                 )
-            return sympy.Integer(int(node.text))
+            return self.number(node)
         if isinstance(node, SNeg):
             return -self._index_expr(node.operand, variables)
         if isinstance(node, SBinary):
@@ -375,7 +409,7 @@ class _Analyser:
                 return left + right
             if node.op == "-":
                 return left - right
-            index_symbols = set(variables.values())
+            index_symbols = self._index_symbols(variables)
             if left.free_symbols & index_symbols and right.free_symbols & index_symbols:
                 raise IndexNotationError(
                     "index expressions must be affine: this multiplies two index variables",
@@ -426,7 +460,7 @@ class _Analyser:
     def unify(self, first: sympy.Expr, second: sympy.Expr, what: str, span: Span) -> sympy.Expr:
         """Make two extents one; a free size symbol gives way to the other extent."""
         first, second = self.current(first), self.current(second)
-        if sympy.simplify(first - second) == 0:
+        if first == second or expand(first - second) == 0:
             return first
         for symbol, value in ((second, first), (first, second)):
             if isinstance(symbol, sympy.Symbol) and symbol in self.size_symbols:
@@ -441,9 +475,11 @@ class _Analyser:
         return expr
 
     def current_node(self, node: ir.Node) -> ir.Node:
-        for symbol, value in self.replacements:
-            node = ir.subs(node, {symbol: value})
-        return node
+        """``node`` with every size unification so far applied, in one pass."""
+        if not self.replacements:
+            return node
+        composed = {symbol: self.current(symbol) for symbol, _ in self.replacements}
+        return ir.subs(node, composed)
 
     def substitute_size(self, symbol: sympy.Symbol, value: sympy.Expr) -> None:
         self.size_symbols.remove(symbol)
@@ -731,7 +767,7 @@ class _Analyser:
     ) -> ir.Node:
         """The IR of a value expression (right-hand side)."""
         if isinstance(node, SNumber):
-            return ir.Const(sympy.nsimplify(node.text, rational=True), node.span)
+            return ir.Const(self.number(node), node.span)
         if isinstance(node, SName):
             if node.name in self.shapes and not self.shapes[node.name]:
                 return ir.Access(node.name, (), node.span)
@@ -770,6 +806,12 @@ class _Analyser:
                 )
             if isinstance(left, ir.Const) and left.value == 0 and right.value < 0:
                 raise IndexNotationError("zero to a negative power", node.span, self.text)
+            if abs(right.value) > MAX_EXPONENT:
+                raise IndexNotationError(
+                    f"the exponent {right.value} is too large (the limit is {MAX_EXPONENT})",
+                    node.right.span,
+                    self.text,
+                )
             return ir.make_pow(left, right.value)
         if isinstance(node, SCall):
             if node.name not in ir.FUNCTIONS:
