@@ -131,6 +131,7 @@ def _value_names(node: Any) -> list[SName]:
 MAX_NUMBER_LENGTH = 64
 MAX_RANK = 64
 MAX_EXPONENT = 1000
+MAX_MAGNITUDE = 300  # a constant, literal or folded, lies within 1e-300..1e300 (a float64's)
 
 
 def _count(n: int, noun: str) -> str:
@@ -177,6 +178,22 @@ def _top_terms(node: Any, sign: int = 1) -> list[tuple[int, Any]]:
         right_sign = sign if node.op == "+" else -sign
         return _top_terms(node.left, sign) + _top_terms(node.right, right_sign)
     return [(sign, node)]
+
+
+def _decimal_magnitude(literal: str) -> int | None:
+    """The power of ten of a number literal's first significant digit (None for zero).
+
+    >>> _decimal_magnitude("0.0025e-3"), _decimal_magnitude("12.5"), _decimal_magnitude("0.0")
+    (-6, 1, None)
+    """
+    mantissa, _, exponent = literal.lower().partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    whole = whole.lstrip("0")
+    power = int(exponent or 0)
+    if whole:
+        return power + len(whole) - 1
+    significant = fraction.lstrip("0")
+    return power - (len(fraction) - len(significant)) - 1 if significant else None
 
 
 class _Analyser:
@@ -360,8 +377,14 @@ class _Analyser:
             )
         if node.text.isdigit():
             return sympy.Integer(int(node.text))
-        if not math.isfinite(float(node.text)) or abs(float(node.text)) > 1e300:
-            raise IndexNotationError(f"the number {node.text} is too large", node.span, self.text)
+        magnitude = _decimal_magnitude(node.text)
+        if magnitude is not None and abs(magnitude) > MAX_MAGNITUDE:
+            size = "large" if magnitude > 0 else "small"
+            raise IndexNotationError(
+                f"the number {node.text} is too {size} (the limit is 1e\u00b1{MAX_MAGNITUDE})",
+                node.span,
+                self.text,
+            )
         return sympy.nsimplify(node.text, rational=True)
 
     def index_expr(self, node: Any, variables: Mapping[str, sympy.Symbol]) -> sympy.Expr:
@@ -692,7 +715,10 @@ class _Analyser:
                                     self.text,
                                 )
                         size = self.shapes[access.name][axis]
-                        bounds.append(sympy.floor((size - 1 - top) / coefficient) + 1)
+                        if coefficient == 1:  # the common case, without a floor to simplify
+                            bounds.append(size - top)
+                        else:
+                            bounds.append(sympy.floor((size - 1 - top) / coefficient) + 1)
                 if blocked:
                     continue
                 if not bounds:
@@ -783,36 +809,8 @@ class _Analyser:
                 )
             indices = tuple(self.index_expr(i, variables) for i in node.indices)
             return ir.Access(node.name, indices, node.span)
-        if isinstance(node, SNeg):
-            return ir.make_mul(
-                [ir.Const(sympy.Integer(-1)), self.value(node.operand, variables, extents, bound)]
-            )
-        if isinstance(node, SBinary):
-            left = self.value(node.left, variables, extents, bound)
-            right = self.value(node.right, variables, extents, bound)
-            if node.op == "+":
-                return ir.make_add([left, right])
-            if node.op == "-":
-                return ir.make_add([left, ir.make_mul([ir.Const(sympy.Integer(-1)), right])])
-            if node.op == "*":
-                return ir.make_mul([left, right])
-            if node.op == "/":
-                if isinstance(right, ir.Const) and right.value == 0:
-                    raise IndexNotationError("division by zero", node.right.span, self.text)
-                return ir.make_mul([left, ir.make_pow(right, sympy.Integer(-1))])
-            if not isinstance(right, ir.Const) or not right.value.is_number:
-                raise IndexNotationError(
-                    "the exponent of '**' must be a number", node.right.span, self.text
-                )
-            if isinstance(left, ir.Const) and left.value == 0 and right.value < 0:
-                raise IndexNotationError("zero to a negative power", node.span, self.text)
-            if abs(right.value) > MAX_EXPONENT:
-                raise IndexNotationError(
-                    f"the exponent {right.value} is too large (the limit is {MAX_EXPONENT})",
-                    node.right.span,
-                    self.text,
-                )
-            return ir.make_pow(left, right.value)
+        if isinstance(node, (SNeg, SBinary)):
+            return self._checked_constant(self._arithmetic(node, variables, extents, bound), node)
         if isinstance(node, SCall):
             if node.name not in ir.FUNCTIONS:
                 raise IndexNotationError(
@@ -840,6 +838,100 @@ class _Analyser:
             where = tuple(c for v in symbols for c in ir.box(v, extents[v.name]))
             return ir.Reduce(node.op, symbols, body, where, node.span)  # type: ignore[arg-type]
         raise IndexNotationError("unsupported expression", getattr(node, "span", None), self.text)
+
+    def _arithmetic(
+        self,
+        node: SNeg | SBinary,
+        variables: Mapping[str, sympy.Symbol],
+        extents: Mapping[str, sympy.Expr],
+        bound: set[str],
+    ) -> ir.Node:
+        """The IR of a negation or a binary operation (constants folded)."""
+        if isinstance(node, SNeg):
+            return ir.make_mul(
+                [ir.Const(sympy.Integer(-1)), self.value(node.operand, variables, extents, bound)]
+            )
+        left = self.value(node.left, variables, extents, bound)
+        right = self.value(node.right, variables, extents, bound)
+        if node.op == "+":
+            return ir.make_add([left, right])
+        if node.op == "-":
+            return ir.make_add([left, ir.make_mul([ir.Const(sympy.Integer(-1)), right])])
+        if node.op == "*":
+            return ir.make_mul([left, right])
+        if node.op == "/":
+            if isinstance(right, ir.Const) and right.value == 0:
+                raise IndexNotationError("division by zero", node.right.span, self.text)
+            return ir.make_mul([left, ir.make_pow(right, sympy.Integer(-1))])
+        if not isinstance(right, ir.Const) or not right.value.is_number:
+            raise IndexNotationError(
+                "the exponent of '**' must be a number", node.right.span, self.text
+            )
+        if isinstance(left, ir.Const) and left.value == 0 and right.value < 0:
+            raise IndexNotationError("zero to a negative power", node.span, self.text)
+        if isinstance(left, ir.Const) and left.value.is_number and left.value != 0:
+            self._check_folded_power(left.value, right.value, node)
+        if abs(right.value) > MAX_EXPONENT:
+            raise IndexNotationError(
+                f"the exponent {right.value} is too large (the limit is {MAX_EXPONENT})",
+                node.right.span,
+                self.text,
+            )
+        return ir.make_pow(left, right.value)
+
+    def _check_folded_power(self, base: sympy.Expr, exponent: sympy.Expr, node: SBinary) -> None:
+        """Refuse ``base**exponent`` of two numbers before sympy folds it, if it is unusable."""
+        if base.is_negative and not exponent.is_integer:
+            raise IndexNotationError(
+                f"{self.written(node)} is not a real number", node.span, self.text
+            )
+        self._check_magnitude(float(exponent) * math.log10(abs(float(base))), node)
+
+    def _checked_constant(self, value: ir.Node, node: SNeg | SBinary) -> ir.Node:
+        """A folded constant, if it is a real number a float64 can hold; an error otherwise.
+
+        The constant is the node itself, or the folded factor or term of a product or sum.
+        """
+        parts = (
+            value.factors
+            if isinstance(value, ir.Mul)
+            else value.terms
+            if isinstance(value, ir.Add)
+            else (value,)
+        )
+        for part in parts:
+            if isinstance(part, ir.Const) and part.value.is_number and part.value != 0:
+                if part.value.is_extended_real is False:
+                    raise IndexNotationError(
+                        f"{self.written(node)} is not a real number", node.span, self.text
+                    )
+                number = abs(part.value)
+                if number.is_Rational:  # exactly, past a float's range too
+                    magnitude = math.log10(number.p) - math.log10(number.q)
+                else:
+                    try:
+                        magnitude = math.log10(float(number))
+                    except (OverflowError, TypeError, ValueError):
+                        magnitude = math.inf
+                self._check_magnitude(magnitude, node)
+        return value
+
+    def _check_magnitude(self, magnitude: float, node: SNeg | SBinary) -> None:
+        """Refuse a constant of about ``10**magnitude`` beyond a float64's range (as a literal:
+        its first significant digit at a power of ten within +-MAX_MAGNITUDE)."""
+        if abs(math.floor(magnitude + 1e-9)) > MAX_MAGNITUDE:
+            size = "large" if magnitude > 0 else "small"
+            raise IndexNotationError(
+                f"{self.written(node)} is too {size} for a float ("
+                + (f"about 1e{magnitude:+.0f}; " if math.isfinite(magnitude) else "")
+                + f"the limit is 1e\u00b1{MAX_MAGNITUDE})",
+                node.span,
+                self.text,
+            )
+
+    def written(self, node: Any) -> str:
+        """The text of a syntax node, as the user wrote it."""
+        return self.text[node.span[0] : node.span[1]]
 
     def _scatter(
         self,

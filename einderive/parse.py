@@ -41,6 +41,7 @@ TERMINAL_NAMES = {
 }
 
 MAX_TEXT_LENGTH = 100_000
+MAX_DEPTH = 200
 
 
 @dataclass(frozen=True)
@@ -251,9 +252,34 @@ def parse(text: str) -> list[SStatement]:
         raise NotationSyntaxError(
             "the expression is nested too deeply", (0, len(text)), text
         ) from None
+    _check_depth(tree, text)
     try:
         return _make_transformer().transform(tree)
-    except RecursionError:
+    except lark.exceptions.VisitError as error:  # pragma: no cover - the depth is checked
         raise NotationSyntaxError(
-            "the expression is nested too deeply", (0, len(text)), text
+            f"the expression cannot be read ({type(error.orig_exc).__name__})", (0, len(text)), text
         ) from None
+
+
+def _check_depth(tree: Any, text: str) -> None:
+    """Refuse a tree nested deeper than MAX_DEPTH, at the first operation past the limit.
+
+    Every operation counts: a parenthesis, a call, a unary minus, and each operator
+    of a chain (``a + b + c`` nests two deep), so that nothing downstream recurses
+    further than Python allows.
+    """
+    import lark
+
+    stack = [(tree, -2)]  # the statement and its right-hand side sit at -1 and 0
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            start = getattr(meta, "start_pos", 0)
+            raise NotationSyntaxError(
+                f"the expression nests more than {MAX_DEPTH} operations deep (each operator "
+                "of a chain counts); split it into statements",
+                (start, max(start + 1, getattr(meta, "end_pos", start + 1))),
+                text,
+            )
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, lark.Tree))

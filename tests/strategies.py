@@ -13,6 +13,14 @@ with every stride, dilation and padding either an integer in the text, a
 parameter given a number through ``params=``, or a parameter left symbolic
 (drawn by ``verify``), and the sizes either given through ``shapes=`` or left
 symbolic. A negative padding (cropping) is a positive offset: ``X[s*i+d*m+2]``.
+Batch and channel axes may sit anywhere among the spatial ones, which keep
+their order in every tensor.
+
+Left out, because the recogniser does not take them as one generic call (the
+pullbacks still verify): a depthwise convolution with a batch axis (its dW is a
+grouped convolution with the batch inside each group), and spatial axes in a
+different order in the kernel than in the input (``W[n,m]`` against
+``X[i+m, j+n]``).
 """
 
 from __future__ import annotations
@@ -148,7 +156,7 @@ def conv_configs(draw: st.DrawFn, max_dims: int = 3) -> ConvConfig:
     scatter = draw(st.integers(0, 3)) == 0
     shared = draw(st.integers(0, 4)) == 0  # one parameter name for every axis (``s``, not ``s1``)
     batch, in_channels, out_channels = draw(st.tuples(st.booleans(), st.booleans(), st.booleans()))
-    # depthwise (one kernel per channel) only without a batch: see the module's notes
+    # depthwise (one kernel per channel) only without a batch: see the module's docstring
     depthwise = not batch and draw(st.integers(0, 5)) == 0
     bias = out_channels and not scatter and not depthwise and draw(st.booleans())
     flip = not scatter and draw(st.integers(0, 5)) == 0  # a true convolution: X[s*i - d*m + c]

@@ -92,6 +92,18 @@ BAD_TEXT = [
     case("read-before-written", "Y[i] = Z[i]; Z[i] = X[i]", Index, r"'Z' is read before it is",
          14, "Z[i]"),
     case("rebound-index", "Y[i] = sum_{i}(X[i])", Index, r"index 'i' is already bound", 13, "i"),
+    # ---- numbers and depth -----------------------------------------------------------
+    case("unicode-digit", "Y[i] = X[i]*\uff11", Syntax, r"unexpected character '\uff11'", 13,
+         "\uff11"),
+    case("tiny-literal", "Y[i] = X[i]*1e-999", Index, r"1e-999 is too small \(the limit is 1e",
+         13, "1e-999"),
+    case("huge-literal", "Y[i] = X[i]*2e400", Index, r"2e400 is too large", 13, "2e400"),
+    case("huge-power", "Y[i] = X[i]*10**400", Index,
+         r"10\*\*400 is too large for a float \(about 1e\+400", 13, "10**400"),
+    case("complex-constant", "Y[i] = X[i]*(-1)**0.5", Index, r"\(-1\)\*\*0\.5 is not a real",
+         13, "(-1)**0.5"),
+    case("folded-product", "Y[i] = X[i]*10**200*10**200", Index,
+         r"\*10\*\*200 is too large for a float \(about 1e\+400", 8, "X[i]*10**200*10**200"),
 ]
 # fmt: on
 
@@ -116,6 +128,14 @@ def test_bad_text_names_the_problem_and_points_at_it(
     # no lark or sympy exception shows in the traceback
     assert raised.value.__cause__ is None
     assert raised.value.__context__ is None or raised.value.__suppress_context__
+
+
+def test_nesting_is_refused_at_the_first_operation_past_the_limit():
+    # the 201st minus sign (column 8 + 201) is the first one past MAX_DEPTH = 200
+    with pytest.raises(NotationSyntaxError, match=r"nests more than 200 operations deep") as raised:
+        ed.derive("Y[i] = " + "-" * 250 + "X[i]")
+    assert (raised.value.line, raised.value.column) == (1, 209)
+    assert str(ed.derive("Y[i] = " + "-" * 190 + "X[i]").pullbacks["X"]) == "dX[p] = dY[p]"
 
 
 @pytest.mark.parametrize("text", SYNTAX_TEXTS)
