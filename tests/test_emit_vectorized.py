@@ -143,6 +143,11 @@ def _check(case_id: str, kind: str, convert, trials: int) -> None:
             function = namespace[f"pullback_{name}"]
             result = function(convert(cotangent), *arrays, **_keywords(function, drawn))
             _close(result, grads[name], f"{kind} pullback_{name} ({drawn})")
+        vjp = namespace["vjp"]
+        results = vjp(convert(cotangent), *arrays, **_keywords(vjp, drawn))
+        assert len(results) == len(derivation.pullbacks)
+        for name, result in zip(derivation.pullbacks, results, strict=True):
+            _close(result, grads[name], f"{kind} vjp, {name} ({drawn})")
 
 
 @pytest.mark.parametrize("case_id", list(BY_ID))
@@ -171,7 +176,7 @@ def _functions(source: str) -> list[ast.FunctionDef]:
         node
         for node in tree.body
         if isinstance(node, ast.FunctionDef)
-        and (node.name == "forward" or node.name.startswith("pullback_"))
+        and (node.name in ("forward", "vjp") or node.name.startswith("pullback_"))
     ]
 
 
@@ -213,6 +218,60 @@ def test_seed_pullbacks_are_conv_calls_with_formulas_and_numbers() -> None:
     assert "jax.lax.rev(" in jax
     torch = torch_source(ed.derive(SEED, params={"s": 2}, shapes={"X": (7, 7), "W": (3, 3)}))
     assert "torch.nn.functional.conv" in torch
+
+
+# (stride, dilation, left padding, input size, kernel size, extra outputs, fused in torch):
+# 2-D convolution forwards whose vjp is one call. The output is declared, ``extra`` longer
+# than the left padding alone gives; torch's padding is symmetric, so a forward whose
+# right padding reaches an output the left one does not is left to the pullback functions
+FUSED = [
+    (1, 1, 1, 9, 3, 0, True),
+    (2, 1, 1, 9, 3, 0, True),
+    (2, 1, 0, 8, 3, 0, True),
+    (3, 2, 2, 11, 3, 0, True),
+    (2, 1, 1, 10, 2, 0, True),
+    (1, 1, 0, 5, 5, 0, True),
+    (2, 1, 2, 7, 3, 0, True),
+    (1, 1, -1, 8, 3, 0, False),  # cropping: negative padding
+    (1, 1, 0, 8, 3, 1, False),  # one zero of padding on the right only
+    (2, 2, 1, 9, 2, 2, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("stride", "dilation", "padding", "size", "kernel", "extra", "torch_fused"), FUSED
+)
+def test_vjp_of_a_2d_convolution_is_one_call(
+    stride, dilation, padding, size, kernel, extra, torch_fused
+):
+    torch = pytest.importorskip("torch")
+    text = (
+        f"Y[b,o,i,j] = W[o,c,m,n]*X[b,c,{stride}*i+{dilation}*m-({padding}),"
+        f"{stride}*j+{dilation}*n-({padding})]"
+    )
+    outputs = [
+        (n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1 + extra
+        for n in (size, size + 1)
+    ]
+    shapes = {"X": (2, 3, size, size + 1), "W": (4, 3, kernel, kernel), "Y": (2, 4, *outputs)}
+    derivation = ed.derive(text, shapes=shapes)
+    rng = np.random.default_rng(stride * 100 + dilation * 10 + padding + 1)
+    inputs = {name: rng.standard_normal(shapes[name]) for name in ("W", "X")}
+    cotangent = rng.standard_normal(shapes["Y"])
+    want = ed.vjp(text, inputs, cotangent, shapes=shapes, backend="loops")
+    for kind, convert, call in (
+        ("numpy", np.asarray, "_conv2d_vjp("),
+        ("torch", torch.from_numpy, "torch.ops.aten.convolution_backward("),
+    ):
+        source = EMITTERS[kind](derivation)
+        vjp_source = source[source.index("def vjp(") :]
+        fused = kind == "numpy" or torch_fused
+        assert (call in vjp_source) == fused, vjp_source
+        namespace: dict = {}
+        exec(compile(source, f"<{kind} source of {text}>", "exec"), namespace)
+        grads = namespace["vjp"](convert(cotangent), *(convert(inputs[n]) for n in ("W", "X")))
+        for name, grad in zip(("W", "X"), grads, strict=True):
+            _close(grad, want[name], f"{kind} vjp of {text}, d{name}")
 
 
 def test_the_conv_kernel_is_the_packages() -> None:

@@ -99,6 +99,22 @@ class ConvCall(Token):
     not_in_args = ["conv"]
 
 
+class PullbackCalls(Token):
+    """``return pullback_W(dY, W, X), pullback_X(dY, W, X)``: every pullback, one call each."""
+
+    __slots__ = _fields = ("functions", "arguments", "keywords")
+    _construct_functions = staticmethod(lambda names: sympy.Tuple(*map(String, names)))
+    _construct_arguments = staticmethod(lambda names: sympy.Tuple(*names))
+    _construct_keywords = staticmethod(lambda names: sympy.Tuple(*names))
+
+
+class FusedConv2d(Token):
+    """``dX, dW`` of a 2-D convolution forward from one call that computes both."""
+
+    __slots__ = _fields = ("grad_x", "grad_w", "seed", "conv")
+    not_in_args = ["conv"]
+
+
 # ---- values ----------------------------------------------------------------------------------
 
 
@@ -197,6 +213,30 @@ class NumpyPrinter(LoopsPrinter):
             arguments.append(f"{name}={getattr(call, name)}")
         arguments.append(f"groups={self._print(sympy.sympify(call.groups))}")
         return self._arranged(node, self._call("_conv", arguments, len("out = ")))
+
+    def _print_PullbackCalls(self, node: PullbackCalls) -> str:
+        arguments = [self._print(a) for a in node.arguments]
+        arguments += [f"{self._print(k)}={self._print(k)}" for k in node.keywords]
+        calls = [self._call(f.text, arguments) for f in node.functions]
+        line = "return " + ", ".join(calls) + ("," if len(calls) == 1 else "")
+        if self._fits(line):
+            return line
+        inner = [self._call(f.text, arguments, len(self.tab)) for f in node.functions]
+        return (
+            "return (\n" + "".join(textwrap.indent(f"{c},", self.tab) + "\n" for c in inner) + ")"
+        )
+
+    def _print_FusedConv2d(self, node: FusedConv2d) -> str:
+        call = node.conv.call
+        arguments: list[Piece] = [self._print(sympy.Symbol(n)) for n in (call.x, call.w)]
+        arguments.insert(0, self._print(node.seed))
+        arguments += [
+            f"stride={self._print(sympy.Tuple(*call.stride))}",
+            "padding=" + self._print(sympy.Tuple(*(sympy.Tuple(*pair) for pair in call.padding))),
+            f"dilation={self._print(sympy.Tuple(*call.dilation))}",
+        ]
+        head = f"{self._print(node.grad_x)}, {self._print(node.grad_w)} = "
+        return head + self._call("_conv2d_vjp", arguments, len(head))
 
     def _arranged(self, node: ConvCall, call: str) -> str:
         """``out = call`` then ``target = out[0, 0]``, or ``target = call`` if nothing is left."""
@@ -415,6 +455,24 @@ class TorchPrinter(JaxPrinter):
     def _print_ConvCall(self, node: ConvCall) -> str:
         record = torch_call(node.conv.call, node.conv.kernel_size)
         return self._framework_call(node, record)
+
+    def _print_FusedConv2d(self, node: FusedConv2d) -> str:
+        # autograd's own kernel for both pullbacks of a convolution (output_mask: dX, dW)
+        call = node.conv.call
+        arguments: list[Piece] = [
+            self._print(node.seed),
+            *(self._print(sympy.Symbol(n)) for n in (call.x, call.w)),
+            "bias_sizes=None",
+            f"stride={self._print(sympy.Tuple(*call.stride))}",
+            f"padding={self._print(sympy.Tuple(*(lo for lo, _ in call.padding)))}",
+            f"dilation={self._print(sympy.Tuple(*call.dilation))}",
+            "transposed=False",
+            "output_padding=(0, 0)",
+            "groups=1",
+            "output_mask=(True, True, False)",
+        ]
+        head = f"{self._print(node.grad_x)}, {self._print(node.grad_w)}, _ = "
+        return head + self._call("torch.ops.aten.convolution_backward", arguments, len(head))
 
     def _operand_code(self, name: str, layout: Any) -> str:
         # torch's transpose swaps two axes; permute takes them all
@@ -900,13 +958,18 @@ def _conv(
 '''
 
 
+_KERNELS = {"generic_conv": "_conv", "conv2d_vjp": "_conv2d_vjp"}
+"""The kernel functions a module may call (their own names: the module's names for them)."""
+
+
 @functools.cache
-def conv_kernel() -> tuple[tuple[str, ...], str]:
+def conv_kernel(roots: tuple[str, ...] = ("generic_conv",)) -> tuple[tuple[str, ...], str]:
     """The package's NumPy convolution kernel, as module source: its imports, its functions.
 
-    ``numpy_conv.generic_conv`` and the functions and constants of its module that it
-    uses, their text taken with ``inspect.getsource`` and renamed private; the imports
-    are those of NumPy it needs (the record ``GenericConv`` becomes the module's ``_Call``).
+    The functions ``roots`` of ``numpy_conv`` (``generic_conv``, ``conv2d_vjp``) and the
+    functions and constants of its module that they use, their text taken with
+    ``inspect.getsource`` and renamed private; the imports are those of NumPy they need
+    (the record ``GenericConv`` becomes the module's ``_Call``).
     """
     module_text = inspect.getsource(numpy_conv)
     tree = ast.parse(module_text)
@@ -921,7 +984,7 @@ def conv_kernel() -> tuple[tuple[str, ...], str]:
                     definitions[target.id] = statement
     wanted: set[str] = set()
     names: set[str] = set()
-    queue = ["generic_conv"]
+    queue = list(roots)
     while queue:
         name = queue.pop()
         if name in wanted:
@@ -1026,6 +1089,7 @@ def _module(derivation: Derivation, framework: _Framework) -> str:
                 f"{pullback.name} = dL/d{tensor} given {seed} = dL/d{program.output}.",
             )
         )
+    functions.append(_vjp(derivation, source, functions[1:], framework.name))
     texts = [printer.doprint(f) for f in functions]
     code = "\n".join(texts)
     imports = list(framework.imports)
@@ -1036,10 +1100,11 @@ def _module(derivation: Derivation, framework: _Framework) -> str:
         if f"_arg{op}(" in code:
             helpers.append(_SEARCH[framework.name].format(op=op, largest=largest).strip())
     future = []
-    if "_conv(" in code:
-        kernel_imports, kernel = conv_kernel()
+    roots = tuple(r for r, used in _KERNELS.items() if f"{used}(" in code)
+    if roots:
+        kernel_imports, kernel = conv_kernel(roots)
         imports += [line for line in kernel_imports if line not in imports]
-        helpers += [_CONV.strip(), kernel]
+        helpers += [_CONV.strip(), kernel] if "_conv(" in code else [kernel]
         future = ["from __future__ import annotations", ""]
     summary = "\n".join(
         _fill(
@@ -1052,6 +1117,95 @@ def _module(derivation: Derivation, framework: _Framework) -> str:
     if framework.setup:
         top += f"\n\n{framework.setup}"
     return "\n\n\n".join([top, *helpers, *texts]) + "\n"
+
+
+def _vjp(
+    derivation: Derivation,
+    source: _VectorSource,
+    pullbacks: Sequence[PythonFunction],
+    framework: str,
+) -> PythonFunction:
+    """``vjp``: every pullback at once, in the order of the ``pullback_*`` functions.
+
+    A 2-D convolution forward gets one call computing both of its pullbacks (NumPy:
+    the phase-flat kernel sharing its im2col blocks; PyTorch: autograd's own
+    ``convolution_backward``); anything else calls the pullback functions.
+    """
+    program = derivation.program
+    seed = derivation.backward.seeds[0]
+    names = [derivation.pullbacks[t].name for t in derivation.pullbacks]
+    title = (
+        f"Every pullback of `{program.text}` at once: ({', '.join(names)}"
+        f"{',' if len(names) == 1 else ''}) given {seed} = dL/d{program.output}."
+    )
+    parameters = pullbacks[0].parameters
+    keywords: list[sympy.Basic] = []
+    for function in pullbacks:
+        keywords += [k for k in function.keywords if k not in keywords]
+    fused = _fused_conv2d(derivation, source.methods, framework)
+    body: list[sympy.Basic]
+    if fused is None:
+        body = [PullbackCalls([f.name.text for f in pullbacks], parameters, keywords)]
+    else:
+        x, w = fused.call.x, fused.call.w
+        grad_x, grad_w = (sympy.Symbol(derivation.pullbacks[t].name) for t in (x, w))
+        body = [
+            FusedConv2d(grad_x, grad_w, sympy.Symbol(seed), fused),
+            Return(sympy.Tuple(*(sympy.Symbol(n) for n in names))),
+        ]
+        title += " One call computes both, from the forward's convolution."
+    docstring = "\n".join([*_fill(title), "", "Shapes and bounds: see the pullback functions."])
+    return PythonFunction("vjp", parameters, keywords, docstring, body)
+
+
+def _fused_conv2d(
+    derivation: Derivation, methods: dict[str, Method], framework: str
+) -> ConvPullback | None:
+    """The forward's convolution, if one call of ``framework`` computes both its pullbacks.
+
+    The forward is one 2-D convolution ``Y[b,o,i,j] = W[o,c,m,n]*X[b,c,...]`` in NCHW and
+    OIHW (no fill, flip, permutation or groups) with numeric parameters, and its pullbacks
+    are those into X and W; PyTorch also needs a padding that is symmetric as far as the
+    output sees it, and numeric sizes.
+    """
+    if framework not in ("numpy", "torch") or len(derivation.program.statements) != 1:
+        return None
+    forward = methods[derivation.program.output]
+    if not isinstance(forward, ConvPullback):
+        return None
+    conv = forward.subs(derivation.program.definitions)
+    call = conv.call
+    identity = (0, 1, 2, 3)
+    if (
+        call.rank != 2
+        or call.x == call.w
+        or set(derivation.pullbacks) != {call.x, call.w}
+        or conv.x_layout.axes != identity
+        or conv.w_layout.axes != identity
+        or conv.out_axes != identity
+        or call.flip_kernel
+        or call.permute_kernel
+        or call.permute_input
+        or call.groups != 1
+        or any(f != 1 for f in call.fill)
+    ):
+        return None
+    entries = [*call.stride, *call.dilation, *(v for pair in call.padding for v in pair)]
+    if not all(sympy.sympify(e).is_Integer for e in entries):
+        return None
+    if framework == "torch":
+        shapes = derivation.shapes
+        sizes = [*shapes[call.x][2:], *shapes[call.w][2:], *shapes[derivation.program.output][2:]]
+        if not all(sympy.sympify(n).is_Integer for n in sizes):
+            return None
+        for axis in range(2):
+            n, k = int(shapes[call.x][2 + axis]), int(shapes[call.w][2 + axis])
+            out = int(shapes[derivation.program.output][2 + axis])
+            lo = int(call.padding[axis][0])
+            s, d = int(call.stride[axis]), int(call.dilation[axis])
+            if lo < 0 or out < 1 or (n + 2 * lo - d * (k - 1) - 1) // s + 1 != out:
+                return None
+    return conv
 
 
 def _import_key(line: str) -> tuple[int, str]:
