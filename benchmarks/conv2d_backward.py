@@ -306,9 +306,10 @@ def make_jax(x, w, dy, stride, padding):  # type: ignore[no-untyped-def]
     return backward, result, f"jax {jax.__version__}"
 
 
-EINDERIVE = "einderive --emit numpy"
-EINDERIVE_JAX = "einderive --emit jax, jit"
-EINDERIVE_TORCH = "einderive --emit torch"
+EINDERIVE = "einderive --emit numpy, vjp"
+EINDERIVE_APART = "einderive numpy, dX and dW apart"
+EINDERIVE_JAX = "einderive --emit jax, vjp jit"
+EINDERIVE_TORCH = "einderive --emit torch, vjp"
 
 
 def einderive_modules(x, w, dy, stride, padding):  # type: ignore[no-untyped-def]
@@ -329,24 +330,26 @@ def einderive_modules(x, w, dy, stride, padding):  # type: ignore[no-untyped-def
 
 
 def make_einderive(x, w, dy, stride, padding, modules):  # type: ignore[no-untyped-def]
-    """The emitted pullbacks, run as a user would paste them (both dX and dW)."""
+    """The emitted backward, run as a user would paste it: each module's ``vjp`` (dX and dW
+    from one call where the module has one), and NumPy's two ``pullback_*`` functions apart.
+    """
     fns = {}
     numpy_module = modules["numpy"]
 
     def numpy_backward():  # type: ignore[no-untyped-def]
+        dw, dx = numpy_module["vjp"](dy, w, x)
+        return dx, dw
+
+    def numpy_apart():  # type: ignore[no-untyped-def]
         return numpy_module["pullback_X"](dy, w, x), numpy_module["pullback_W"](dy, w, x)
 
     fns[EINDERIVE] = (numpy_backward, numpy_backward)
+    fns[EINDERIVE_APART] = (numpy_apart, numpy_apart)
     try:
         import jax
 
         jax_module = modules["jax"]
-        both = jax.jit(
-            lambda dy, w, x: (
-                jax_module["pullback_X"](dy, w, x),
-                jax_module["pullback_W"](dy, w, x),
-            )
-        )
+        both = jax.jit(lambda dy, w, x: jax_module["vjp"](dy, w, x)[::-1])
         operands = tuple(jax.device_put(a) for a in (dy, w, x))
 
         def jax_backward():  # type: ignore[no-untyped-def]
@@ -366,7 +369,7 @@ def make_einderive(x, w, dy, stride, padding, modules):  # type: ignore[no-untyp
 
         def torch_backward():  # type: ignore[no-untyped-def]
             with torch.no_grad():
-                return torch_module["pullback_X"](*tensors), torch_module["pullback_W"](*tensors)
+                return torch_module["vjp"](*tensors)[::-1]
 
         def torch_result():  # type: ignore[no-untyped-def]
             return tuple(a.numpy() for a in torch_backward())
