@@ -29,6 +29,7 @@ from .errors import ArgumentError, EinderiveError
 
 STEP = 1e-6
 TOLERANCE = 1e-6
+ROUNDING = 16 * float(np.finfo(np.float64).eps)  # per unit of the summed magnitudes
 BACKEND_TOLERANCE = 1e-10
 
 
@@ -212,23 +213,32 @@ def _check_draw(
     reference = backends.run("loops", derivation, arrays, cotangent)
     checks = []
     for name in derivation.pullbacks:
-        errors = []
+        errors, passes = [], []
         for _ in range(2):
             direction = generator.standard_normal(arrays[name].shape)
 
-            def objective(t: float, name: str = name, direction: np.ndarray = direction) -> float:
+            def objective(
+                t: float, name: str = name, direction: np.ndarray = direction
+            ) -> np.ndarray:
                 moved = dict(arrays)
                 moved[name] = arrays[name] + t * direction
-                return float(np.sum(cotangent * _forward(program, moved)))
+                return cotangent * _forward(program, moved)
 
-            finite = (objective(STEP) - objective(-STEP)) / (2 * STEP)
+            ahead, behind = objective(STEP), objective(-STEP)
+            finite = float(np.sum(ahead) - np.sum(behind)) / (2 * STEP)
             derived = float(np.sum(reference[name] * direction))
             scale = float(np.sum(np.abs(reference[name] * direction))) + abs(finite) + 1e-12
+            # what rounding in the two sums can put into the difference quotient: a
+            # discrepancy up to that is no evidence against the pullback (it matters when
+            # the derivative is tiny next to the output, as dB of a few outputs can be)
+            rounding = ROUNDING * float(np.sum(np.abs(ahead)) + np.sum(np.abs(behind))) / STEP
             errors.append(abs(derived - finite) / scale)
+            passes.append(errors[-1] <= TOLERANCE or abs(derived - finite) <= rounding)
         error = max(errors)
-        checks.append(
-            Check(name, "loops", trial, given, error, error <= TOLERANCE, "finite differences")
-        )
+        reference_name = "finite differences"
+        if error > TOLERANCE and all(passes):
+            reference_name += " (within their rounding)"
+        checks.append(Check(name, "loops", trial, given, error, all(passes), reference_name))
     for backend in names:
         if backend == "loops":
             continue

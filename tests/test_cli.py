@@ -93,6 +93,7 @@ def test_verify_passes(capsys, loops_only):
 def test_failed_verification_exits_1(capsys, monkeypatch, loops_only):
     # every check fails when no error is small enough
     monkeypatch.setattr(loops_only, "TOLERANCE", -1.0)
+    monkeypatch.setattr(loops_only, "ROUNDING", -1.0)
     assert run(["Y[i] = W[m]*X[i+m]", "--verify", "--trials", "1"]) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out

@@ -17,6 +17,7 @@ Profiles: the fast one below runs in CI; ``pytest -m sweep`` runs
 
 from __future__ import annotations
 
+import importlib
 import os
 import tracemalloc
 from dataclasses import dataclass, field
@@ -209,3 +210,39 @@ def test_strategy_records_print_as_calls() -> None:
     assert config.call().startswith("ed.verify('Y[i] = W[m]*X[i+m]'")
     statement = AffineStatement("Y[i] = A[i, i]", shapes={"A": (3, 3)})
     assert "backends_to_check=['loops', 'numpy']" in statement.call()
+
+
+# ---- verify's own judgement --------------------------------------------------------------------
+
+# found by the long sweep: dB is the sum of four cotangent entries, small next to the
+# output; the difference quotient's rounding alone made the relative error 1e-6
+TINY_DB = (
+    "Y[b,o,i,j,k] = W[o,m,n,l]*X[b,s1*i+d1*m-p1,s2*j+d2*n-p2,4*k+d3*l-p3] + B[o]",
+    {"s1": 1, "d1": 4, "s2": 2},
+    {"X": (2, 9, 7, 7), "W": (1, 3, 3, 3), "B": (1,)},
+)
+
+
+def test_verify_allows_the_rounding_of_a_tiny_derivative() -> None:
+    text, params, shapes = TINY_DB
+    report = ed.verify(text, params=params, shapes=shapes, trials=1, seed=688)
+    assert report.ok, str(report)
+    assert "within their rounding" in str(report)
+
+
+def test_verify_catches_a_pullback_wrong_by_one_part_in_ten_thousand(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verify_module = importlib.import_module("einderive.verify")  # ed.verify is the function
+    run = verify_module.backends.run
+
+    def off(backend, derivation, arrays, cotangent):  # type: ignore[no-untyped-def]
+        results = run(backend, derivation, arrays, cotangent)
+        return {name: value * (1 + 1e-4) for name, value in results.items()}
+
+    monkeypatch.setattr(verify_module.backends, "run", off)
+    for case in (TINY_DB, ("Y[i] = W[m]*X[2*i+m]", None, None)):
+        text, params, shapes = case
+        report = ed.verify(text, params=params, shapes=shapes, trials=2, seed=688)
+        fd = [c for c in report.checks if c.reference.startswith("finite differences")]
+        assert fd and not any(c.ok for c in fd), str(report)
