@@ -1322,6 +1322,33 @@ class _Source:
         lines.append("Reads outside a tensor are zero.")
         return "\n".join(lines)
 
+    def functions(self) -> list[PythonFunction]:
+        """``forward``, then one ``pullback_<T>`` per pullback, in the derivation's order."""
+        program, backward = self.program, self.derivation.backward
+        statements = [*program.statements, *backward.statements]
+        functions = [
+            self.function(
+                "forward",
+                None,
+                program.statements,
+                program.output,
+                f"The forward of `{program.text}`.",
+            )
+        ]
+        seed = backward.seeds[0]
+        for tensor, pullback in self.derivation.pullbacks.items():
+            functions.append(
+                self.function(
+                    f"pullback_{tensor}",
+                    seed,
+                    _needed(statements, pullback.name),
+                    pullback.name,
+                    f"The pullback of `{program.text}` into {tensor}: "
+                    f"{pullback.name} = dL/d{tensor} given {seed} = dL/d{program.output}.",
+                )
+            )
+        return functions
+
     def function(
         self,
         name: str,
@@ -1428,27 +1455,7 @@ def loops_source(derivation: Derivation) -> str:
     taken |= {v.name for v in order}
     printer = LoopsPrinter(order)
     source = _Source(derivation, printer, shapes, taken)
-    functions = [
-        source.function(
-            "forward",
-            None,
-            program.statements,
-            program.output,
-            f"The forward of `{program.text}`.",
-        )
-    ]
-    seed = backward.seeds[0]
-    for tensor, pullback in derivation.pullbacks.items():
-        functions.append(
-            source.function(
-                f"pullback_{tensor}",
-                seed,
-                _needed(statements, pullback.name),
-                pullback.name,
-                f"The pullback of `{program.text}` into {tensor}: "
-                f"{pullback.name} = dL/d{tensor} given {seed} = dL/d{program.output}.",
-            )
-        )
+    functions = source.functions()
     texts = [printer.doprint(f) for f in functions]
     imports = ["import math"] if "math" in printer.module_imports else []
     imports.append("import numpy as np")

@@ -61,7 +61,6 @@ from .loops import (
     TrueDivide,
     _canonical,
     _fill,
-    _needed,
     _plus_one,
     _quotient,
     _Source,
@@ -1072,23 +1071,7 @@ def _module(derivation: Derivation, framework: _Framework) -> str:
     source = _VectorSource(
         derivation, printer, dict(shapes), taken, _methods(derivation), framework.name == "numpy"
     )
-    functions = [
-        source.function(
-            "forward", None, program.statements, program.output, f"The forward of `{program.text}`."
-        )
-    ]
-    seed = backward.seeds[0]
-    for tensor, pullback in derivation.pullbacks.items():
-        functions.append(
-            source.function(
-                f"pullback_{tensor}",
-                seed,
-                _needed(statements, pullback.name),
-                pullback.name,
-                f"The pullback of `{program.text}` into {tensor}: "
-                f"{pullback.name} = dL/d{tensor} given {seed} = dL/d{program.output}.",
-            )
-        )
+    functions = source.functions()
     functions.append(_vjp(derivation, source, functions[1:], framework.name))
     texts = [printer.doprint(f) for f in functions]
     code = "\n".join(texts)
