@@ -3,6 +3,7 @@ over elements)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -402,6 +403,76 @@ def _interleave_dx(dq: np.ndarray, plan: _Plan, dtype: np.dtype) -> np.ndarray:
 # The pullbacks.
 
 
+class _PhaseRun(NamedTuple):
+    """One phase's share of the work: the block rows its taps read, its kernel slots."""
+
+    a: int
+    b: int
+    first: int  # first row group of the dY block this phase reads
+    slots: int  # first slot of this phase in the kernel / dW arrays (slots = taps)
+    taps: int  # how many taps (row groups, slots) it has
+
+
+class _Schedule(NamedTuple):
+    """The order of the dY block and who reads it, fixed by the geometry alone.
+
+    A row group of the block is ``dY`` shifted by one flat tap offset. Taps of different
+    phases that share an offset share its rows, so the groups are the distinct offsets,
+    ordered (when such an order exists) so that every phase's taps are one contiguous run;
+    otherwise each phase has a run of its own. ``slot_taps[k]`` is the kernel tap
+    ``m * KW + n`` of slot ``k``; slots run phase by phase in block order.
+    """
+
+    starts: tuple[int, ...]  # per row group: its first column in the margined dY grid
+    runs: tuple[_PhaseRun, ...]  # phases with taps
+    empty: tuple[tuple[int, int], ...]  # phases no tap reads (their dX is zero)
+    slot_taps: tuple[int, ...]
+
+
+def _block_order(phase_offsets: list[list[int]], limit: int = 6) -> list[int]:
+    """Distinct offsets in an order in which each phase's offsets are contiguous, when the
+    offsets are few enough to search; else every phase's offsets one after another."""
+    distinct = sorted({o for offsets in phase_offsets for o in offsets})
+    if len(distinct) <= limit:
+        for order in itertools.permutations(distinct):
+            where = {offset: i for i, offset in enumerate(order)}
+            if all(
+                max(where[o] for o in offsets) - min(where[o] for o in offsets) < len(offsets)
+                for offsets in phase_offsets
+            ):
+                return list(order)
+    return [o for offsets in phase_offsets for o in offsets]
+
+
+@functools.lru_cache(maxsize=64)
+def _schedule(plan: _Plan) -> _Schedule:
+    kw = len(plan.cols.tap_phase)
+    phases = [(a, b) for a in range(plan.rows.stride) for b in range(plan.cols.stride)]
+    taps = {ab: plan.taps_of_phase(*ab) for ab in phases}
+    busy = [ab for ab in phases if taps[ab]]
+    offsets = [[plan.offset(m, n) for m, n in taps[ab]] for ab in busy]
+    order = _block_order(offsets)
+    runs, slot_taps, slot = [], [], 0
+    for ab, phase_offsets in zip(busy, offsets, strict=True):
+        by_offset = dict(zip(phase_offsets, taps[ab], strict=True))
+        first = next(
+            i
+            for i in range(len(order) - len(phase_offsets) + 1)
+            if set(order[i : i + len(phase_offsets)]) == set(phase_offsets)
+        )
+        runs.append(_PhaseRun(*ab, first=first, slots=slot, taps=len(phase_offsets)))
+        for offset in order[first : first + len(phase_offsets)]:
+            m, n = by_offset[offset]
+            slot_taps.append(m * kw + n)
+        slot += len(phase_offsets)
+    return _Schedule(
+        starts=tuple(plan.margin - offset for offset in order),
+        runs=tuple(runs),
+        empty=tuple(ab for ab in phases if not taps[ab]),
+        slot_taps=tuple(slot_taps),
+    )
+
+
 def _pullbacks(
     dy: np.ndarray,
     x: np.ndarray | None,
@@ -413,11 +484,12 @@ def _pullbacks(
 
     For every phase ``(a, b)`` of the padded input, the taps ``t = (m, n)`` that land in it
     read the phase grid at flat shifts ``off_t``. Chunk by chunk along the flat axis, the
-    shifted copies of ``dY`` are stacked into an im2col block ``D[t*O + o, u] =
-    dY[o, u - off_t]``, and that one block feeds both GEMMs::
+    shifted copies of ``dY`` are stacked into one im2col block, a row group ``D[g*O + o, u]
+    = dY[o, u - off_g]`` per distinct shift (see ``_Schedule``); each phase's run of groups
+    feeds both of its GEMMs::
 
-        dX_phase[:, chunk]  = W_phase (C, T*O) @ D        (written in place)
-        dW_phase           += D @ X_phase[:, chunk].T     (T*O, C)
+        dX_phase[:, chunk]  = W_phase (C, T*O) @ D_phase     (written in place)
+        dW_phase           += D_phase @ X_phase[:, chunk].T  (T*O, C)
 
     because ``sum_u dY[o, u] X[c, u + off_t] = sum_u dY[o, u - off_t] X[c, u]``.
     """
@@ -425,54 +497,53 @@ def _pullbacks(
     c_in, c_out, flat, margin = plan.c_in, plan.c_out, plan.flat, plan.margin
     kh, kw = len(ax_h.tap_phase), len(ax_w.tap_phase)
     n_phases = ax_h.stride * ax_w.stride
-    phase_taps = {
-        (a, b): plan.taps_of_phase(a, b) for a in range(ax_h.stride) for b in range(ax_w.stride)
-    }
-    most_taps = max(len(taps) for taps in phase_taps.values())
+    schedule = _schedule(plan)
+    groups, slots = len(schedule.starts), kh * kw
     # Equal chunks whose im2col block is at most _CHUNK_BYTES, and >= 256 columns.
-    chunk = max(256, _CHUNK_BYTES // (most_taps * c_out * dtype.itemsize))
+    chunk = max(256, _CHUNK_BYTES // (groups * c_out * dtype.itemsize))
     chunk = -(-flat // -(-flat // chunk))
     dyb, xq, dq, block_buf = _workspace(
         dtype,
         c_out * (margin + flat),
         n_phases * c_in * flat if x is not None else 0,
         n_phases * c_in * flat if w is not None else 0,
-        most_taps * c_out * chunk,
+        groups * c_out * chunk,
     )
     dyb = _fill_flat_dy(dyb, dy, plan)
-    if x is not None:
-        xq = _fill_phases_x(xq, x, plan)
-        dwt = np.zeros((kh, kw, c_out, c_in), dtype)
-        dw_part = np.empty((most_taps * c_out, c_in), dtype)
-    if w is not None:
+    if w is not None:  # w_slots[c, k*O + o] = w[o, c, m_k, n_k]
         dq = dq.reshape(ax_h.stride, ax_w.stride, c_in, flat)
-    for (a, b), taps in phase_taps.items():
-        if not taps:  # no tap reads this phase: its dX is zero
+        w_slots = np.take(w.reshape(c_out, c_in, slots).transpose(1, 2, 0), schedule.slot_taps, 1)
+        w_slots = w_slots.reshape(c_in, slots * c_out)
+        for a, b in schedule.empty:
+            dq[a, b] = 0
+    if x is not None:  # dw_slots[k*O + o, c] = dW[o, c, m_k, n_k]
+        xq = _fill_phases_x(xq, x, plan)
+        dw_slots = np.empty((slots * c_out, c_in), dtype)
+        dw_part = np.empty_like(dw_slots) if chunk < flat else dw_slots
+    for u in range(0, flat, chunk):
+        size = min(chunk, flat - u)
+        block = block_buf[: groups * c_out * size].reshape(groups, c_out, size)
+        for g, start in enumerate(schedule.starts):  # dY shifted by one tap offset
+            block[g] = dyb[:, start + u : start + u + size]
+        block_rows = block.reshape(groups * c_out, size)
+        for run in schedule.runs:
+            rows = slice(run.first * c_out, (run.first + run.taps) * c_out)
+            cols = slice(run.slots * c_out, (run.slots + run.taps) * c_out)
             if w is not None:
-                dq[a, b] = 0
-            continue
-        rows = len(taps) * c_out
-        if w is not None:  # w_phase[c, t*O + o] = w[o, c, m_t, n_t]
-            w_phase = np.stack([w[:, :, m, n].T for m, n in taps], axis=1).reshape(c_in, rows)
-        if x is not None:
-            dw_phase = np.zeros((rows, c_in), dtype)
-        starts = [margin - plan.offset(m, n) for m, n in taps]
-        for u in range(0, flat, chunk):
-            size = min(chunk, flat - u)
-            block = block_buf[: rows * size].reshape(len(taps), c_out, size)
-            for t, start in enumerate(starts):  # dY shifted by tap t
-                block[t] = dyb[:, start + u : start + u + size]
-            flat_block = block.reshape(rows, size)
-            if w is not None:
-                np.matmul(w_phase, flat_block, out=dq[a, b, :, u : u + size])
+                np.matmul(w_slots[:, cols], block_rows[rows], out=dq[run.a, run.b, :, u : u + size])
             if x is not None:
-                np.matmul(flat_block, xq[a, b, :, u : u + size].T, out=dw_part[:rows])
-                dw_phase += dw_part[:rows]
-        if x is not None:
-            for t, (m, n) in enumerate(taps):
-                dwt[m, n] = dw_phase[t * c_out : (t + 1) * c_out]
+                np.matmul(block_rows[rows], xq[run.a, run.b, :, u : u + size].T, out=dw_part[cols])
+        if x is not None and dw_part is not dw_slots:
+            if u == 0:
+                dw_slots[...] = dw_part
+            else:
+                dw_slots += dw_part
     dx = _interleave_dx(dq, plan, dtype) if w is not None else None
-    dw = np.ascontiguousarray(dwt.transpose(2, 3, 0, 1)) if x is not None else None
+    dw = None
+    if x is not None:
+        by_tap = np.argsort(schedule.slot_taps)  # slots back into kernel-tap order
+        dw = np.take(dw_slots.reshape(slots, c_out, c_in).transpose(1, 2, 0), by_tap, 2)
+        dw = dw.reshape(c_out, c_in, kh, kw)
     return dx, dw
 
 

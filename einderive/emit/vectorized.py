@@ -998,7 +998,7 @@ def conv_kernel(roots: tuple[str, ...] = ("generic_conv",)) -> tuple[tuple[str, 
             module = statement.module if isinstance(statement, ast.ImportFrom) else None
             modules = [module] if module else [a.name for a in statement.names]
             bound = {(a.asname or a.name).split(".")[0] for a in statement.names}
-            standard = ("numpy", "itertools", "collections", "typing")
+            standard = ("numpy", "functools", "itertools", "collections", "typing")
             if all(m.split(".")[0] in standard for m in modules) and bound & names:
                 imports.append(ast.get_source_segment(module_text, statement) or "")
     pieces = []
