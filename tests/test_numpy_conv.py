@@ -3,7 +3,8 @@
 The emitter tests run it inside emitted modules; these drive its entry points over the
 geometries that change its schedule: phases sharing im2col rows of dY (stride 2), phases
 that fall back to rows of their own (a 5x5 kernel at stride 2), phases no tap reads
-(stride larger than the dilated kernel), several chunks along the flat axis, and cropping.
+(stride larger than the dilated kernel), phases whose taps read only padding, several
+chunks along the flat axis, and cropping.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ CASES = {
     ),
     "dilation 3, stride 2": ((2, 2, 13, 12), (2, 2, 3, 3), (2, 2), ((2, 1), (0, 3)), (3, 3)),
     "mixed strides, cropped": ((2, 2, 10, 9), (3, 2, 2, 4), (2, 1), ((-1, 3), (2, -2)), (1, 2)),
+    "1x1 input: phases with taps but no input": (
+        (2, 3, 1, 1),
+        (2, 3, 3, 3),
+        (2, 2),
+        ((1, 1), (1, 1)),
+        (1, 1),
+    ),
     "many chunks": ((4, 8, 40, 40), (16, 8, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
 }
 

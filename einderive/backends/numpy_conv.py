@@ -185,8 +185,10 @@ def run_conv(conv: ConvPullback, x: np.ndarray, w: np.ndarray) -> np.ndarray:
 #   dW = conv(X, dY, stride=d, dilation=s, permute_kernel, permute_input) (fill 1)
 # Both are computed from the forward's geometry: the zero-padded X split into s*s phase
 # grids (a strided, dilated tap becomes a unit-stride shift), each grid flattened over
-# (B, Hq, Wq) with dY embedded in a grid of the same shape, so that every tap is a
+# (Hq, B, Wq) with dY embedded in a grid of the same shape, so that every tap is a
 # contiguous window and each pullback is a few large GEMMs on views (no im2col of X).
+# Each phase's GEMMs cover only its grid rows that hold input (the padding rows of every
+# image lie together at the ends of the flat axis, since the batch is inside the rows).
 
 IntPair = int | tuple[int, int]
 PadSpec = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]
@@ -265,12 +267,26 @@ class _Plan(NamedTuple):
 
     @property
     def flat(self) -> int:
-        """Length of one flattened phase grid: ``B * Hq * Wq``."""
+        """Length of one flattened phase grid: ``Hq * B * Wq``."""
         return self.batch * self.rows.grid * self.cols.grid
+
+    @property
+    def pitch(self) -> int:
+        """Flat distance between grid rows, ``B * Wq``: the batch sits between rows and
+        columns, so the rows a phase has no input in are a prefix and a suffix of the flat
+        axis, which its GEMMs leave out."""
+        return self.batch * self.cols.grid
 
     def offset(self, m: int, n: int) -> int:
         """Flat shift of kernel tap ``(m, n)`` inside its phase grid."""
-        return self.rows.tap_shift[m] * self.cols.grid + self.cols.tap_shift[n]
+        return self.rows.tap_shift[m] * self.pitch + self.cols.tap_shift[n]
+
+    def span(self, a: int, b: int) -> tuple[int, int]:
+        """The flat range of phase ``(a, b)``'s grid rows that hold input (empty if none)."""
+        _, u0, nh = self.rows.phase_rows[a]
+        if nh == 0 or self.cols.phase_rows[b][2] == 0:
+            return 0, 0
+        return u0 * self.pitch, (u0 + nh) * self.pitch
 
     @property
     def margin(self) -> int:
@@ -354,22 +370,22 @@ def _workspace(dtype: np.dtype, *sizes: int) -> list[np.ndarray]:
 
 def _fill_phases_x(xq: np.ndarray, x: np.ndarray, plan: _Plan) -> np.ndarray:
     """Write ``X`` zero-padded, channel-major, split into phases into the flat buffer
-    ``xq``; return it shaped ``(sh, sw, C, B*Hq*Wq)``."""
+    ``xq``; return it shaped ``(sh, sw, C, Hq*B*Wq)``."""
     ax_h, ax_w = plan.rows, plan.cols
-    xq = xq.reshape(ax_h.stride, ax_w.stride, plan.c_in, plan.batch, ax_h.grid, ax_w.grid)
+    xq = xq.reshape(ax_h.stride, ax_w.stride, plan.c_in, ax_h.grid, plan.batch, ax_w.grid)
     xq.fill(0)
-    xt = x.transpose(1, 0, 2, 3)  # (C, B, H, W), a view
+    xt = x.transpose(1, 2, 0, 3)  # (C, H, B, W), a view
     for a, (h0, u0, nh) in enumerate(ax_h.phase_rows):
         for b, (w0, v0, nw) in enumerate(ax_w.phase_rows):
             if nh and nw:
                 rows, cols = _every(h0, nh, ax_h.stride), _every(w0, nw, ax_w.stride)
-                xq[a, b, :, :, u0 : u0 + nh, v0 : v0 + nw] = xt[:, :, rows, cols]
+                xq[a, b, :, u0 : u0 + nh, :, v0 : v0 + nw] = xt[:, rows, :, cols]
     return xq.reshape(ax_h.stride, ax_w.stride, plan.c_in, plan.flat)
 
 
 def _fill_flat_dy(dyb: np.ndarray, dy: np.ndarray, plan: _Plan) -> np.ndarray:
     """Write ``dY`` channel-major on the flat phase grid, after a zero margin, into the flat
-    buffer ``dyb``; return it shaped ``(O, margin + B*Hq*Wq)``.
+    buffer ``dyb``; return it shaped ``(O, margin + Hq*B*Wq)``.
 
     Grid cells that are not outputs hold zeros, and the margin lets the taps read ``dY`` at
     negative shifts.
@@ -379,8 +395,8 @@ def _fill_flat_dy(dyb: np.ndarray, dy: np.ndarray, plan: _Plan) -> np.ndarray:
         raise ValueError(f"dy has shape {dy.shape}, expected {output_shape_of(plan)}")
     dyb = dyb.reshape(plan.c_out, plan.margin + plan.flat)
     dyb.fill(0)
-    grid = dyb[:, plan.margin :].reshape(plan.c_out, plan.batch, ax_h.grid, ax_w.grid)
-    grid[:, :, : ax_h.out, : ax_w.out] = dy.transpose(1, 0, 2, 3)
+    grid = dyb[:, plan.margin :].reshape(plan.c_out, ax_h.grid, plan.batch, ax_w.grid)
+    grid[:, : ax_h.out, :, : ax_w.out] = dy.transpose(1, 2, 0, 3)
     return dyb
 
 
@@ -390,13 +406,13 @@ def _interleave_dx(dq: np.ndarray, plan: _Plan, dtype: np.dtype) -> np.ndarray:
     dx_shape = (plan.batch, plan.c_in, ax_h.size, ax_w.size)
     cropped = ax_h.crop_lo or ax_h.crop_hi or ax_w.crop_lo or ax_w.crop_hi
     dx = np.zeros(dx_shape, dtype) if cropped else np.empty(dx_shape, dtype)
-    grids = dq.reshape(ax_h.stride, ax_w.stride, plan.c_in, plan.batch, ax_h.grid, ax_w.grid)
+    grids = dq.reshape(ax_h.stride, ax_w.stride, plan.c_in, ax_h.grid, plan.batch, ax_w.grid)
     for a, (h0, u0, nh) in enumerate(ax_h.phase_rows):
         for b, (w0, v0, nw) in enumerate(ax_w.phase_rows):
             if nh and nw:
-                phase = grids[a, b, :, :, u0 : u0 + nh, v0 : v0 + nw]  # (C, B, nh, nw)
+                phase = grids[a, b, :, u0 : u0 + nh, :, v0 : v0 + nw]  # (C, nh, B, nw)
                 rows, cols = _every(h0, nh, ax_h.stride), _every(w0, nw, ax_w.stride)
-                dx[:, :, rows, cols] = phase.transpose(1, 0, 2, 3)
+                dx[:, :, rows, cols] = phase.transpose(2, 0, 1, 3)
     return dx
 
 
@@ -411,6 +427,8 @@ class _PhaseRun(NamedTuple):
     first: int  # first row group of the dY block this phase reads
     slots: int  # first slot of this phase in the kernel / dW arrays (slots = taps)
     taps: int  # how many taps (row groups, slots) it has
+    lo: int  # the flat range its GEMMs cover: its grid rows that hold input
+    hi: int
 
 
 class _Schedule(NamedTuple):
@@ -460,7 +478,8 @@ def _schedule(plan: _Plan) -> _Schedule:
             for i in range(len(order) - len(phase_offsets) + 1)
             if set(order[i : i + len(phase_offsets)]) == set(phase_offsets)
         )
-        runs.append(_PhaseRun(*ab, first=first, slots=slot, taps=len(phase_offsets)))
+        lo, hi = plan.span(*ab)
+        runs.append(_PhaseRun(*ab, first, slot, len(phase_offsets), lo, hi))
         for offset in order[first : first + len(phase_offsets)]:
             m, n = by_offset[offset]
             slot_taps.append(m * kw + n)
@@ -483,10 +502,11 @@ def _pullbacks(
     """``(dX, dW)``; ``dX`` is computed when ``w`` is given, ``dW`` when ``x`` is given.
 
     For every phase ``(a, b)`` of the padded input, the taps ``t = (m, n)`` that land in it
-    read the phase grid at flat shifts ``off_t``. Chunk by chunk along the flat axis, the
-    shifted copies of ``dY`` are stacked into one im2col block, a row group ``D[g*O + o, u]
-    = dY[o, u - off_g]`` per distinct shift (see ``_Schedule``); each phase's run of groups
-    feeds both of its GEMMs::
+    read the phase grid at flat shifts ``off_t``. Chunk by chunk along the flat axis (the
+    part of it where some phase has input), the shifted copies of ``dY`` are stacked into
+    one im2col block, a row group ``D[g*O + o, u] = dY[o, u - off_g]`` per distinct shift
+    (see ``_Schedule``); each phase's run of groups feeds both of its GEMMs, over the
+    columns where the phase has input::
 
         dX_phase[:, chunk]  = W_phase (C, T*O) @ D_phase     (written in place)
         dW_phase           += D_phase @ X_phase[:, chunk].T  (T*O, C)
@@ -499,9 +519,12 @@ def _pullbacks(
     n_phases = ax_h.stride * ax_w.stride
     schedule = _schedule(plan)
     groups, slots = len(schedule.starts), kh * kw
+    runs = [run for run in schedule.runs if run.hi > run.lo]
+    lo = min((run.lo for run in runs), default=0)
+    span = max((run.hi for run in runs), default=0) - lo
     # Equal chunks whose im2col block is at most _CHUNK_BYTES, and >= 256 columns.
     chunk = max(256, _CHUNK_BYTES // (groups * c_out * dtype.itemsize))
-    chunk = -(-flat // -(-flat // chunk))
+    chunk = -(-span // -(-span // chunk)) if span else 1
     dyb, xq, dq, block_buf = _workspace(
         dtype,
         c_out * (margin + flat),
@@ -518,26 +541,27 @@ def _pullbacks(
             dq[a, b] = 0
     if x is not None:  # dw_slots[k*O + o, c] = dW[o, c, m_k, n_k]
         xq = _fill_phases_x(xq, x, plan)
-        dw_slots = np.empty((slots * c_out, c_in), dtype)
-        dw_part = np.empty_like(dw_slots) if chunk < flat else dw_slots
-    for u in range(0, flat, chunk):
-        size = min(chunk, flat - u)
+        dw_slots = np.zeros((slots * c_out, c_in), dtype)
+        dw_part = np.empty_like(dw_slots) if chunk < span else dw_slots
+    for u in range(lo, lo + span, chunk):
+        size = min(chunk, lo + span - u)
         block = block_buf[: groups * c_out * size].reshape(groups, c_out, size)
         for g, start in enumerate(schedule.starts):  # dY shifted by one tap offset
             block[g] = dyb[:, start + u : start + u + size]
         block_rows = block.reshape(groups * c_out, size)
-        for run in schedule.runs:
-            rows = slice(run.first * c_out, (run.first + run.taps) * c_out)
+        for run in runs:
+            first, last = max(u, run.lo), min(u + size, run.hi)  # this phase's columns
+            if first >= last:
+                continue
+            d_phase = block_rows[run.first * c_out : (run.first + run.taps) * c_out]
+            d_phase = d_phase[:, first - u : last - u]
             cols = slice(run.slots * c_out, (run.slots + run.taps) * c_out)
             if w is not None:
-                np.matmul(w_slots[:, cols], block_rows[rows], out=dq[run.a, run.b, :, u : u + size])
+                np.matmul(w_slots[:, cols], d_phase, out=dq[run.a, run.b, :, first:last])
             if x is not None:
-                np.matmul(block_rows[rows], xq[run.a, run.b, :, u : u + size].T, out=dw_part[cols])
-        if x is not None and dw_part is not dw_slots:
-            if u == 0:
-                dw_slots[...] = dw_part
-            else:
-                dw_slots += dw_part
+                np.matmul(d_phase, xq[run.a, run.b, :, first:last].T, out=dw_part[cols])
+                if dw_part is not dw_slots:
+                    dw_slots[cols] += dw_part[cols]
     dx = _interleave_dx(dq, plan, dtype) if w is not None else None
     dw = None
     if x is not None:
