@@ -8,7 +8,7 @@ import pytest
 from test_pullbacks import CASES, Case
 
 import einderive as ed
-from einderive.backends.plan import Dense, Einsum
+from einderive.backends.plan import Dense, Einsum, Terms
 from einderive.backends.vectorized import plans
 from einderive.conv.recognise import ConvPullback, NotConvolution
 from einderive.verify import draw_values, instantiate
@@ -110,3 +110,49 @@ def test_missing_backend_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(builtins, "__import__", no_jax)
     with pytest.raises(ed.BackendMissingError, match=r"pip install 'einderive\[jax\]'"):
         ed.vjp("Y[i] = X[i]", {"X": np.ones(2)}, np.ones(2), backend="jax")
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch", "numpy"])
+def test_a_sum_of_convolutions_is_computed_term_by_term(backend: str) -> None:
+    case = next(c for c in CASES if c.id == "sum-of-two-convs")
+    derivation = ed.derive(case.text, shapes=case.shapes)
+    methods = plans(derivation)
+    d_x = methods[derivation.pullbacks["X"].name]
+    assert isinstance(d_x, Terms)
+    assert [type(method) for _, method in d_x.parts] == [ConvPullback, ConvPullback]
+    generator = np.random.default_rng(3)
+    arrays = {name: generator.standard_normal(case.shapes[name]) for name in ("W", "X", "V")}
+    cotangent = generator.standard_normal(case.shapes["Y"])
+    expected = ed.backends.run("loops", derivation, arrays, cotangent)
+    actual = ed.backends.run(backend, derivation, arrays, cotangent)
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("text", "shapes", "kinds"),
+    [
+        (
+            "Y[o,i,j] = W[o,c,m,n]*X[c,i+m,j+n] + B[o]",
+            {"W": (3, 2, 3, 3), "X": (2, 6, 5)},
+            [ConvPullback, Dense],
+        ),
+        ("y[i] = A[i,j]*x[j] + b[i]", {"A": (3, 4)}, [Einsum, Einsum]),
+    ],
+)
+def test_forward_sums_with_a_fast_term_are_planned_term_by_term(text, shapes, kinds) -> None:
+    from einderive.backends.plan import plan
+
+    derivation = ed.derive(text, shapes=shapes)
+    (statement,) = derivation.program.statements
+    method = plan(statement, derivation.shapes)
+    assert isinstance(method, Terms)
+    assert [type(m) for _, m in method.parts] == kinds
+
+
+def test_a_sum_of_dense_terms_stays_one_dense_grid() -> None:
+    from einderive.backends.plan import plan
+
+    derivation = ed.derive("Y[i] = X[i]*X[i+1] + X[i+1]*X[i+2]", shapes={"X": (6,)})
+    (statement,) = derivation.program.statements
+    assert isinstance(plan(statement, derivation.shapes), Dense)

@@ -53,6 +53,7 @@ FRAMEWORK_CASES = [
     "conv1d-batch-channels-symbolic",
     "conv3d-strided-dilated-padded",
     "depthwise",
+    "sum-of-two-convs",
     "transposed-conv-scatter",
     "matmul-chain",
     "x-times-shifted-x",
@@ -271,6 +272,37 @@ def test_vjp_of_a_2d_convolution_is_one_call(
         exec(compile(source, f"<{kind} source of {text}>", "exec"), namespace)
         grads = namespace["vjp"](convert(cotangent), *(convert(inputs[n]) for n in ("W", "X")))
         for name, grad in zip(("W", "X"), grads, strict=True):
+            _close(grad, want[name], f"{kind} vjp of {text}, d{name}")
+
+
+def test_a_convolution_with_a_bias_is_a_call_plus_the_bias() -> None:
+    """The forward is the convolution call plus the broadcast bias (not a dense grid over
+    the summed indices), and ``vjp`` computes dX and dW by the one call, dB by its own."""
+    torch = pytest.importorskip("torch")
+    text = "Y[b,o,i,j] = W[o,c,m,n]*X[b,c,2*i+m-1,2*j+n-1] + B[o]"
+    shapes = {"X": (2, 3, 9, 8), "W": (4, 3, 3, 3), "B": (4,), "Y": (2, 4, 5, 4)}
+    derivation = ed.derive(text, shapes=shapes)
+    rng = np.random.default_rng(5)
+    inputs = {name: rng.standard_normal(shapes[name]) for name in ("W", "X", "B")}
+    cotangent = rng.standard_normal(shapes["Y"])
+    output = ed.evaluate(text, inputs, shapes=shapes)
+    want = ed.vjp(text, inputs, cotangent, shapes=shapes, backend="loops")
+    for kind, convert, conv, fused in (
+        ("numpy", np.asarray, "conv = _conv(", "_conv2d_vjp("),
+        ("torch", torch.from_numpy, "conv = torch.nn.functional.conv2d(", "convolution_backward("),
+    ):
+        source = EMITTERS[kind](derivation)
+        forward = source[source.index("def forward(") : source.index("def pullback_")]
+        assert conv in forward and "Y = conv + rest" in forward, forward
+        assert "c = " not in forward, forward  # no grid over the summed channels
+        vjp_source = source[source.index("def vjp(") :]
+        assert fused in vjp_source and "dB = pullback_B(dY, W, X, B)" in vjp_source, vjp_source
+        namespace: dict = {}
+        exec(compile(source, f"<{kind} source of {text}>", "exec"), namespace)
+        arrays = [convert(inputs[name]) for name in ("W", "X", "B")]
+        _close(namespace["forward"](*arrays), output, f"{kind} forward")
+        grads = namespace["vjp"](convert(cotangent), *arrays)
+        for name, grad in zip(("W", "X", "B"), grads, strict=True):
             _close(grad, want[name], f"{kind} vjp of {text}, d{name}")
 
 

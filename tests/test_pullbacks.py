@@ -50,6 +50,12 @@ CASES = [
         shapes={"W": (3, 2, 3, 3), "X": (2, 6, 5)},
         id="notes-channels-bias",
     ),
+    # two convolutions of one input summed: dX is computed term by term
+    Case(
+        "Y[b,o,i,j] = W[o,c,m,n]*X[b,c,i+m,j+n] + V[o,c,p,q]*X[b,c,2*i+p,2*j+q]",
+        shapes={"X": (2, 3, 12, 11), "W": (4, 3, 3, 3), "V": (4, 3, 2, 2), "Y": (2, 4, 5, 5)},
+        id="sum-of-two-convs",
+    ),
     # seeds/conv-multichannel-im2col-notes.txt
     Case("Y[c,i,j] = W[c,k,m,n]*X[k,i+m,j+n] + b[c]", id="im2col-multichannel-bias"),
     # seeds/conv-as-matrix-notes.txt

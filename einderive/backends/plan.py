@@ -2,13 +2,14 @@
 
 Three ways, fastest first: a recognised convolution (one framework call, or
 NumPy's GEMM-shaped kernels), a plain contraction (``einsum``), or the dense
-grid evaluator (anything else: shifts, guards, nonlinear functions).
+grid evaluator (anything else: shifts, guards, nonlinear functions). A sum whose
+terms are not all dense is computed term by term (a convolution plus a bias).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy
 
@@ -30,7 +31,15 @@ class Dense:
     """Evaluate the statement over a dense index grid."""
 
 
-Method = ConvPullback | Einsum | Dense
+@dataclass(frozen=True)
+class Terms:
+    """A sum computed term by term and added: each part is the statement with one term of
+    the sum (the dense terms together, as one part), with its own method."""
+
+    parts: tuple[tuple[ir.Statement, Method], ...]
+
+
+Method = ConvPullback | Einsum | Dense | Terms
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -94,4 +103,17 @@ def plan(
     recognition = recognise(statement, shapes, prefer_kernel)
     if isinstance(recognition, ConvPullback):
         return recognition
+    if isinstance(statement.rhs, ir.Add):
+        fast: list[tuple[ir.Statement, Method]] = []
+        dense: list[tuple[ir.Statement, Method]] = []
+        for term in statement.rhs.terms:
+            part = replace(statement, rhs=term)
+            method = plan(part, shapes, prefer_kernel)
+            (dense if isinstance(method, Dense) else fast).append((part, method))
+        if fast:
+            if dense:
+                terms = [part.rhs for part, _ in dense]
+                rhs = terms[0] if len(terms) == 1 else ir.Add(tuple(terms))
+                fast.append((replace(statement, rhs=rhs), Dense()))
+            return Terms(tuple(fast))
     return Dense()

@@ -10,7 +10,7 @@ import numpy as np
 from .. import ir
 from ..conv.recognise import ConvPullback
 from .dense import ArrayOps, DenseEvaluator
-from .plan import Dense, Einsum, Method, plan
+from .plan import Dense, Einsum, Method, Terms, plan
 
 if TYPE_CHECKING:
     from ..derivation import Derivation
@@ -75,5 +75,11 @@ def _compute(
         return result * method.coefficient if method.coefficient != 1.0 else result
     if isinstance(method, ConvPullback):
         return conv(method, values[method.call.x], values[method.call.w])
+    if isinstance(method, Terms):
+        parts = [_compute(p, m, values, shapes, ops, conv, einsum) for p, m in method.parts]
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return total
     assert isinstance(method, Dense)
     return DenseEvaluator(ops, values).statement(statement, _shape(shapes[statement.target]))

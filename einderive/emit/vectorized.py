@@ -41,7 +41,7 @@ from sympy.codegen.ast import Assignment, Return, String, Token
 
 from .. import ir
 from ..backends import numpy_conv
-from ..backends.plan import Einsum, Method, plan
+from ..backends.plan import Einsum, Method, Terms, plan
 from ..conv.calls import jax_call, torch_call
 from ..conv.recognise import ConvPullback
 from ..errors import EinderiveError
@@ -103,6 +103,15 @@ class PullbackCalls(Token):
 
     __slots__ = _fields = ("functions", "arguments", "keywords")
     _construct_functions = staticmethod(lambda names: sympy.Tuple(*map(String, names)))
+    _construct_arguments = staticmethod(lambda names: sympy.Tuple(*names))
+    _construct_keywords = staticmethod(lambda names: sympy.Tuple(*names))
+
+
+class PullbackCall(Token):
+    """``dB = pullback_B(dY, W, X, B)``: one pullback by its function."""
+
+    __slots__ = _fields = ("target", "function", "arguments", "keywords")
+    _construct_function = staticmethod(String)
     _construct_arguments = staticmethod(lambda names: sympy.Tuple(*names))
     _construct_keywords = staticmethod(lambda names: sympy.Tuple(*names))
 
@@ -224,6 +233,12 @@ class NumpyPrinter(LoopsPrinter):
         return (
             "return (\n" + "".join(textwrap.indent(f"{c},", self.tab) + "\n" for c in inner) + ")"
         )
+
+    def _print_PullbackCall(self, node: PullbackCall) -> str:
+        arguments = [self._print(a) for a in node.arguments]
+        arguments += [f"{self._print(k)}={self._print(k)}" for k in node.keywords]
+        head = f"{self._print(node.target)} = "
+        return head + self._call(node.function.text, arguments, len(head))
 
     def _print_FusedConv2d(self, node: FusedConv2d) -> str:
         call = node.conv.call
@@ -820,22 +835,34 @@ class _VectorSource(_Source):
         )
 
     def statement(self, statement: ir.Statement, fresh: Callable[[str], str]) -> Ranked:
-        method = self.methods[statement.target]
+        code = self.code(statement, self.methods[statement.target], fresh)
+        comment = Comment(statement_text(statement, with_domain=False))
+        return Ranked(variables_of(statement), [comment, *code])
+
+    def code(
+        self, statement: ir.Statement, method: Method, fresh: Callable[[str], str]
+    ) -> list[sympy.Basic]:
+        """The lines that compute ``statement`` by ``method``."""
         target = sympy.Symbol(statement.target)
-        code: list[sympy.Basic]
         if isinstance(method, Einsum) and not _is_copy(method):
             operands = [sympy.Symbol(name) for name in method.operands]
             value: sympy.Expr = Contraction(String(method.subscripts), *operands)
             if method.coefficient != 1.0:
                 value = sympy.Mul(sympy.Float(method.coefficient), value, evaluate=False)
-            code = [Assignment(target, value)]
-        elif isinstance(method, ConvPullback) and self.framework_call(method):
+            return [Assignment(target, value)]
+        if isinstance(method, ConvPullback) and self.framework_call(method):
             symbols = [sympy.Symbol(fresh(stem)) for stem in ("out", "lhs", "rhs")]
-            code = [ConvCall(target, *symbols, method)]
-        else:
-            code = _DenseStatement(statement, self.shapes, fresh).code()
-        comment = Comment(statement_text(statement, with_domain=False))
-        return Ranked(variables_of(statement), [comment, *code])
+            return [ConvCall(target, *symbols, method)]
+        if isinstance(method, Terms):  # each term into a local, then their sum
+            code, terms = [], []
+            for part, part_method in method.parts:
+                stem = {ConvPullback: "conv", Einsum: "product"}.get(type(part_method), "rest")
+                local = fresh(stem)
+                self.shapes[local] = self.shapes[statement.target]
+                code += self.code(replace(part, target=local), part_method, fresh)
+                terms.append(sympy.Symbol(local))
+            return [*code, Assignment(target, sympy.Add(*terms, evaluate=False))]
+        return _DenseStatement(statement, self.shapes, fresh).code()
 
     def framework_call(self, conv: ConvPullback) -> bool:
         """Whether the framework has a call for this convolution (JAX and PyTorch: 1-3 axes)."""
@@ -1132,11 +1159,14 @@ def _vjp(
     else:
         x, w = fused.call.x, fused.call.w
         grad_x, grad_w = (sympy.Symbol(derivation.pullbacks[t].name) for t in (x, w))
-        body = [
-            FusedConv2d(grad_x, grad_w, sympy.Symbol(seed), fused),
-            Return(sympy.Tuple(*(sympy.Symbol(n) for n in names))),
-        ]
-        title += " One call computes both, from the forward's convolution."
+        body = [FusedConv2d(grad_x, grad_w, sympy.Symbol(seed), fused)]
+        for tensor, function in zip(derivation.pullbacks, pullbacks, strict=True):
+            if tensor not in (x, w):  # a bias, say: its own function
+                name = sympy.Symbol(derivation.pullbacks[tensor].name)
+                body.append(PullbackCall(name, function.name.text, parameters, keywords))
+        body.append(Return(sympy.Tuple(*(sympy.Symbol(n) for n in names))))
+        both = f"{derivation.pullbacks[x].name} and {derivation.pullbacks[w].name}"
+        title += f" One call computes {both}, from the forward's convolution."
     docstring = "\n".join([*_fill(title), "", "Shapes and bounds: see the pullback functions."])
     return PythonFunction("vjp", parameters, keywords, docstring, body)
 
@@ -1147,13 +1177,23 @@ def _fused_conv2d(
     """The forward's convolution, if one call of ``framework`` computes both its pullbacks.
 
     The forward is one 2-D convolution ``Y[b,o,i,j] = W[o,c,m,n]*X[b,c,...]`` in NCHW and
-    OIHW (no fill, flip, permutation or groups) with numeric parameters, and its pullbacks
-    are those into X and W; PyTorch also needs a padding that is symmetric as far as the
-    output sees it, and numeric sizes.
+    OIHW (no fill, flip, permutation or groups) with numeric parameters, possibly plus
+    terms that read neither X nor W (a bias), and its pullbacks include those into X and
+    W; PyTorch also needs a padding that is symmetric as far as the output sees it, and
+    numeric sizes.
     """
     if framework not in ("numpy", "torch") or len(derivation.program.statements) != 1:
         return None
     forward = methods[derivation.program.output]
+    if isinstance(forward, Terms):
+        convs = [m for _, m in forward.parts if isinstance(m, ConvPullback)]
+        if len(convs) != 1:
+            return None
+        operands = {convs[0].call.x, convs[0].call.w}
+        others = [part for part, m in forward.parts if m is not convs[0]]
+        if any(a.tensor in operands for part in others for a in ir.accesses(part.rhs)):
+            return None
+        forward = convs[0]
     if not isinstance(forward, ConvPullback):
         return None
     conv = forward.subs(derivation.program.definitions)
@@ -1162,7 +1202,7 @@ def _fused_conv2d(
     if (
         call.rank != 2
         or call.x == call.w
-        or set(derivation.pullbacks) != {call.x, call.w}
+        or not {call.x, call.w} <= set(derivation.pullbacks)
         or conv.x_layout.axes != identity
         or conv.w_layout.axes != identity
         or conv.out_axes != identity
