@@ -16,7 +16,11 @@ cotangent dY, produce (dX, dW).
   formulation einderive's emitter follows).
 
 All implementations are timed in one process, interleaved round-robin in blocks (so a
-noisy neighbour hits all of them alike); the table shows the median over all calls.
+noisy neighbour hits all of them alike); the table shows the median over all calls. The
+ratios (/jax, /torch, /matmul, gemm/t) are paired: each round times every implementation
+back to back, the ratio is taken within the round (of the blocks' medians), and the table
+shows its median over the rounds -- this VM's speed drifts by 10-20 % over seconds, which
+a ratio of two overall medians would carry into the comparison.
 GFLOP/s counts the FLOPs of both pullbacks, ``2 * 2*B*C_out*C_in*K*K*H_out*W_out``.
 NumPy's matmul rate is measured in the same round-robin, on a square-ish GEMM
 (1024x288 @ 288x288) and on the two GEMM shapes an im2col formulation of the
@@ -52,8 +56,8 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--padding", type=int, default=1)
     parser.add_argument("--strides", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--rounds", type=int, default=10, help="round-robin rounds (10)")
-    parser.add_argument("--block", type=int, default=10, help="timed calls per block (10)")
+    parser.add_argument("--rounds", type=int, default=20, help="round-robin rounds (20)")
+    parser.add_argument("--block", type=int, default=5, help="timed calls per block (5)")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 5 calls")
     parser.add_argument("--skip", nargs="*", default=[], help="implementations to leave out")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -166,6 +170,7 @@ class Timings:
 
     def __init__(self) -> None:
         self.wall: list[float] = []
+        self.blocks: list[float] = []  # the median of each round's block
         self.cpu = 0.0
         self.elapsed = 0.0
         self.faults = 0
@@ -194,10 +199,13 @@ def run_round_robin(
                 fn()
             faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             cpu0, start = time.process_time(), time.perf_counter()
+            times = []
             for _ in range(block):
                 t = time.perf_counter()
                 fn()
-                res.wall.append(time.perf_counter() - t)
+                times.append(time.perf_counter() - t)
+            res.wall += times
+            res.blocks.append(statistics.median(times))
             res.elapsed += time.perf_counter() - start
             res.cpu += time.process_time() - cpu0
             res.faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
@@ -432,7 +440,21 @@ def bench_stride(
     rates = {name: matmul_flops[name] / timings[name].median / 1e9 for name in matmuls}
     median = {name: timings[name].median for name in fns}
     # What the im2col GEMMs alone would take at NumPy's own rate for those shapes.
-    gemm_floor = sum(timings[name].median for name in matmuls if name != MATMUL_REF)
+    conv_gemms = [name for name in matmuls if name != MATMUL_REF]
+    gemm_floor = sum(timings[name].median for name in conv_gemms)
+
+    def paired(name: str, over: Callable[[int], float]) -> float:
+        """The median over rounds of ``over(round) / (name's time in that round)``."""
+        blocks = timings[name].blocks
+        return statistics.median(over(r) / blocks[r] for r in range(len(blocks)))
+
+    def ratio_to(peer: str) -> Callable[[str], float | None]:
+        if peer not in timings:
+            return lambda name: None
+        return lambda name: 1 / paired(name, lambda r: timings[peer].blocks[r])
+
+    vs_jax, vs_torch = ratio_to("jax"), ratio_to("torch")
+    ref = timings[MATMUL_REF].blocks
     rows = []
     for name in fns:
         t = timings[name]
@@ -441,10 +463,12 @@ def bench_stride(
                 "impl": name,
                 "median_ms": median[name] * 1e3,
                 "gflops": flops / median[name] / 1e9,
-                "vs_jax": median[name] / median["jax"] if "jax" in median else None,
-                "vs_torch": median[name] / median["torch"] if "torch" in median else None,
-                "of_matmul": flops / median[name] / 1e9 / rates[MATMUL_REF],
-                "of_conv_gemms": gemm_floor / median[name],
+                "vs_jax": vs_jax(name),
+                "vs_torch": vs_torch(name),
+                "of_matmul": paired(name, lambda r: flops / matmul_flops[MATMUL_REF] * ref[r]),
+                "of_conv_gemms": paired(
+                    name, lambda r: sum(timings[g].blocks[r] for g in conv_gemms)
+                ),
                 "cpu_per_wall": t.cpu / t.elapsed,
                 "faults_per_call": t.faults / t.calls,
                 "rel_err": errors[name],
@@ -549,7 +573,8 @@ def main() -> int:
     print(f"  malloc: {MALLOC}")
     print(
         "timed: backward only (dX and dW from X, W, dY) for every implementation; "
-        f"median of {args.rounds} round-robin blocks x {args.block} calls"
+        f"median of {args.rounds} round-robin blocks x {args.block} calls; ratios paired "
+        "within each round, their median over the rounds"
     )
 
     print(

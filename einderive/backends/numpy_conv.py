@@ -314,8 +314,26 @@ def _plan(
     c_out, c_in_w, kh, kw = w_shape
     if c_in != c_in_w:
         raise ValueError(f"input has {c_in} channels but the kernel expects {c_in_w}")
-    (sh, sw), (dh, dw) = _pair(stride, "stride"), _pair(dilation, "dilation")
-    (ph_lo, ph_hi), (pw_lo, pw_hi) = _pads(padding)
+    return _plan_of(
+        (int(batch), int(c_in), int(height), int(width)),
+        (int(c_out), int(kh), int(kw)),
+        _pair(stride, "stride"),
+        _pads(padding),
+        _pair(dilation, "dilation"),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_of(
+    x_shape: tuple[int, int, int, int],
+    w_shape: tuple[int, int, int],
+    stride: tuple[int, int],
+    padding: tuple[tuple[int, int], tuple[int, int]],
+    dilation: tuple[int, int],
+) -> _Plan:
+    (batch, c_in, height, width), (c_out, kh, kw) = x_shape, w_shape
+    (sh, sw), (dh, dw) = stride, dilation
+    (ph_lo, ph_hi), (pw_lo, pw_hi) = padding
     return _Plan(
         batch=batch,
         c_in=c_in,
@@ -368,6 +386,21 @@ def _workspace(dtype: np.dtype, *sizes: int) -> list[np.ndarray]:
     return views
 
 
+@functools.lru_cache(maxsize=64)
+def _phase_windows(plan: _Plan) -> tuple[tuple[int, int, slice, slice, slice, slice], ...]:
+    """For each phase holding input: ``(a, b, grid rows, grid columns, input rows, input
+    columns)``, the window of its grid that the input's every ``s``-th row and column fill."""
+    ax_h, ax_w = plan.rows, plan.cols
+    windows = []
+    for a, (h0, u0, nh) in enumerate(ax_h.phase_rows):
+        for b, (w0, v0, nw) in enumerate(ax_w.phase_rows):
+            if nh and nw:
+                grid = slice(u0, u0 + nh), slice(v0, v0 + nw)
+                rows, cols = _every(h0, nh, ax_h.stride), _every(w0, nw, ax_w.stride)
+                windows.append((a, b, *grid, rows, cols))
+    return tuple(windows)
+
+
 def _fill_phases_x(xq: np.ndarray, x: np.ndarray, plan: _Plan) -> np.ndarray:
     """Write ``X`` zero-padded, channel-major, split into phases into the flat buffer
     ``xq``; return it shaped ``(sh, sw, C, Hq*B*Wq)``."""
@@ -375,11 +408,8 @@ def _fill_phases_x(xq: np.ndarray, x: np.ndarray, plan: _Plan) -> np.ndarray:
     xq = xq.reshape(ax_h.stride, ax_w.stride, plan.c_in, ax_h.grid, plan.batch, ax_w.grid)
     xq.fill(0)
     xt = x.transpose(1, 2, 0, 3)  # (C, H, B, W), a view
-    for a, (h0, u0, nh) in enumerate(ax_h.phase_rows):
-        for b, (w0, v0, nw) in enumerate(ax_w.phase_rows):
-            if nh and nw:
-                rows, cols = _every(h0, nh, ax_h.stride), _every(w0, nw, ax_w.stride)
-                xq[a, b, :, u0 : u0 + nh, :, v0 : v0 + nw] = xt[:, rows, :, cols]
+    for a, b, grid_rows, grid_cols, rows, cols in _phase_windows(plan):
+        xq[a, b, :, grid_rows, :, grid_cols] = xt[:, rows, :, cols]
     return xq.reshape(ax_h.stride, ax_w.stride, plan.c_in, plan.flat)
 
 
@@ -407,12 +437,9 @@ def _interleave_dx(dq: np.ndarray, plan: _Plan, dtype: np.dtype) -> np.ndarray:
     cropped = ax_h.crop_lo or ax_h.crop_hi or ax_w.crop_lo or ax_w.crop_hi
     dx = np.zeros(dx_shape, dtype) if cropped else np.empty(dx_shape, dtype)
     grids = dq.reshape(ax_h.stride, ax_w.stride, plan.c_in, ax_h.grid, plan.batch, ax_w.grid)
-    for a, (h0, u0, nh) in enumerate(ax_h.phase_rows):
-        for b, (w0, v0, nw) in enumerate(ax_w.phase_rows):
-            if nh and nw:
-                phase = grids[a, b, :, u0 : u0 + nh, :, v0 : v0 + nw]  # (C, nh, B, nw)
-                rows, cols = _every(h0, nh, ax_h.stride), _every(w0, nw, ax_w.stride)
-                dx[:, :, rows, cols] = phase.transpose(2, 0, 1, 3)
+    for a, b, grid_rows, grid_cols, rows, cols in _phase_windows(plan):
+        phase = grids[a, b, :, grid_rows, :, grid_cols]  # (C, nh, B, nw)
+        dx[:, :, rows, cols] = phase.transpose(2, 0, 1, 3)
     return dx
 
 
@@ -445,6 +472,7 @@ class _Schedule(NamedTuple):
     runs: tuple[_PhaseRun, ...]  # phases with taps
     empty: tuple[tuple[int, int], ...]  # phases no tap reads (their dX is zero)
     slot_taps: tuple[int, ...]
+    tap_slots: tuple[int, ...]  # the inverse: the slot of each kernel tap
 
 
 def _block_order(phase_offsets: list[list[int]], limit: int = 6) -> list[int]:
@@ -489,6 +517,7 @@ def _schedule(plan: _Plan) -> _Schedule:
         runs=tuple(runs),
         empty=tuple(ab for ab in phases if not taps[ab]),
         slot_taps=tuple(slot_taps),
+        tap_slots=tuple(sorted(range(len(slot_taps)), key=slot_taps.__getitem__)),
     )
 
 
@@ -535,7 +564,7 @@ def _pullbacks(
     dyb = _fill_flat_dy(dyb, dy, plan)
     if w is not None:  # w_slots[c, k*O + o] = w[o, c, m_k, n_k]
         dq = dq.reshape(ax_h.stride, ax_w.stride, c_in, flat)
-        w_slots = np.take(w.reshape(c_out, c_in, slots).transpose(1, 2, 0), schedule.slot_taps, 1)
+        w_slots = w.reshape(c_out, c_in, slots).transpose(1, 2, 0).take(schedule.slot_taps, 1)
         w_slots = w_slots.reshape(c_in, slots * c_out)
         for a, b in schedule.empty:
             dq[a, b] = 0
@@ -565,8 +594,7 @@ def _pullbacks(
     dx = _interleave_dx(dq, plan, dtype) if w is not None else None
     dw = None
     if x is not None:
-        by_tap = np.argsort(schedule.slot_taps)  # slots back into kernel-tap order
-        dw = np.take(dw_slots.reshape(slots, c_out, c_in).transpose(1, 2, 0), by_tap, 2)
+        dw = dw_slots.reshape(slots, c_out, c_in).transpose(1, 2, 0).take(schedule.tap_slots, 2)
         dw = dw.reshape(c_out, c_in, kh, kw)
     return dx, dw
 
