@@ -56,7 +56,7 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--padding", type=int, default=1)
     parser.add_argument("--strides", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--rounds", type=int, default=20, help="round-robin rounds (20)")
+    parser.add_argument("--rounds", type=int, default=30, help="round-robin rounds (30)")
     parser.add_argument("--block", type=int, default=5, help="timed calls per block (5)")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 5 calls")
     parser.add_argument("--skip", nargs="*", default=[], help="implementations to leave out")
