@@ -60,6 +60,7 @@ FRAMEWORK_CASES = [
     "subsample-symbolic",
     "coupled-2i-3m",
     "program-cnn-block",
+    "program-max-pool-2d-3x3",
     "program-softmax",
     "program-layer-norm-rows",
 ]
@@ -197,6 +198,24 @@ def test_numpy_source_has_no_loops_and_imports_only_numpy(case_id: str) -> None:
         loops = (ast.For, ast.While, ast.comprehension)
         assert not any(isinstance(n, loops) for n in ast.walk(function)), body
         assert "for " not in body.split('"""')[-1], body
+
+
+def test_a_pooling_pullback_reads_a_window_of_outputs_not_all_of_them() -> None:
+    """For each input position only two outputs per axis can have it as their argmax: the
+    sum runs over ``i = p//2 - k``, ``k`` in 0..1, not over every output ``i`` (a grid of
+    inputs x outputs would be 64**2 * 31**2 * 9 elements here)."""
+    text = "Y[i,j] = max_{a,b}(X[2*i+a, 2*j+b])"
+    ranges = {"a": 3, "b": 3}
+    derivation = ed.derive(text, shapes={"X": (64, 64)}, ranges=ranges)
+    source = numpy_source(derivation)
+    pullback = source[source.index("def pullback_X(") : source.index("def vjp(")]
+    assert "k = np.arange(2)" in pullback and "i = np.arange(" not in pullback, pullback
+    namespace: dict = {}
+    exec(compile(source, "<numpy source of a pooling>", "exec"), namespace)
+    rng = np.random.default_rng(2)
+    x, dy = rng.standard_normal((64, 64)), rng.standard_normal((31, 31))
+    want = ed.vjp(text, {"X": x}, dy, ranges=ranges, backend="loops")["X"]
+    _close(namespace["pullback_X"](dy, x), want, "pooling pullback")
 
 
 def test_elementwise_statements_are_plain_array_expressions() -> None:
