@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sympy
 from test_pullbacks import CASES, Case
 
 import einderive as ed
@@ -156,3 +157,25 @@ def test_a_sum_of_dense_terms_stays_one_dense_grid() -> None:
     derivation = ed.derive("Y[i] = X[i]*X[i+1] + X[i+1]*X[i+2]", shapes={"X": (6,)})
     (statement,) = derivation.program.statements
     assert isinstance(plan(statement, derivation.shapes), Dense)
+
+
+def test_a_pooling_pullback_sums_over_a_window_of_outputs() -> None:
+    """``dX[p] = sum_i dY[i] * [p - 2*i = argmax]`` with ``p - 2 <= 2*i <= p``: ``i`` is
+    ``p//2`` or ``p//2 - 1``, and the dense evaluator's grid spans those two, not every
+    output; it still agrees with the loops interpreter."""
+    from einderive.backends.window import window_size
+
+    text = "Y[i,j] = max_{a,b}(X[2*i+a, 2*j+b])"
+    ranges = {"a": 3, "b": 3}
+    derivation = ed.derive(text, shapes={"X": (65, 65)}, ranges=ranges)
+    (statement,) = derivation.backward.statements
+    p, q = statement.indices
+    (i, j) = statement.rhs.variables
+    assert window_size(i, statement.rhs, {p, q}) == (2, sympy.floor(p / 2))
+    assert window_size(i, statement.rhs, set()) is None  # nothing around pins it
+    rng = np.random.default_rng(4)
+    x, dy = rng.standard_normal((65, 65)), rng.standard_normal((32, 32))
+    expected = ed.vjp(text, {"X": x}, dy, ranges=ranges, backend="loops")["X"]
+    for backend in ("numpy", "torch"):
+        actual = ed.vjp(text, {"X": x}, dy, ranges=ranges, backend=backend)["X"]
+        np.testing.assert_allclose(actual, expected, atol=1e-12)

@@ -42,6 +42,7 @@ from sympy.codegen.ast import Assignment, Return, String, Token
 from .. import ir
 from ..backends import numpy_conv
 from ..backends.plan import Einsum, Method, Terms, plan
+from ..backends.window import narrowed
 from ..conv.calls import jax_call, torch_call
 from ..conv.recognise import ConvPullback
 from ..errors import EinderiveError
@@ -738,60 +739,21 @@ class _DenseStatement:
             trailing = len(variables) - 1 - k + depth
             self.grids[var] = Grid(var, low, _plus_one(high), trailing)
 
-    def narrowed(self, node: ir.Reduce) -> ir.Reduce:
-        """``node`` with each variable that the variables around it pin to a few values
-        written as an offset below its top: ``p - 2 <= 2*i <= p`` gives ``i = p//2 - k``
-        with ``k`` in 0..1, and the grid over ``k`` replaces one over the whole range of
-        ``i`` (a pooling's or a strided shift's pullback reads a window, not every output).
-        The variable's conditions, its box among them, stay as masks."""
-        outer = self.index_vars - set(node.variables)
-        mapping: dict[sympy.Symbol, sympy.Expr] = {}
-        variables, boxes = list(node.variables), []
-        for position, var in enumerate(node.variables):
-            tops, bottoms = [], []  # (g, c) for c*var <= g; (f, c) for c*var >= f
-            for constraint in node.where:
-                inside = constraint.expr.free_symbols & self.index_vars
-                if constraint.kind != "ge" or var not in inside or not inside - {var} <= outer:
-                    continue
-                coefficient = constraint.expr.coeff(var)
-                remainder = ir.expand(constraint.expr - coefficient * var)
-                if coefficient.is_Integer and coefficient < 0:
-                    tops.append((remainder, -coefficient))
-                elif coefficient.is_Integer and coefficient > 0:
-                    bottoms.append((-remainder, coefficient))
-            widths = [
-                (int(sympy.floor(width)) + 1, g, c)
-                for g, c in tops
-                for f, c_low in bottoms
-                if (width := ir.expand(g / c - f / c_low)).is_number and width >= 0
-            ]
-            if not widths:
-                continue
-            count, g, c = min(widths, key=lambda w: w[0])
-            extent = self.extent(var, node.where)
-            if extent is not None and extent <= 2 * count:
-                continue
+    def reduction(self, node: ir.Reduce, depth: int) -> sympy.Expr:
+        """``sum_`` / ``max_`` / ``min_`` over the leading axes of its variables (over a
+        window of a variable that the variables around pin, see ``backends/window.py``)."""
+
+        def size(var: sympy.Symbol) -> int | None:
+            low, high = self.box([var], node.where)[0][var]
+            values = ir.expand(high - low + 1)
+            return int(values) if values.is_number else None
+
+        def fresh() -> sympy.Symbol:
             offset = sympy.Symbol(self.fresh("k"), integer=True)
             self.index_vars.add(offset)
-            mapping[var] = sympy.floor(g / c, evaluate=False) - offset
-            variables[position] = offset
-            boxes += [ir.Constraint("ge", offset), ir.Constraint("ge", count - 1 - offset)]
-        if not mapping:
-            return node
-        where = tuple(c.subs(mapping) for c in node.where) + tuple(boxes)
-        return replace(
-            node, variables=tuple(variables), body=ir.subs(node.body, mapping), where=where
-        )
+            return offset
 
-    def extent(self, var: sympy.Symbol, where: Sequence[ir.Constraint]) -> int | None:
-        """How many values ``var``'s own conditions allow, where that is a number."""
-        (low, high), _ = self.box([var], where)[0][var], None
-        extent = ir.expand(high - low + 1)
-        return int(extent) if extent.is_number else None
-
-    def reduction(self, node: ir.Reduce, depth: int) -> sympy.Expr:
-        """``sum_`` / ``max_`` / ``min_`` over the leading axes of its variables."""
-        node = self.narrowed(node)
+        node = narrowed(node, self.index_vars - set(node.variables), size, fresh)
         bounds, rest = self.box(node.variables, node.where)
         used = ir.free_index_symbols(node.body).union(*(c.free_symbols for c in rest))
         present = [v for v in node.variables if v in used]
