@@ -469,7 +469,9 @@ class _Schedule(NamedTuple):
     """
 
     starts: tuple[int, ...]  # per row group: its first column in the margined dY grid
-    runs: tuple[_PhaseRun, ...]  # phases with taps
+    runs: tuple[_PhaseRun, ...]  # phases with taps and input
+    lo: int  # the flat range the runs cover together
+    hi: int
     empty: tuple[tuple[int, int], ...]  # phases no tap reads (their dX is zero)
     slot_taps: tuple[int, ...]
     tap_slots: tuple[int, ...]  # the inverse: the slot of each kernel tap
@@ -507,7 +509,8 @@ def _schedule(plan: _Plan) -> _Schedule:
             if set(order[i : i + len(phase_offsets)]) == set(phase_offsets)
         )
         lo, hi = plan.span(*ab)
-        runs.append(_PhaseRun(*ab, first, slot, len(phase_offsets), lo, hi))
+        if hi > lo:  # a phase whose taps read only padding keeps its slots, at zero
+            runs.append(_PhaseRun(*ab, first, slot, len(phase_offsets), lo, hi))
         for offset in order[first : first + len(phase_offsets)]:
             m, n = by_offset[offset]
             slot_taps.append(m * kw + n)
@@ -515,6 +518,8 @@ def _schedule(plan: _Plan) -> _Schedule:
     return _Schedule(
         starts=tuple(plan.margin - offset for offset in order),
         runs=tuple(runs),
+        lo=min((run.lo for run in runs), default=0),
+        hi=max((run.hi for run in runs), default=0),
         empty=tuple(ab for ab in phases if not taps[ab]),
         slot_taps=tuple(slot_taps),
         tap_slots=tuple(sorted(range(len(slot_taps)), key=slot_taps.__getitem__)),
@@ -548,9 +553,7 @@ def _pullbacks(
     n_phases = ax_h.stride * ax_w.stride
     schedule = _schedule(plan)
     groups, slots = len(schedule.starts), kh * kw
-    runs = [run for run in schedule.runs if run.hi > run.lo]
-    lo = min((run.lo for run in runs), default=0)
-    span = max((run.hi for run in runs), default=0) - lo
+    lo, span = schedule.lo, schedule.hi - schedule.lo
     # Equal chunks whose im2col block is at most _CHUNK_BYTES, and >= 256 columns.
     chunk = max(256, _CHUNK_BYTES // (groups * c_out * dtype.itemsize))
     chunk = -(-span // -(-span // chunk)) if span else 1
@@ -578,7 +581,7 @@ def _pullbacks(
         for g, start in enumerate(schedule.starts):  # dY shifted by one tap offset
             block[g] = dyb[:, start + u : start + u + size]
         block_rows = block.reshape(groups * c_out, size)
-        for run in runs:
+        for run in schedule.runs:
             first, last = max(u, run.lo), min(u + size, run.hi)  # this phase's columns
             if first >= last:
                 continue

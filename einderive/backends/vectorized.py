@@ -77,9 +77,6 @@ def _compute(
         return conv(method, values[method.call.x], values[method.call.w])
     if isinstance(method, Terms):
         parts = [_compute(p, m, values, shapes, ops, conv, einsum) for p, m in method.parts]
-        total = parts[0]
-        for part in parts[1:]:
-            total = total + part
-        return total
+        return sum(parts[1:], start=parts[0])
     assert isinstance(method, Dense)
     return DenseEvaluator(ops, values).statement(statement, _shape(shapes[statement.target]))

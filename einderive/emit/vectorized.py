@@ -223,9 +223,13 @@ class NumpyPrinter(LoopsPrinter):
         arguments.append(f"groups={self._print(sympy.sympify(call.groups))}")
         return self._arranged(node, self._call("_conv", arguments, len("out = ")))
 
-    def _print_PullbackCalls(self, node: PullbackCalls) -> str:
+    def _pullback_arguments(self, node: PullbackCalls | PullbackCall) -> list[str]:
+        """``dY, W, X, s=s``: a pullback function's arguments, keywords by name."""
         arguments = [self._print(a) for a in node.arguments]
-        arguments += [f"{self._print(k)}={self._print(k)}" for k in node.keywords]
+        return arguments + [f"{self._print(k)}={self._print(k)}" for k in node.keywords]
+
+    def _print_PullbackCalls(self, node: PullbackCalls) -> str:
+        arguments = self._pullback_arguments(node)
         calls = [self._call(f.text, arguments) for f in node.functions]
         line = "return " + ", ".join(calls) + ("," if len(calls) == 1 else "")
         if self._fits(line):
@@ -236,8 +240,7 @@ class NumpyPrinter(LoopsPrinter):
         )
 
     def _print_PullbackCall(self, node: PullbackCall) -> str:
-        arguments = [self._print(a) for a in node.arguments]
-        arguments += [f"{self._print(k)}={self._print(k)}" for k in node.keywords]
+        arguments = self._pullback_arguments(node)
         head = f"{self._print(node.target)} = "
         return head + self._call(node.function.text, arguments, len(head))
 
