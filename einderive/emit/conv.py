@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from typing import TYPE_CHECKING, Any, Literal
 
 import sympy
 
@@ -14,12 +15,19 @@ if TYPE_CHECKING:
     from ..derivation import Derivation
 
 
-def operand_code(name: str, layout: Layout) -> str:
-    """NumPy code arranging a tensor as a call operand: transposed, unit axes inserted."""
+Framework = Literal["jax", "torch"]
+
+# How each array library spells "these axes in this order": torch's ``transpose``
+# swaps two axes, its ``permute`` takes them all.
+_PERMUTE = {"numpy": "transpose", "jax": "transpose", "torch": "permute"}
+
+
+def operand_code(name: str, layout: Layout, library: str = "numpy") -> str:
+    """Code arranging a tensor as a call operand: axes reordered, unit axes inserted."""
     present = [a for a in layout.axes if a is not None]
     code = name
     if present != sorted(present):
-        code += f".transpose({', '.join(map(str, present))})"
+        code += f".{_PERMUTE[library]}({', '.join(map(str, present))})"
     return code + _subscript(["None" if a is None else ":" for a in layout.axes])
 
 
@@ -30,13 +38,30 @@ def _subscript(tokens: list[str]) -> str:
     return f"[{', '.join(tokens)}]" if tokens else ""
 
 
-def result_code(conv: ConvPullback, name: str = "out") -> str:
-    """NumPy code taking the call's output to the pullback's axes."""
+def result_code(conv: ConvPullback, name: str = "out", library: str = "numpy") -> str:
+    """Code taking the call's output to the pullback's axes."""
     code = name
     code += _subscript(["0" if a is None else ":" for a in conv.out_axes])
     if conv.transpose is not None:
-        code += f".transpose({', '.join(map(str, conv.transpose))})"
+        code += f".{_PERMUTE[library]}({', '.join(map(str, conv.transpose))})"
     return code
+
+
+def framework_statement(conv: ConvPullback, framework: Framework) -> str:
+    """One Python statement computing the pullback with JAX's or PyTorch's call.
+
+    The operands are arranged inline and the result taken to the pullback's axes,
+    so that the line runs as pasted with the tensors bound (``jax``/``torch``
+    imported): ``dX = jax.lax.conv_general_dilated(dY, jax.lax.rev(W[:, None], ...), ...)``.
+    """
+    call = conv.call
+    record: Any = jax_call(call) if framework == "jax" else torch_call(call, conv.kernel_size)
+    arranged = dataclasses.replace(
+        record,
+        x=operand_code(call.x, conv.x_layout, framework),
+        w=operand_code(call.w, conv.w_layout, framework),
+    )
+    return f"{conv.pullback} = {result_code(conv, str(arranged), framework)}"
 
 
 def _numbers(derivation: Derivation) -> dict[sympy.Symbol, sympy.Expr]:
@@ -59,8 +84,8 @@ def describe(derivation: Derivation, name: str) -> list[str]:
     expanded = recognition.subs(_numbers(derivation))
     if expanded.call != call:
         lines.append(f"    in the sizes: {expanded.call}")
-    lines.append(f"    jax:   {jax_call(call)}")
-    lines.append(f"    torch: {torch_call(call, recognition.kernel_size)}")
+    lines.append(f"    jax:   {framework_statement(recognition, 'jax')}")
+    lines.append(f"    torch: {framework_statement(recognition, 'torch')}")
     return lines
 
 
@@ -79,13 +104,17 @@ def conv_data(derivation: Derivation, name: str) -> dict[str, Any]:
     recognition = derivation.convolutions[name]
     if isinstance(recognition, NotConvolution):
         return {"generic": None, "jax": None, "torch": None, "reason": recognition.reason}
-    call = recognition.subs(_numbers(derivation)).call
+    in_sizes = recognition.subs(_numbers(derivation))
+    call = in_sizes.call
     generic = call.as_dict()
     generic["x_operand"] = operand_code(call.x, recognition.x_layout)
     generic["w_operand"] = operand_code(call.w, recognition.w_layout)
     generic["result"] = result_code(recognition)
     return {
         "generic": generic,
-        "jax": jax_call(call).as_dict(),
-        "torch": torch_call(call, recognition.subs(_numbers(derivation)).kernel_size).as_dict(),
+        "jax": {**jax_call(call).as_dict(), "code": framework_statement(in_sizes, "jax")},
+        "torch": {
+            **torch_call(call, in_sizes.kernel_size).as_dict(),
+            "code": framework_statement(in_sizes, "torch"),
+        },
     }
