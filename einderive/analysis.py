@@ -165,6 +165,52 @@ def _all_names(statement: SStatement) -> set[str]:
     return names
 
 
+def _written_value(node: Any) -> sympy.Expr | None:
+    """An index position's value with every name a plain symbol (None if it is not a
+    polynomial of names and integers: the analysis reports that at its text)."""
+    if isinstance(node, SName):
+        return sympy.Symbol(node.name)
+    if isinstance(node, SNumber):
+        return sympy.Integer(int(node.text)) if node.text.isdigit() else None
+    if isinstance(node, SNeg):
+        operand = _written_value(node.operand)
+        return None if operand is None else -operand
+    if isinstance(node, SBinary) and node.op in ("+", "-", "*"):
+        left, right = _written_value(node.left), _written_value(node.right)
+        if left is None or right is None:
+            return None
+        return left + right if node.op == "+" else left - right if node.op == "-" else left * right
+    return None
+
+
+def _plain_index(node: Any) -> Any:
+    """An index position whose value is one name (``i+0``, ``1*i``, ``(i)``) as that name."""
+    if isinstance(node, SName):
+        return node
+    value = _written_value(node)
+    if value is not None and isinstance(value := sympy.expand(value), sympy.Symbol):
+        return SName(value.name, node.span)
+    return node
+
+
+def _plain_indices(node: Any) -> Any:
+    """The syntax tree with every index position that is one name spelled as that name:
+    an index expression means its value, however it is spelled."""
+    if isinstance(node, SAccess):
+        return replace(node, indices=tuple(_plain_index(i) for i in node.indices))
+    if isinstance(node, SBinary):
+        return replace(node, left=_plain_indices(node.left), right=_plain_indices(node.right))
+    if isinstance(node, SNeg):
+        return replace(node, operand=_plain_indices(node.operand))
+    if isinstance(node, SCall):
+        return replace(node, arg=_plain_indices(node.arg))
+    if isinstance(node, SReduce):
+        return replace(node, body=_plain_indices(node.body))
+    if isinstance(node, SStatement):
+        return replace(node, target=_plain_indices(node.target), rhs=_plain_indices(node.rhs))
+    return node
+
+
 def _is_gather_target(target: SAccess | SName) -> bool:
     if isinstance(target, SName):
         return True
@@ -480,16 +526,74 @@ class _Analyser:
                 self.size_symbol(access.name, k, rank, lone_names[k]) for k in range(rank)
             ]
 
-    def unify(self, first: sympy.Expr, second: sympy.Expr, what: str, span: Span) -> sympy.Expr:
-        """Make two extents one; a free size symbol gives way to the other extent."""
+    def unify(
+        self, first: sympy.Expr, second: sympy.Expr, what: str, span: Span, soft: bool = False
+    ) -> sympy.Expr | None:
+        """Make two extents one, or raise (``soft``: return None) if they cannot be.
+
+        A free size symbol gives way to the other extent, unless that extent is defined
+        in terms of the symbol itself (``I = N_X - K + 1`` against ``N_X``: two different
+        sizes). Two derived extents are one if their definitions are, possibly after a
+        free size gives way to another (``N_X - K + 1`` and ``N_X - N_V + 1``: ``N_V = K``).
+        """
         first, second = self.current(first), self.current(second)
         if first == second or expand(first - second) == 0:
             return first
         for symbol, value in ((second, first), (first, second)):
-            if isinstance(symbol, sympy.Symbol) and symbol in self.size_symbols:
+            if self._is_free_size(symbol) and symbol not in self.expanded(value).free_symbols:
                 self.substitute_size(symbol, value)
                 return value
+        if self._equate_definitions(first, second):
+            return self.current(first)
+        if soft:
+            return None
         raise ExtentError(f"inconsistent extents: {what} ({first} vs {second})", span, self.text)
+
+    def _is_free_size(self, expr: sympy.Expr) -> bool:
+        return isinstance(expr, sympy.Symbol) and expr in self.size_symbols
+
+    def expanded(self, expr: sympy.Expr) -> sympy.Expr:
+        """``expr`` in free sizes and parameters only: derived extents replaced by definitions."""
+        expr = self.current(expr)
+        while defined := expr.free_symbols & set(self.definitions):
+            expr = expr.xreplace({s: self.current(self.definitions[s]) for s in defined})
+        return expand(expr)
+
+    def _equate_definitions(self, first: sympy.Expr, second: sympy.Expr) -> bool:
+        """Whether two extents are one size; equal definitions make their names one name."""
+        difference = expand(self.expanded(first) - self.expanded(second))
+        if difference != 0:
+            # one free size giving way to another makes them equal (never a size to a number)
+            latest_first = sorted(
+                difference.free_symbols & set(self.size_symbols),
+                key=self.size_symbols.index,
+                reverse=True,
+            )
+            for symbol in latest_first:
+                coefficient = difference.coeff(symbol)
+                rest = expand(difference - coefficient * symbol)
+                if coefficient != 0 and not rest.has(symbol):
+                    value = expand(-rest / coefficient)
+                    if self._is_free_size(value):
+                        self.substitute_size(symbol, value)
+                        break
+            else:
+                return False
+        first, second = self.current(first), self.current(second)
+        if first in self.definitions and second in self.definitions and first != second:
+            self.substitute_size(second, first)
+        return True
+
+    def smallest(self, bounds: Sequence[sympy.Expr]) -> sympy.Expr:
+        """The minimum of extents, without those that another is provably no larger than."""
+        kept: list[sympy.Expr] = []
+        for bound in (self.current(b) for b in bounds):
+            value = self.expanded(bound)
+            if any(expand(value - self.expanded(k)).is_nonnegative for k in kept):
+                continue
+            kept = [k for k in kept if not expand(self.expanded(k) - value).is_nonnegative]
+            kept.append(bound)
+        return kept[0] if len(kept) == 1 else sympy.Min(*kept)
 
     def current(self, expr: sympy.Expr) -> sympy.Expr:
         """``expr`` with every size unification so far applied."""
@@ -505,7 +609,11 @@ class _Analyser:
         return ir.subs(node, composed)
 
     def substitute_size(self, symbol: sympy.Symbol, value: sympy.Expr) -> None:
-        self.size_symbols.remove(symbol)
+        """Replace a free size (or a derived extent's name) by ``value`` everywhere."""
+        if symbol in self.definitions:
+            del self.definitions[symbol]
+        else:
+            self.size_symbols.remove(symbol)
         self.replacements.append((symbol, value))
         mapping = {symbol: value}
         for name, shape in self.shapes.items():
@@ -565,17 +673,39 @@ class _Analyser:
         for name in sorted(names):
             if name in self.range_values:
                 local_extents[name] = sympy.Integer(self.range_values[name])
+        # a declared range is the loop: it sizes an axis that has no size yet, and
+        # otherwise reads past that axis are zero. An intermediate's extents are those
+        # of its own definition: a left-hand-side index that reads it and an axis that
+        # cannot be the same size ranges over the smaller (no read runs past its end);
+        # two inputs' axes read alone by one index must be one size.
+        lhs_inferred = (
+            {i.name for i in target_access.indices} - set(self.range_values)
+            if target_access and _is_gather_target(target_access)
+            else set()
+        )
+        other_lone_sizes: dict[str, list[sympy.Expr]] = {}
+        reads_intermediate: set[str] = set()
         for access in reads:
             for axis, index in enumerate(access.indices):
                 if isinstance(index, SName) and index.name in names:
                     size = self.shapes[access.name][axis]
+                    if access.name in written:
+                        reads_intermediate.add(index.name)
                     if index.name in local_extents:
-                        local_extents[index.name] = self.unify(
+                        soft = index.name in self.range_values or (
+                            index.name in lhs_inferred and index.name in reads_intermediate
+                        )
+                        unified = self.unify(
                             local_extents[index.name],
                             size,
                             f"{index.name!r} indexes axis {axis} of {access.name!r}",
                             index.span,
+                            soft=soft,
                         )
+                        if unified is not None:
+                            local_extents[index.name] = unified
+                        elif index.name in lhs_inferred:
+                            other_lone_sizes.setdefault(index.name, []).append(size)
                     else:
                         local_extents[index.name] = size
         # resolve after unification may have substituted symbols
@@ -604,7 +734,9 @@ class _Analyser:
         if gather:
             lhs_names = [i.name for i in target_access.indices] if target_access else []
             self._check_lhs_used(node, lhs_names)
-            self._infer_lhs_extents(lhs_names, local_extents, reads, variables, index_of, node)
+            self._infer_lhs_extents(
+                lhs_names, local_extents, other_lone_sizes, reads, variables, index_of, node
+            )
             for name in lhs_names:
                 if name not in variables:  # pragma: no cover - classified as index above
                     raise IndexNotationError(f"{name!r} is not an index", node.span, self.text)
@@ -659,6 +791,7 @@ class _Analyser:
         self,
         lhs_names: list[str],
         extents: dict[str, sympy.Expr],
+        other_lone_sizes: Mapping[str, list[sympy.Expr]],
         reads: list[SAccess],
         variables: Mapping[str, sympy.Symbol],
         index_of: Any,
@@ -675,6 +808,7 @@ class _Analyser:
             for name in list(pending):
                 var = variables[name]
                 bounds: list[sympy.Expr] = [lone[name]] if name in lone else []
+                bounds += other_lone_sizes.get(name, [])
                 blocked = False
                 for access in reads:
                     for axis, index in enumerate(access.indices):
@@ -728,7 +862,7 @@ class _Analyser:
                         self._first_span(node, name),
                         self.text,
                     )
-                extent = bounds[0] if len(bounds) == 1 else sympy.Min(*bounds)
+                extent = self.smallest(bounds)
                 if not extent.is_number and not isinstance(extent, sympy.Symbol):
                     # a derived extent gets a name of its own, defined once
                     axis = lhs_names.index(name)
@@ -973,6 +1107,7 @@ class _Analyser:
         return ir.Statement(node.target.name, targets, rhs_gather, node.span), shape
 
     def run(self, statements: list[SStatement]) -> Program:
+        statements = [_plain_indices(s) for s in statements]
         self.classify(statements)
         self._check_values(statements)
         written: set[str] = set()
