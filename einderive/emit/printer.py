@@ -28,6 +28,9 @@ class ScalarPrinter(StrPrinter):
     def _print_ceiling(self, expr: sympy.ceiling) -> str:
         return f"ceil({self._print(expr.args[0])})"
 
+    def _print_Exp1(self, expr: sympy.Expr) -> str:
+        return "exp(1)"  # `E` would read back as a parameter
+
 
 def _sorted_args(expr: sympy.Expr) -> list[sympy.Expr]:
     """Numbers first, then the rest as sympy orders them."""
@@ -121,9 +124,12 @@ class NotationPrinter:
     def _print_Const(self, node: ir.Const) -> tuple[str, int]:
         value = node.value
         if _looks_negative(value):
-            return self.minus + self.scalar(-value), UNARY
-        level = ATOM if value.is_Atom else MUL
-        return self.scalar(value), level
+            magnitude = -value
+            text = self.scalar(magnitude)
+            if _constant_level(magnitude) < MUL:
+                text = self.group(text)  # `-(2 - sqrt(2))`
+            return self.minus + text, UNARY
+        return self.scalar(value), _constant_level(value)
 
     def _print_Access(self, node: ir.Access) -> tuple[str, int]:
         if not node.indices:
@@ -156,20 +162,30 @@ class NotationPrinter:
         ]
         text = self.join_product(numerator) if numerator else "1"
         if denominator:
-            text = self.fraction(text, self.join_product(denominator), len(denominator) > 1)
+            compound = len(denominator) > 1
+            # a single divisor binds tighter than `/`: `x / (a / b)`, `x / X[p]**2`
+            divisor = self.join_product(denominator) if compound else self.expr(denominator[0], POW)
+            text = self.fraction(text, divisor, compound)
         if negative:
             return self.minus + text, UNARY
         return text, MUL
 
     def join_product(self, factors: Sequence[ir.Node]) -> str:
-        return self.times.join(self.expr(f, MUL + 1 if len(factors) > 1 else MUL) for f in factors)
+        # a fraction constant needs no brackets in a product: `a * 1/2 * b` is `a*b/2`
+        return self.times.join(
+            self.expr(f, MUL if len(factors) == 1 or isinstance(f, ir.Const) else MUL + 1)
+            for f in factors
+        )
 
     def fraction(self, numerator: str, denominator: str, compound: bool) -> str:
         return f"{numerator} / " + (f"({denominator})" if compound else denominator)
 
     def _print_Pow(self, node: ir.Pow) -> tuple[str, int]:
         base = self.expr(node.base, ATOM)
-        return f"{base}**{self.scalar(node.exponent)}", POW
+        exponent = self.scalar(node.exponent)
+        if not sympy.sympify(node.exponent).is_Integer:
+            exponent = self.group(exponent)  # `x**(1/2)`: `x**1/2` reads as `x/2`
+        return f"{base}**{exponent}", POW
 
     def _print_Call(self, node: ir.Call) -> tuple[str, int]:
         return f"{node.func}({self.expr(node.arg)})", ATOM
@@ -178,6 +194,9 @@ class NotationPrinter:
         names = ",".join(self.symbol(v) for v in node.variables)
         if not node.variables:
             return self.expr(node.body, MUL), MUL
+        if isinstance(node.body, ir.Const) and node.body.value == 0:
+            # zero, however many terms; `sum_{n}(0)` would not say n's range when read back
+            return self.expr(node.body), ATOM
         return f"{node.op}_{{{names}}}({self.expr(node.body)})", ATOM
 
     def _print_IsExtremum(self, node: ir.IsExtremum) -> tuple[str, int]:
@@ -242,6 +261,21 @@ class NotationPrinter:
             return []
         bounds, conditions = loop_bounds(term.variables, term.where)
         return [self.bounds(b) for b in bounds] + [self.condition(c) for c in conditions]
+
+
+def _constant_level(value: sympy.Expr) -> int:
+    """How tightly a constant's printed form binds: `1/2` is a division, `2 - sqrt(2)` a sum."""
+    if value.is_Integer or value.is_Float or value.is_Symbol or value.is_NumberSymbol:
+        return ATOM
+    if isinstance(value, sympy.Function):
+        return ATOM  # sqrt(2), exp(2)
+    if isinstance(value, sympy.Add):
+        return ADD
+    if isinstance(value, sympy.Pow) and value.exp == sympy.Rational(1, 2):
+        return ATOM  # printed as sqrt(...)
+    if isinstance(value, sympy.Pow):
+        return POW
+    return MUL  # a fraction, a product
 
 
 def _looks_negative(value: sympy.Expr) -> bool:
