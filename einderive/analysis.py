@@ -734,8 +734,16 @@ class _Analyser:
         if gather:
             lhs_names = [i.name for i in target_access.indices] if target_access else []
             self._check_lhs_used(node, lhs_names)
+            declared = self._declared_extents(target_name, lhs_names)
             self._infer_lhs_extents(
-                lhs_names, local_extents, other_lone_sizes, reads, variables, index_of, node
+                lhs_names,
+                local_extents,
+                other_lone_sizes,
+                reads,
+                variables,
+                index_of,
+                node,
+                declared,
             )
             for name in lhs_names:
                 if name not in variables:  # pragma: no cover - classified as index above
@@ -796,6 +804,7 @@ class _Analyser:
         variables: Mapping[str, sympy.Symbol],
         index_of: Any,
         node: SStatement,
+        declared: Mapping[str, sympy.Expr],
     ) -> None:
         # the largest range for which no read runs past the upper end of a tensor: an index
         # that also stands alone (X[i] in X[i]*X[i+1]) is bounded by its shifted reads too
@@ -803,6 +812,10 @@ class _Analyser:
         pending = [n for n in lhs_names if n not in self.range_values]
         for name in pending:
             extents.pop(name, None)
+        for name, size in declared.items():  # the output's declared shape (CONTRACT section 1)
+            if name in pending:
+                extents[name] = size
+                pending.remove(name)
         while pending:
             progressed = False
             for name in list(pending):
@@ -880,6 +893,13 @@ class _Analyser:
                     self._first_span(node, pending[0]),
                     self.text,
                 )
+
+    def _declared_extents(self, target: str, lhs_names: list[str]) -> dict[str, sympy.Expr]:
+        """The extents that the target's declared shape gives its left-hand-side indices."""
+        given = self.shape_values.get(target)
+        if given is None or len(given) != len(lhs_names):
+            return {}  # no shape, or a wrong rank (reported with the shapes below)
+        return {name: sympy.Integer(n) for name, n in zip(lhs_names, given, strict=True)}
 
     def _check_lhs_used(self, node: SStatement, lhs_names: list[str]) -> None:
         for name in lhs_names:

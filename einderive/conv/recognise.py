@@ -221,6 +221,20 @@ def _match(
         return "the spatial axes of the output are in a different order"
     if len(set(out_spatial)) != len(out_spatial):
         return "two spatial axes of the input read the same output position"
+    # An output position is one axis of the call's output: a spatial one that also
+    # indexes the kernel whole is a locally connected layer (a kernel per position); one
+    # that also indexes a batch axis of the input is a diagonal of the call's output.
+    for u in out_spatial:
+        if any(_lone(e) == u for e in w.indices):
+            return (
+                f"{w.tensor} is indexed by the output position {u}, which {x.tensor} also "
+                "reads spatially: a locally connected layer (a kernel per position)"
+            )
+        if any(var == u for role, var in x_roles if role != "spatial"):
+            return (
+                f"the output position {u} indexes {x.tensor} both whole and spatially: "
+                "a diagonal of a convolution's output"
+            )
     # per spatial axis: (s*u + d*k + c) / f
     padding, strides, dilations, fills, flips = [], [], [], [], []
     kernel_shape = shapes[w.tensor]

@@ -1,0 +1,115 @@
+"""Everything einderive computes, against an oracle that owes nothing to it (tests/oracle.py).
+
+The issue's repros one by one, then a sweep of random programs: every backend, the
+four emitted modules (forward, each pullback, vjp), from numeric and from symbolic
+derivations, and every reported convolution call, run by a call built in the test.
+The long sweep is ``python benchmarks/sweep.py --oracle --count 5000``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("jax")
+
+from oracle import cases, check, parse_case  # noqa: E402
+
+import einderive as ed  # noqa: E402
+from einderive.conv.recognise import NotConvolution, recognise  # noqa: E402
+
+# (text, input shapes, declared shapes, ranges)
+REPROS = {
+    "band": ("Y[i,j] = X[i]*W[j-i]", {"X": (3,), "W": (2,)}, None, {"j": 4}),
+    "scatter-diagonal": ("Y[i, 2*i+m] = X[i]*W[m]", {"X": (3,), "W": (2,)}, None, None),
+    "locally-connected": ("Y[i] = A[i,j]*X[i+j]", {"A": (4, 3), "X": (6,)}, None, None),
+    "locally-connected-tanh": (
+        "Z[i] = A[i,m]*X[i+m]; Y[i] = tanh(Z[i])",
+        {"A": (4, 3), "X": (6,)},
+        None,
+        None,
+    ),
+    "locally-connected-strided": (
+        "Z[i] = A[i,m]*X[2*i+m]; Y[i] = Z[i]*W[i]",
+        {"A": (4, 3), "X": (9,), "W": (4,)},
+        None,
+        None,
+    ),
+    "declared-reversed": ("Y[i] = X[9-i]", {"X": (7,)}, {"Y": (10,)}, None),
+    "declared-sum": ("Y[i,j] = X[i+j]", {"X": (7,)}, {"Y": (4, 4)}, None),
+    "depthwise-batch": (
+        "Y[b,c,i] = W[c,m]*X[b,c,i+m-1]",
+        {"W": (3, 3), "X": (2, 3, 6)},
+        None,
+        None,
+    ),
+    "grouped": (
+        "Y[b,g,o,i] = W[g,o,c,m]*X[b,g,c,i+m]",
+        {"W": (2, 3, 2, 3), "X": (2, 2, 2, 6)},
+        None,
+        None,
+    ),
+    "reversed-input": (
+        "Y[i,j] = W[m,n]*X[i-m+2, 7-j-n]",
+        {"W": (3, 3), "X": (6, 8)},
+        {"Y": (6, 8)},
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(REPROS))
+def test_repro_against_the_oracle(name: str) -> None:
+    case = parse_case(*REPROS[name])
+    outcome = check(case, seed=1)
+    assert outcome.symbolic > 0
+
+
+def _recognised(name: str) -> dict:
+    text, inputs, declared, ranges = REPROS[name]
+    return ed.derive(text, shapes={**inputs, **(declared or {})}, ranges=ranges).convolutions
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("band", "diagonal"), ("scatter-diagonal", "diagonal")],
+)
+def test_a_diagonal_is_not_a_convolution(name: str, reason: str) -> None:
+    recognition = _recognised(name)["X"]
+    assert isinstance(recognition, NotConvolution)
+    assert reason in recognition.reason and "\n" not in recognition.reason
+
+
+def test_a_kernel_per_output_position_is_not_a_convolution() -> None:
+    text, inputs, _, _ = REPROS["locally-connected"]
+    derivation = ed.derive(text, shapes=inputs)
+    forward = recognise(derivation.program.statements[0], derivation.shapes)
+    assert isinstance(forward, NotConvolution)
+    assert "A is indexed by the output position i" in forward.reason
+    assert "locally connected" in forward.reason
+
+
+def test_a_declared_output_shape_bounds_what_no_read_bounds() -> None:
+    y = ed.evaluate("Y[i] = X[9-i]", {"X": np.arange(7.0)}, shapes={"Y": (10,)})
+    np.testing.assert_array_equal(y, [0, 0, 0, 6, 5, 4, 3, 2, 1, 0])
+    y = ed.evaluate("Y[i,j] = X[i+j]", {"X": np.arange(7.0)}, shapes={"Y": (4, 4)})
+    np.testing.assert_array_equal(y, np.add.outer(np.arange(4.0), np.arange(4.0)))
+
+
+def test_a_declared_output_shape_on_the_command_line(capsys: pytest.CaptureFixture) -> None:
+    from einderive.cli import run
+
+    assert run(["Y[i,j] = X[i+j]", "--shape", "Y=4x4", "--shape", "X=7"]) == 0
+    out = capsys.readouterr().out
+    assert "Y: (4, 4)" in out and "dX[p] = sum_{j}(dY[p - j, j])" in out
+
+
+SWEEP = 120
+
+
+@pytest.mark.parametrize("block", range(4))
+def test_random_programs_against_the_oracle(block: int) -> None:
+    """A few hundred random programs; JAX (which compiles per shape) on every fifth."""
+    for seed, case in cases(SWEEP // 4, seed=1000 + block * (SWEEP // 4)):
+        check(case, seed, with_jax=seed % 5 == 0)
