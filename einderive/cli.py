@@ -16,6 +16,8 @@ EXAMPLES = """\
 examples:
   einderive table [--format md]
       the convolution pullback table, derived, verified, and compared with the seed table
+  einderive serve [--port 8765] [--host 127.0.0.1] [--open]
+      a page to try it in a browser (local, no network needed)
   einderive "Y[i,j] = W[m,n]*X[s*i+m-1, s*j+n-1]"
       both pullbacks of a strided 2-D convolution, with the stride s symbolic
   einderive "Y[i,j] = W[m,n]*X[s*i+m-1, s*j+n-1]" --param s=2 --shape X=7x7 --shape W=3x3
@@ -193,6 +195,39 @@ def run_table(argv: Sequence[str]) -> int:
     return 0 if all(row.derived.ok for row in rows) else 1
 
 
+def run_serve(argv: Sequence[str]) -> int:
+    """``einderive serve``: the page, on a local server, until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="einderive serve",
+        description=(
+            "Serve a page to type an expression and see its pullbacks (KaTeX), the steps, the "
+            "convolution calls, the code, the Jacobian and the verification. It needs no network."
+        ),
+    )
+    parser.add_argument("--port", type=int, default=8765, help="default: 8765 (0: any free port)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)"
+    )
+    parser.add_argument("--open", action="store_true", help="open the page in a browser")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="derivations run at once (default: 2)"
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a derivation or verification is stopped after this long (default: 30)",
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 1 or args.time_limit <= 0:
+        parser.error("--workers and --time-limit must be positive")
+    from .serve import serve
+
+    serve(args.host, args.port, args.open, args.workers, args.time_limit)
+    return 0
+
+
 def _derive_and_print(
     args: argparse.Namespace,
     text: str,
@@ -248,6 +283,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["table"]:
         return run_table(argv[1:])
+    if argv[:1] == ["serve"]:
+        return run_serve(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     text = args.expression
