@@ -94,8 +94,8 @@ def test_derive_answers_the_json_of_the_command_line(server: PageServer) -> None
     assert page["text"] == str(derivation)
     # the calls of --emit conv, one block per pullback
     assert page["conv"]["X"]["generic"].startswith("dX = out[0, 0], out = conv(dY, W,")
-    assert page["conv"]["X"]["jax"].startswith("jax.lax.conv_general_dilated(dY, ")
-    assert page["conv"]["X"]["torch"].startswith("torch.nn.functional.conv")
+    assert "jax.lax.conv_general_dilated(dY" in page["conv"]["X"]["jax"]
+    assert "torch.nn.functional.conv" in page["conv"]["X"]["torch"]
     assert page["conv"]["W"]["generic"].startswith("dW = ")
 
 

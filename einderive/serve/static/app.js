@@ -306,8 +306,11 @@ function renderPullbacks(answer) {
       const calls = el("div", { class: "calls" });
       const generic = [...(block.definitions || []), block.generic].join("\n");
       calls.append(callBox("generic conv", generic));
-      if (block.jax) calls.append(callBox("JAX", block.jax));
-      if (block.torch) calls.append(callBox("PyTorch", block.torch));
+      // the JSON's runnable statements where it has them, else the lines of --emit conv
+      const jax = (pullback.conv.jax && pullback.conv.jax.code) || block.jax;
+      const torch = (pullback.conv.torch && pullback.conv.torch.code) || block.torch;
+      if (jax) calls.append(callBox("JAX", jax));
+      if (torch) calls.append(callBox("PyTorch", torch));
       item.append(calls);
     } else {
       const reason = pullback.conv.reason || "not a convolution";
