@@ -19,7 +19,7 @@ import itertools
 import math
 import numbers
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,6 +29,7 @@ from . import ir
 from .errors import ArgumentError, EinderiveError, ExtentError, IndexNotationError, Span
 from .ir import expand
 from .parse import SAccess, SBinary, SCall, SName, SNeg, SNumber, SReduce, SStatement, parse
+from .parse import syntax_nodes as _syntax_nodes
 
 ParamValues = Mapping[str, int | float | None]
 ShapeValues = Mapping[str, Sequence[int]]
@@ -93,25 +94,6 @@ def _multiplied_names(node: Any) -> set[str]:
     if isinstance(node, SNeg):
         return _multiplied_names(node.operand)
     return set()
-
-
-def _syntax_nodes(node: Any, brackets: bool = True) -> Iterator[Any]:
-    """Every node of a syntax tree, parents first; index positions too unless ``brackets``
-    is False."""
-    yield node
-    children: tuple[Any, ...] = ()
-    if isinstance(node, SBinary):
-        children = (node.left, node.right)
-    elif isinstance(node, SNeg):
-        children = (node.operand,)
-    elif isinstance(node, SCall):
-        children = (node.arg,)
-    elif isinstance(node, SReduce):
-        children = (node.body,)
-    elif isinstance(node, SAccess) and brackets:
-        children = node.indices
-    for child in children:
-        yield from _syntax_nodes(child, brackets)
 
 
 def _accesses(node: Any) -> list[SAccess]:

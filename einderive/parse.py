@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotationSyntaxError, Span
+from .errors import IndexNotationError, NotationSyntaxError, Span
+from .ir import FUNCTIONS
 
 if TYPE_CHECKING:
     import lark
@@ -102,6 +104,25 @@ class SStatement:
 
 
 SExpr = SName | SNumber | SAccess | SCall | SReduce | SBinary | SNeg
+
+
+def syntax_nodes(node: Any, brackets: bool = True) -> Iterator[Any]:
+    """Every node of a syntax tree, parents first; index positions too unless ``brackets``
+    is False."""
+    yield node
+    children: tuple[Any, ...] = ()
+    if isinstance(node, SBinary):
+        children = (node.left, node.right)
+    elif isinstance(node, SNeg):
+        children = (node.operand,)
+    elif isinstance(node, SCall):
+        children = (node.arg,)
+    elif isinstance(node, SReduce):
+        children = (node.body,)
+    elif isinstance(node, SAccess) and brackets:
+        children = node.indices
+    for child in children:
+        yield from syntax_nodes(child, brackets)
 
 
 def grammar_path() -> Path:
@@ -208,6 +229,164 @@ def _expected(names: set[str]) -> str:
     return ", ".join(readable)
 
 
+# What a character that the notation does not have probably meant.
+_CHARACTER_HINTS = {
+    ":": "the notation has no slices; a window is an index with a range: X[i+k], "
+    "k from 0 to 2 (ranges={'k': 3}, or --range k=3)",
+    "@": "a matrix product is written with indices, the shared one summed: Y[i,j] = A[i,k]*B[k,j]",
+    "^": "a power is written '**': x**2",
+    "×": "multiplication is written '*'",
+    "·": "multiplication is written '*'",
+    "∗": "multiplication is written '*'",
+    "÷": "division is written '/'",
+    "−": "minus is written '-'",
+    "–": "minus is written '-'",
+    "²": "a power is written '**': x**2",
+    "Σ": "a sum is written sum_{i}(...)",
+    "∑": "a sum is written sum_{i}(...)",
+    "'": "a derivative is what einderive derives: write the forward expression",
+}
+
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+_CLOSER_TERMINALS = {"(": "RPAREN", "[": "RBRACKET", "{": "RBRACE"}
+
+
+def _character_hint(text: str, position: int) -> str | None:
+    if text[position] == ".":
+        module = re.search(r"([A-Za-z_][A-Za-z0-9_]*)$", text[:position])
+        function = re.match(r"[A-Za-z_][A-Za-z0-9_]*", text[position + 1 :])
+        if module and function:
+            name = function.group(0)
+            spelled = f"{name}(...)" if name in FUNCTIONS else f"one of {', '.join(FUNCTIONS)}"
+            return (
+                f"functions are written without a module: {spelled}, not {module.group(1)}.{name}"
+            )
+        return None
+    return _CHARACTER_HINTS.get(text[position])
+
+
+def _unclosed(text: str, end: int) -> int | None:
+    """The position of the innermost bracket opened before ``end`` and not closed."""
+    stack: list[int] = []
+    for position, character in enumerate(re.sub(r"#[^\n]*", lambda m: " " * len(m[0]), text)[:end]):
+        if character in _CLOSERS:
+            stack.append(position)
+        elif character in _CLOSERS.values() and stack:
+            stack.pop()
+    return stack[-1] if stack else None
+
+
+def _token_error(text: str, token: Any, expected: set[str]) -> NotationSyntaxError:
+    """A parse error at ``token``, saying what was probably meant where it can."""
+    at_end = token.type == "$END"
+    if at_end:
+        position = len(text.rstrip())
+        span = (max(0, position - 1), max(1, position))
+        found = "end of input"
+    else:
+        position = token.start_pos
+        span = (token.start_pos, token.end_pos if token.end_pos else token.start_pos + 1)
+        found = repr(str(token)) if str(token).strip() else "a line break"
+    opener = _unclosed(text, position)
+    if (
+        opener is not None
+        and _CLOSER_TERMINALS[text[opener]] in expected
+        and token.type in ("$END", "_SEPARATOR", "EQUALS")
+    ):
+        where = "the end of the input" if at_end else found
+        return NotationSyntaxError(
+            f"this {text[opener]!r} is never closed: expected {_CLOSERS[text[opener]]!r} "
+            f"before {where}",
+            (opener, opener + 1),
+            text,
+        )
+    if token.type == "LBRACKET":
+        double = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\[([^\[\]]*)\]\s*$", text[:position])
+        second = re.match(r"\[([^\[\]]*)\]", text[position:])
+        if double and second:
+            name, first = double.group(1), double.group(2)
+            return NotationSyntaxError(
+                f"unexpected '[': a tensor is indexed once, with commas: "
+                f"{name}[{first}, {second.group(1)}], not {name}[{first}][{second.group(1)}]",
+                span,
+                text,
+            )
+    if token.type == "COMMA" and opener is not None and text[opener] == "(":
+        call = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", text[:opener])
+        name = call.group(1) if call else None
+        if name in ("max", "min"):
+            return NotationSyntaxError(
+                f"unexpected ',': {name}(a, b) is not in the notation; {name}_{{m}}(...) "
+                f"takes the {name}imum over an index, and max(x, 0) is relu(x)",
+                span,
+                text,
+            )
+        if name is not None:
+            return NotationSyntaxError(
+                f"unexpected ',': a function takes one argument, {name}(x)", span, text
+            )
+    return NotationSyntaxError(f"unexpected {found}; expected {_expected(expected)}", span, text)
+
+
+def _check_calls(statements: list[SStatement], text: str) -> None:
+    """Refuse a call of anything but an elementwise function, saying what was probably meant."""
+    for statement in statements:
+        for node in syntax_nodes(statement.rhs):
+            if isinstance(node, SCall) and node.name not in FUNCTIONS:
+                raise IndexNotationError(_call_hint(node, statement, text), node.name_span, text)
+
+
+def _index_names(node: Any) -> list[str]:
+    """The names that stand alone in a bracket of ``node``, in order."""
+    names: list[str] = []
+    for access in syntax_nodes(node):
+        if isinstance(access, SAccess):
+            names += [
+                i.name for i in access.indices if isinstance(i, SName) and i.name not in names
+            ]
+    return names
+
+
+def _call_hint(node: SCall, statement: SStatement, text: str) -> str:
+    name = node.name
+    argument = text[node.arg.span[0] : node.arg.span[1]]
+    target = statement.target
+    free = (
+        [i.name for i in target.indices if isinstance(i, SName)]
+        if isinstance(target, SAccess)
+        else []
+    )
+    summed = [n for n in _index_names(node.arg) if n not in free] or ["i"]
+    if name in ("sum", "max", "min"):
+        return (
+            f"'{name}' is written with the indices it reduces: "
+            f"{name}_{{{','.join(summed)}}}({argument})"
+        )
+    if name in ("softmax", "log_softmax"):
+        inside = [n for n in _index_names(node.arg) if n in free]
+        if isinstance(node.arg, SAccess) and len(inside) == 1:
+            fresh = next(
+                c for c in "jklmnpqrs" if c not in free and c not in _index_names(node.arg)
+            )
+            renamed = re.sub(rf"\b{inside[0]}\b", fresh, argument)
+        else:
+            argument, fresh, renamed = "X[i]", "j", "X[j]"
+        total = f"sum_{{{fresh}}}(exp({renamed}))"
+        recipe = f"exp({argument}) / {total}" if name == "softmax" else f"{argument} - log({total})"
+        return f"{name} is not a function of the notation; write it out: {recipe}"
+    if name == "mean":
+        return (
+            f"'mean' is a sum divided by the count: sum_{{{','.join(summed)}}}({argument}) / N "
+            "(N a parameter, --param N=...)"
+        )
+    if not any(isinstance(n, SAccess | SCall | SReduce) for n in syntax_nodes(node.arg)):
+        return (
+            f"{name!r} is read like a function; a tensor is read with square brackets: "
+            f"{name}[{argument}]"
+        )
+    return f"unknown function {name!r}; known: {', '.join(FUNCTIONS)}"
+
+
 def parse(text: str) -> list[SStatement]:
     """Parse the notation into syntax-tree statements; raise NotationSyntaxError on bad text."""
     import lark
@@ -225,24 +404,16 @@ def parse(text: str) -> list[SStatement]:
     except lark.UnexpectedCharacters as error:
         position = error.pos_in_stream or 0
         character = text[position]
+        hint = _character_hint(text, position)
         allowed = _expected(set(error.allowed or ()))
         raise NotationSyntaxError(
-            f"unexpected character {character!r}" + (f"; expected {allowed}" if allowed else ""),
+            f"unexpected character {character!r}"
+            + (f": {hint}" if hint else f"; expected {allowed}" if allowed else ""),
             (position, position + 1),
             text,
         ) from None
     except lark.UnexpectedToken as error:
-        token = error.token
-        if token.type == "$END":
-            position = len(text.rstrip())
-            span = (max(0, position - 1), max(1, position))
-            found = "end of input"
-        else:
-            span = (token.start_pos, token.end_pos if token.end_pos else token.start_pos + 1)
-            found = repr(str(token)) if str(token).strip() else "a line break"
-        raise NotationSyntaxError(
-            f"unexpected {found}; expected {_expected(set(error.expected))}", span, text
-        ) from None
+        raise _token_error(text, error.token, set(error.expected)) from None
     except lark.UnexpectedInput as error:  # pragma: no cover - other lark input errors
         position = getattr(error, "pos_in_stream", 0) or 0
         raise NotationSyntaxError(
@@ -254,11 +425,13 @@ def parse(text: str) -> list[SStatement]:
         ) from None
     _check_depth(tree, text)
     try:
-        return _make_transformer().transform(tree)
+        statements: list[SStatement] = _make_transformer().transform(tree)
     except lark.exceptions.VisitError as error:  # pragma: no cover - the depth is checked
         raise NotationSyntaxError(
             f"the expression cannot be read ({type(error.orig_exc).__name__})", (0, len(text)), text
         ) from None
+    _check_calls(statements, text)
+    return statements
 
 
 def _check_depth(tree: Any, text: str) -> None:

@@ -29,10 +29,12 @@ END = "unexpected end of input"
 BAD_TEXT = [
     # name, text, error class, regex of the message, column, the text under the carets
     # ---- syntax ----------------------------------------------------------------------
-    case("unclosed-lhs", "Y[i = X[i]", Syntax, r"unexpected '='", 5, "="),
-    case("unclosed-rhs", "Y[i] = X[i", Syntax, rf"{END}; expected ',', '\]'", 10, "i"),
+    case("unclosed-lhs", "Y[i = X[i]", Syntax,
+         r"this '\[' is never closed: expected '\]' before '='", 2, "["),
+    case("unclosed-rhs", "Y[i] = X[i", Syntax, r"this '\[' is never closed: expected '\]'", 9, "["),
     case("extra-bracket", "Y[i] = X[i]]", Syntax, r"unexpected '\]'", 12, "]"),
-    case("unclosed-paren", "Y[i] = (X[i]", Syntax, rf"{END}; expected .*'\)'", 12, "]"),
+    case("unclosed-paren", "Y[i] = (X[i]", Syntax,
+         r"this '\(' is never closed: expected '\)' before the end of the input", 8, "("),
     case("missing-equals", "Y[i] X[i]", Syntax, r"unexpected 'X'; expected .*'='", 6, "X"),
     case("stray-dollar", "Y[i] = X[i] $ 2", Syntax, r"unexpected character '\$'", 13, "$"),
     case("unknown-token-at", "Y[i] = X[i] @ W[i]", Syntax, r"unexpected character '@'", 13, "@"),
@@ -46,6 +48,30 @@ BAD_TEXT = [
     case("sum-no-parens", "Y[i] = sum_{m}X[i+m]", Syntax, r"'X'; expected '\(' \(line", 15, "X"),
     case("second-line", "Y[i] = X[i]\nZ[i] = Y[i] +", Syntax, END, 13, "+", line=2),
     case("second-statement", "Y[i] = X[i]; Z[j] = Y[j] $", Syntax, r"'\$'", 26, "$"),
+    # ---- the usual mistakes: the error says what was probably meant ---------------------
+    case("sum-as-function", "Y = sum(X[i])", Index,
+         r"'sum' is written with the indices it reduces: sum_\{i\}\(X\[i\]\)", 5, "sum"),
+    case("max-as-function", "Y[b] = max(X[b,i,j])", Index, r"max_\{i,j\}\(X\[b,i,j\]\)", 8,
+         "max"),
+    case("max-of-two", "Y[i] = max(X[i], 0)", Syntax, r"max\(x, 0\) is relu\(x\)", 16, ","),
+    case("softmax", "Y[i] = softmax(X[i])", Index,
+         r"softmax is not a function of the notation; write it out: "
+         r"exp\(X\[i\]\) / sum_\{j\}\(exp\(X\[j\]\)\)", 8, "softmax"),
+    case("slice", "Y[i] = X[i:i+3]", Syntax,
+         r"no slices; a window is an index with a range: X\[i\+k\]", 11, ":"),
+    case("matmul", "Y[i,j] = A @ B", Syntax,
+         r"a matrix product is written with indices.*A\[i,k\]\*B\[k,j\]", 12, "@"),
+    case("caret-power", "Y[i] = X[i] ^ 2", Syntax, r"a power is written '\*\*'", 13, "^"),
+    case("numpy-module", "Y[i] = np.tanh(X[i])", Syntax,
+         r"functions are written without a module: tanh\(\.\.\.\), not np\.tanh", 10, "."),
+    case("double-bracket", "Y[i,j] = X[i][j]", Syntax,
+         r"indexed once, with commas: X\[i, j\], not X\[i\]\[j\]", 14, "["),
+    case("round-brackets", "Y[i] = W[m]*X(i+m)", Index,
+         r"'X' is read like a function; a tensor is read with square brackets: X\[i\+m\]", 13, "X"),
+    case("times-sign", "Y[i] = X[i] × 2", Syntax, r"multiplication is written '\*'", 13, "×"),
+    case("unclosed-call", "Y[i] = tanh(X[i] + 2", Syntax, r"this '\(' is never closed", 12, "("),
+    case("unclosed-sum-line", "Y[i] = sum_{m}(W[m]*X[i+m]\nZ[i] = Y[i]", Syntax,
+         r"this '\(' is never closed: expected '\)' before a line break", 15, "("),
     # ---- index expressions that are not affine -------------------------------------------
     case("index-times-index", "Y[i,j] = X[i*j]", Index, r"multiplies two index", 12, "i*j"),
     case("times-summed-index", "Y[i] = W[j]*X[i*j]", Index, r"multiplies two index", 15, "i*j"),
@@ -151,7 +177,7 @@ def test_syntax_errors_read_in_english(text):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("Y[i] = X[i", "expected ',', ']'"),
+        ("Y[i] = X[i,", "expected '(', '+', '-', a name, a number, sum_/max_/min_"),
         ("Y[i] = sum_{}(X[i])", "expected a name"),
         ("Y[i] = X[i] +", "a name, a number, sum_/max_/min_"),
         ("Y[i] X[i]", "'='"),
