@@ -5,6 +5,7 @@ the server still serving afterwards. ``benchmarks/serve_load.py`` is the same, w
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
@@ -14,6 +15,7 @@ def _load_module():
     spec = importlib.util.spec_from_file_location("serve_load", BENCHMARK)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
 
