@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -93,6 +94,9 @@ def derive(
 
 
 def _as_array(name: str, value: object) -> np.ndarray:
+    detach = getattr(value, "detach", None)  # a torch tensor that requires grad
+    if callable(detach):
+        value = detach().cpu()
     try:
         array = np.asarray(value, dtype=np.float64)
     except (ValueError, TypeError):
@@ -181,8 +185,11 @@ def vjp(
     shapes: ShapeValues | None = None,
     ranges: RangeValues | None = None,
     backend: str = "loops",
-) -> dict[str, np.ndarray]:
+) -> dict[str, Any]:
     """The pullback of ``cotangent`` into every input, computed by ``backend``.
+
+    NumPy arrays, or with ``backend="torch"`` (``"jax"``) torch tensors (jax arrays) for
+    the inputs given as such, in their dtype.
 
     >>> grads = vjp("Y[i] = W[m]*X[i+m]", {"W": [1.0, 2.0], "X": [1.0, 0.0, 3.0]}, [1.0, 1.0])
     >>> grads["X"]
@@ -198,4 +205,33 @@ def vjp(
             f"the cotangent has shape {cotangent.shape}; the output "
             f"{program.output!r} has shape {output_shape}"
         )
-    return backends.run(backend, derivation, arrays, cotangent)
+    grads = backends.run(backend, derivation, arrays, cotangent)
+    return _as_given(grads, inputs, backend)
+
+
+def _as_given(
+    grads: dict[str, np.ndarray], inputs: Mapping[str, Any], backend: str
+) -> dict[str, Any]:
+    """The torch (jax) backend's pullbacks as torch tensors (jax arrays) where the inputs
+    were: each in its input's dtype and device, as the framework's own gradients are."""
+    if backend == "torch":
+        import torch
+
+        return {
+            name: torch.from_numpy(np.ascontiguousarray(grad)).to(
+                device=inputs[name].device, dtype=inputs[name].dtype
+            )
+            if isinstance(inputs[name], torch.Tensor)
+            else grad
+            for name, grad in grads.items()
+        }
+    if backend == "jax":
+        import jax
+
+        return {
+            name: jax.numpy.asarray(grad, dtype=inputs[name].dtype)
+            if isinstance(inputs[name], jax.Array)
+            else grad
+            for name, grad in grads.items()
+        }
+    return grads

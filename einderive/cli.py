@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from . import __version__
 from .errors import ArgumentError, EinderiveError, VerificationError
 
 if TYPE_CHECKING:
+    from .derivation import Derivation
     from .verify import Report
 
 EXAMPLES = """\
@@ -42,6 +45,14 @@ exit status:
   1  a numerical verification failed
   2  bad input (the message names the problem and points at its column)
 """
+
+
+USAGE = """\
+einderive [-h] [--version] EXPR [--wrt T] [--param s=2] [--shape X=7x7] [--range m=3]
+                 [--emit FORMAT] [--verify] [--trials N] [--jvp] [--then T] [--order 2]
+                 [--explain] [--matrix [--transpose] [--png FILE]]
+       einderive table [--format text|md]
+       einderive serve [--port 8765] [--host 127.0.0.1] [--open]"""
 
 
 def _emitters() -> dict[str, Callable[..., str]]:
@@ -108,6 +119,7 @@ def parse_ranges(values: Sequence[str]) -> dict[str, int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="einderive",
+        usage=USAGE,
         description=(
             "Derive the backward pass (pullbacks) of an index-notation expression, "
             "in gather form, checked numerically."
@@ -116,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("expression", help="the forward, e.g. 'Y[i] = W[m]*X[i+m]'; - reads stdin")
+    parser.add_argument("--version", action="version", version=f"einderive {__version__}")
     parser.add_argument(
         "--wrt", action="append", default=[], metavar="T", help="only the pullback into T"
     )
@@ -252,10 +265,13 @@ def _derive_and_print(
             raise ArgumentError("second order (--then, --order 2) needs exactly one --wrt")
         second = args.then or None
         derivation = derive_twice(text, args.wrt[0], second, params, shapes, ranges)
-        print(emitters[args.emit](derivation))
-        if args.verify:
-            return verify_twice(text, args.wrt[0], second, params, shapes, ranges, args.trials)
-        return None
+        report = (
+            verify_twice(text, args.wrt[0], second, params, shapes, ranges, args.trials)
+            if args.verify
+            else None
+        )
+        print(_emitted(args.emit, derivation, report, emitters))
+        return report
     from .api import derive
     from .verify import verify
 
@@ -275,8 +291,19 @@ def _derive_and_print(
         if not matrix.ok:
             raise VerificationError("the pullback is not the transpose of the Jacobian")
     else:
-        print(emitters[args.emit](derivation))
+        report = verify(text, params, shapes, ranges, trials=args.trials) if args.verify else None
+        print(_emitted(args.emit, derivation, report, emitters))
+        return report
     return verify(text, params, shapes, ranges, trials=args.trials) if args.verify else None
+
+
+def _emitted(emit: str, derivation: Derivation, report: Report | None, emitters: dict) -> str:
+    """What --emit prints; JSON carries the verification's outcome when there is one."""
+    if emit != "json" or report is None:
+        return str(emitters[emit](derivation))
+    from .emit.outputs import as_data
+
+    return json.dumps({**as_data(derivation), "verification": report.as_dict()}, indent=2)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -92,10 +92,20 @@ class Derivation:
         }
 
     @property
-    def intermediates(self) -> tuple[ir.Statement, ...]:
-        """The cotangent statements of intermediate tensors, in evaluation order."""
+    def intermediates(self) -> tuple[Pullback, ...]:
+        """The pullbacks into intermediate tensors (their cotangents), in evaluation order.
+
+        >>> from einderive import derive
+        >>> derive("H[i] = W[m]*X[i+m]; Y[i] = tanh(H[i])").intermediates
+        (Pullback('dH[p] = dY[p] * (1 - tanh(H[p])**2)'),)
+        """
         inputs = {p.name for p in self.pullbacks.values()}
-        return tuple(s for s in self.backward.statements if s.target not in inputs)
+        tensors = {name: tensor for tensor, name in self.backward.cotangents.items()}
+        return tuple(
+            Pullback(tensors[s.target], s, self.backward.seeds[0])
+            for s in self.backward.statements
+            if s.target not in inputs
+        )
 
     def forward_lines(self) -> list[str]:
         program = self.program

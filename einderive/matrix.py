@@ -222,7 +222,7 @@ class Jacobian:
         return rf"{name} = \left(\begin{{array}}{{{columns}}}{body}\end{{array}}\right)"
 
     def png(self, path: str | None = None, dpi: int = 120) -> bytes:
-        """The matrix as a picture (needs matplotlib: ``pip install einderive[plot]``).
+        """The matrix as a picture (needs matplotlib: ``pip install "einderive[plot]"``).
 
         Kernel entries get one colour per element (a legend names them), zeros
         are white; a numeric matrix is shown with a diverging colour scale.
@@ -233,7 +233,7 @@ class Jacobian:
             from matplotlib.figure import Figure
         except ImportError:
             raise BackendMissingError(
-                "the picture needs matplotlib: pip install einderive[plot]"
+                'the picture needs matplotlib: pip install "einderive[plot]"'
             ) from None
         rows, columns = self.shape
         figure = Figure(figsize=(min(14, 1.5 + 0.35 * columns), min(14, 1.2 + 0.35 * rows)))

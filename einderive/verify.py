@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import sympy
@@ -72,6 +73,28 @@ class Report:
 
     def __bool__(self) -> bool:
         return self.ok
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready data: the outcome and every check."""
+        return {
+            "text": self.text,
+            "ok": self.ok,
+            "checks": [
+                {
+                    "tensor": c.tensor,
+                    "name": c.prefix + c.tensor,
+                    "backend": c.backend,
+                    "reference": c.reference,
+                    "trial": c.trial,
+                    "values": {
+                        k: float(v) if isinstance(v, float) else int(v) for k, v in c.values.items()
+                    },
+                    "relative_error": float(c.error),
+                    "ok": bool(c.ok),
+                }
+                for c in self.checks
+            ],
+        }
 
     def __str__(self) -> str:
         head = f"verification of {self.text!r}: " + (

@@ -109,7 +109,7 @@ def test_missing_backend_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_jax)
-    with pytest.raises(ed.BackendMissingError, match=r"pip install 'einderive\[jax\]'"):
+    with pytest.raises(ed.BackendMissingError, match=r'pip install "einderive\[jax\]"'):
         ed.vjp("Y[i] = X[i]", {"X": np.ones(2)}, np.ones(2), backend="jax")
 
 
@@ -179,3 +179,28 @@ def test_a_pooling_pullback_sums_over_a_window_of_outputs() -> None:
     for backend in ("numpy", "torch"):
         actual = ed.vjp(text, {"X": x}, dy, ranges=ranges, backend=backend)["X"]
         np.testing.assert_allclose(actual, expected, atol=1e-12)
+
+
+def test_torch_tensors_in_torch_tensors_out() -> None:
+    torch = pytest.importorskip("torch")
+    text = "Y[i] = W[m]*X[i+m]"
+    x = torch.arange(5.0, requires_grad=True)  # float32, as a model's parameter would be
+    w = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    grads = ed.vjp(text, {"X": x, "W": w}, torch.ones(4, dtype=torch.float64), backend="torch")
+    assert isinstance(grads["X"], torch.Tensor) and grads["X"].dtype == torch.float32
+    assert isinstance(grads["W"], torch.Tensor) and grads["W"].dtype == torch.float64
+    expected = ed.vjp(text, {"X": np.arange(5.0), "W": [1.0, -2.0]}, np.ones(4))
+    np.testing.assert_allclose(grads["X"].numpy(), expected["X"], rtol=1e-6)
+    np.testing.assert_allclose(grads["W"].numpy(), expected["W"])
+
+
+def test_jax_arrays_in_jax_arrays_out() -> None:
+    jax = pytest.importorskip("jax")
+    text = "Y[i] = W[m]*X[i+m]"
+    grads = ed.vjp(
+        text, {"X": jax.numpy.arange(5.0), "W": np.array([1.0, -2.0])}, np.ones(4), backend="jax"
+    )
+    assert isinstance(grads["X"], jax.Array)
+    assert isinstance(grads["W"], np.ndarray)  # given as NumPy, returned as NumPy
+    expected = ed.vjp(text, {"X": np.arange(5.0), "W": [1.0, -2.0]}, np.ones(4))
+    np.testing.assert_allclose(np.asarray(grads["X"]), expected["X"], rtol=1e-6)

@@ -190,3 +190,42 @@ def test_main_exits_with_the_status(expression, status, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exited:
         main()
     assert exited.value.code == status
+
+
+# ---- the small things a newcomer trips on ---------------------------------------------------
+
+
+def test_version(capsys):
+    from einderive import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        run(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"einderive {__version__}"
+
+
+def test_usage_names_the_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        run(["--help"])
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert "einderive table" in usage and "einderive serve" in usage and "--version" in usage
+
+
+def test_json_carries_the_verification(capsys):
+    assert run(["Y[i] = W[m]*X[i+m]", "--emit", "json", "--verify"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    verification = data["verification"]
+    assert verification["ok"] is True
+    assert {c["name"] for c in verification["checks"]} == {"dW", "dX"}
+    assert all(c["ok"] and c["relative_error"] < 1e-6 for c in verification["checks"])
+
+
+def test_json_carries_a_second_order_verification(capsys):
+    argv = ["Y[i] = W[m]*X[i+m]", "--wrt", "X", "--then", "W", "--emit", "json", "--verify"]
+    assert run(argv) == 0
+    assert json.loads(capsys.readouterr().out)["verification"]["ok"] is True
+
+
+def test_json_without_verify_has_no_verification(capsys):
+    assert run(["Y[i] = W[m]*X[i+m]", "--emit", "json"]) == 0
+    assert "verification" not in json.loads(capsys.readouterr().out)

@@ -552,7 +552,7 @@ def test_runners_need_numbers(runner) -> None:
 )
 def test_missing_backend_says_how_to_install(runner, module: str, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(BackendMissingError, match=rf"pip install 'einderive\[{module}\]'"):
+    with pytest.raises(BackendMissingError, match=rf'pip install "einderive\[{module}\]"'):
         runner(_conv(((0, 0),)), np.ones((1, 1, 5)), np.ones((1, 1, 3)))
 
 

@@ -17,7 +17,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat", reason="pip install nbformat nbclient ipykernel")
 nbclient = pytest.importorskip("nbclient", reason="pip install nbformat nbclient ipykernel")
 pytest.importorskip("ipykernel", reason="pip install ipykernel")
-pytest.importorskip("matplotlib", reason="pip install einderive[plot]")
+pytest.importorskip("matplotlib", reason='pip install "einderive[plot]"')
 
 ROOT = Path(__file__).parent.parent
 NOTEBOOK = ROOT / "examples" / "walkthrough.ipynb"

@@ -236,3 +236,11 @@ def test_adjoint_identity_is_exact_on_integers(name, text, params, ranges, shape
     cotangent = rng.integers(-3, 4, output.shape).astype(float)
     grads = ed.vjp(text, inputs, cotangent, params=params, ranges=ranges)
     assert np.sum(cotangent * output) == np.sum(grads["X"] * inputs["X"])
+
+
+def test_intermediates_print_as_notation():
+    d = ed.derive("H[i] = W[m]*X[i+m]; Y[i] = tanh(H[i])")
+    (intermediate,) = d.intermediates
+    assert repr(d.intermediates) == "(Pullback('dH[p] = dY[p] * (1 - tanh(H[p])**2)'),)"
+    assert str(intermediate) == "dH[p] = dY[p] * (1 - tanh(H[p])**2)"
+    assert intermediate.tensor == "H" and intermediate.cotangent == "dY"

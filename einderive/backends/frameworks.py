@@ -36,7 +36,7 @@ def _import(name: str) -> Any:
         return __import__(name)
     except ImportError as error:
         raise BackendMissingError(
-            f"the {name} backend needs {name}: pip install 'einderive[{name}]'"
+            f'the {name} backend needs {name}: pip install "einderive[{name}]"'
         ) from error
 
 

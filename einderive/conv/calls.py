@@ -568,7 +568,7 @@ def _import_jax() -> Any:
         import jax
     except ImportError as error:
         raise BackendMissingError(
-            "the jax backend needs jax: pip install 'einderive[jax]'"
+            'the jax backend needs jax: pip install "einderive[jax]"'
         ) from error
     return jax
 
@@ -578,7 +578,7 @@ def _import_torch() -> Any:
         import torch
     except ImportError as error:
         raise BackendMissingError(
-            "the torch backend needs torch: pip install 'einderive[torch]'"
+            'the torch backend needs torch: pip install "einderive[torch]"'
         ) from error
     return torch
 

@@ -67,7 +67,7 @@ def as_data(derivation: Derivation) -> dict[str, Any]:
         "definitions": {s.name: printer.scalar(v) for s, v in program.definitions.items()},
         "cotangent": derivation.backward.seeds[0],
         "intermediates": [
-            {"notation": _notation(s), "text": _text(s)} for s in derivation.intermediates
+            {"notation": p.notation(), "text": str(p)} for p in derivation.intermediates
         ],
         "pullbacks": {
             name: {
@@ -80,18 +80,6 @@ def as_data(derivation: Derivation) -> dict[str, Any]:
             for name, pullback in derivation.pullbacks.items()
         },
     }
-
-
-def _notation(statement: Any) -> str:
-    from .text import statement_text
-
-    return statement_text(statement, with_domain=False)
-
-
-def _text(statement: Any) -> str:
-    from .text import statement_text
-
-    return statement_text(statement)
 
 
 def as_json(derivation: Derivation) -> str:
