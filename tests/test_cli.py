@@ -103,7 +103,7 @@ def test_failed_verification_exits_1(capsys, monkeypatch, loops_only):
 @pytest.mark.parametrize(
     "argv, message, column, underlined",
     [
-        (["Y[i] = X[i*j"], "unexpected end of input; expected ',', ']'", 12, "j"),
+        (["Y[i] = X[i*j"], "this '[' is never closed: expected ']'", 9, "["),
         (["Y[i] = X[i] $ 2"], "unexpected character '$'", 13, "$"),
         (["Y[i,j] = X[i*j]"], "index expressions must be affine", 12, "i*j"),
         (["Y[i] = X[i]", "--shape", "X=3x3"], "'X' is read with 1 index", 8, "X[i]"),
