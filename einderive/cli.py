@@ -181,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--png", metavar="FILE", help="with --matrix: also save it as a picture")
     parser.add_argument(
+        "--transpose",
+        action="store_true",
+        help="with --matrix: show J^T, the pullback's own matrix (dX = J^T dY), instead of J",
+    )
+    parser.add_argument(
         "--verify", action="store_true", help="check every pullback numerically and report"
     )
     parser.add_argument(
@@ -276,8 +281,8 @@ def _derive_and_print(
     from .verify import verify
 
     derivation = derive(text, params, shapes, ranges, wrt=args.wrt or None)
-    if args.png and not args.matrix:
-        raise ArgumentError("--png FILE goes with --matrix")
+    if (args.png or args.transpose) and not args.matrix:
+        raise ArgumentError("--png FILE and --transpose go with --matrix")
     if args.explain:
         from .explain import explain
 
@@ -286,7 +291,7 @@ def _derive_and_print(
     elif args.matrix:
         from .matrix import matrix_report
 
-        matrix = matrix_report(derivation, args.wrt or None, png=args.png)
+        matrix = matrix_report(derivation, args.wrt or None, png=args.png, transpose=args.transpose)
         print(matrix)
         if not matrix.ok:
             raise VerificationError("the pullback is not the transpose of the Jacobian")

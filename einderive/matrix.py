@@ -169,7 +169,7 @@ class Jacobian:
             worst = max(worst, float(np.max(np.abs(pulled.ravel() - expected), initial=0.0)))
         return worst
 
-    def header(self) -> list[str]:
+    def header(self, transpose: bool = False) -> list[str]:
         rows, columns = self.shape
         lines = [
             f"J = d vec({self.output}) / d vec({self.wrt}): {rows} x {columns} "
@@ -183,23 +183,32 @@ class Jacobian:
                 shape = _shape(self.derivation.program, name)
                 lines.append(f"{_element_names(symbols)}: the elements of {name} {_dims(shape)}")
         lines.append(f"the pullback is the transpose: vec(d{self.wrt}) = J^T vec(d{self.output})")
+        if transpose:
+            lines.append(
+                f"J^T, the pullback's own matrix: {columns} x {rows} (row: an element of "
+                f"d{self.wrt}; column: an element of d{self.output})"
+            )
         return lines
 
-    def cells(self) -> list[list[str]]:
-        """Every entry as text: a symbolic expression, or a number."""
+    def cells(self, transpose: bool = False) -> list[list[str]]:
+        """Every entry as text: a symbolic expression, or a number (of ``J^T`` if asked)."""
         if self.entries is not None:
-            return [[_entry(e) for e in self.entries.row(r)] for r in range(self.entries.rows)]
-        return [[_number(v) for v in row] for row in self.matrix]
+            cells = [[_entry(e) for e in self.entries.row(r)] for r in range(self.entries.rows)]
+        else:
+            cells = [[_number(v) for v in row] for row in self.matrix]
+        return [list(column) for column in zip(*cells, strict=True)] if transpose else cells
 
-    def text(self, max_columns: int = PRINT_COLUMNS) -> str:
-        """The matrix as aligned text (the header, then one line per row)."""
-        lines = self.header()
-        if self.shape[1] > max_columns:
+    def text(self, max_columns: int = PRINT_COLUMNS, transpose: bool = False) -> str:
+        """The matrix as aligned text (the header, then one line per row); ``transpose``:
+        ``J^T``, the pullback's matrix, instead."""
+        lines = self.header(transpose)
+        width_in_columns = self.shape[0] if transpose else self.shape[1]
+        if width_in_columns > max_columns:
             lines.append(
-                f"({self.shape[1]} columns: too wide to print: see --png FILE, .png(path))"
+                f"({width_in_columns} columns: too wide to print: see --png FILE, .png(path))"
             )
             return "\n".join(lines)
-        cells = self.cells()
+        cells = self.cells(transpose)
         width = max((len(c) for row in cells for c in row), default=1)
         lines += [" ".join(c.ljust(width) for c in row).rstrip() for row in cells]
         return "\n".join(lines)
@@ -221,44 +230,63 @@ class Jacobian:
         name += rf"{{\partial \operatorname{{vec}} {self.wrt}}}"
         return rf"{name} = \left(\begin{{array}}{{{columns}}}{body}\end{{array}}\right)"
 
-    def png(self, path: str | None = None, dpi: int = 120) -> bytes:
-        """The matrix as a picture (needs matplotlib: ``pip install "einderive[plot]"``).
+    def figure(self, transpose: bool = False) -> Any:
+        """The matrix (or ``J^T``, the pullback's) as a matplotlib Figure.
 
-        Kernel entries get one colour per element (a legend names them), zeros
-        are white; a numeric matrix is shown with a diverging colour scale.
-        Returns the PNG's bytes, and writes them to ``path`` if given.
+        Kernel entries get one colour per element, named in a legend (and written in
+        the cells while they are few enough to read); zeros are white. A numeric matrix
+        is shown with a diverging colour scale and its colour bar. Ticks are whole
+        positions of the flattened tensors.
         """
         try:
             from matplotlib.colors import ListedColormap
             from matplotlib.figure import Figure
+            from matplotlib.patches import Patch
+            from matplotlib.ticker import MaxNLocator
         except ImportError:
             raise BackendMissingError(
                 'the picture needs matplotlib: pip install "einderive[plot]"'
             ) from None
-        rows, columns = self.shape
-        figure = Figure(figsize=(min(14, 1.5 + 0.35 * columns), min(14, 1.2 + 0.35 * rows)))
+        rows, columns = self.shape[::-1] if transpose else self.shape
+        figure = Figure(figsize=(min(14, 2.5 + 0.35 * columns), min(14, 1.2 + 0.35 * rows)))
         axes = figure.subplots()
         labels = self._single_elements()
         if labels is not None:
             names, image = labels
-            colours = ["white", *_palette(len(names))]
-            axes.imshow(image, cmap=ListedColormap(colours), vmin=0, vmax=len(names),
-                        interpolation="nearest")  # fmt: skip
+            image = image.T if transpose else image
+            colours = _palette(len(names))
+            axes.imshow(image, cmap=ListedColormap(["white", *colours]), vmin=0,
+                        vmax=len(names), interpolation="nearest")  # fmt: skip
             if rows * columns <= 900:
                 for (r, c), k in np.ndenumerate(image):
                     if k:
                         axes.text(c, r, names[k - 1], ha="center", va="center", fontsize=7)
+            handles = [
+                Patch(facecolor=colour, label=name)
+                for name, colour in zip(names, colours, strict=True)
+            ]
+            axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                        fontsize=7, ncols=1 + len(names) // 25, title="entry")  # fmt: skip
         else:
-            bound = float(np.max(np.abs(self.matrix), initial=0.0)) or 1.0
+            matrix = self.matrix.T if transpose else self.matrix
+            bound = float(np.max(np.abs(matrix), initial=0.0)) or 1.0
             shown = axes.imshow(
-                self.matrix, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest"
+                matrix, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest"
             )
             figure.colorbar(shown, ax=axes, shrink=0.8)
-        axes.set_title(f"d vec({self.output}) / d vec({self.wrt}): {rows} x {columns}")
-        axes.set_xlabel(f"{self.wrt}, flattened")
-        axes.set_ylabel(f"{self.output}, flattened")
+        for axis in (axes.xaxis, axes.yaxis):
+            axis.set_major_locator(MaxNLocator(integer=True))
+        top, side = (self.wrt, self.output) if transpose else (self.output, self.wrt)
+        name = "J^T, the pullback's matrix" if transpose else "J"
+        axes.set_title(f"{name}: {rows} x {columns}")
+        axes.set_xlabel(f"{'d' if transpose else ''}{side}, flattened")
+        axes.set_ylabel(f"{'d' if transpose else ''}{top}, flattened")
+        return figure
+
+    def png(self, path: str | None = None, dpi: int = 120, transpose: bool = False) -> bytes:
+        """The picture of :meth:`figure` as PNG bytes, also written to ``path`` if given."""
         buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        self.figure(transpose).savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
         data = buffer.getvalue()
         if path is not None:
             with open(path, "wb") as file:
@@ -470,10 +498,14 @@ class MatrixReport:
 
 
 def matrix_report(
-    derivation: Derivation, wrt: Sequence[str] | None = None, png: str | None = None
+    derivation: Derivation,
+    wrt: Sequence[str] | None = None,
+    png: str | None = None,
+    transpose: bool = False,
 ) -> MatrixReport:
     """``--matrix``: the Jacobian in each input (or those in ``wrt``), checked against the
-    pullback; with ``png``, each also saved as a picture (``FILE-X.png`` for several)."""
+    pullback; with ``png``, each also saved as a picture (``FILE-X.png`` for several);
+    with ``transpose``, ``J^T`` (the pullback's own matrix) is shown instead of ``J``."""
     names = list(wrt) if wrt else list(derivation.pullbacks)
     blocks = []
     ok = True
@@ -483,14 +515,14 @@ def matrix_report(
         matched = error <= (1e-9 if matrix.affine else 1e-4)
         ok = ok and matched
         lines = [
-            matrix.text(),
+            matrix.text(transpose=transpose),
             f"check: max |d{name} - J^T d{matrix.output}| = {error:.1e} on random cotangents "
             f"({'ok' if matched else 'MISMATCH'})",
         ]
         if png is not None:
             stem, extension = os.path.splitext(png)
             path = png if len(names) == 1 else f"{stem}-{name}{extension or '.png'}"
-            matrix.png(path)
+            matrix.png(path, transpose=transpose)
             lines.append(f"saved the picture to {path}")
         blocks.append("\n".join(lines))
     return MatrixReport("\n\n".join(blocks), ok)

@@ -13,6 +13,7 @@ import pytest
 import sympy
 
 import einderive as ed
+from einderive.cli import run
 from einderive.matrix import im2col, jacobian, matrix_report
 
 NOTES = "Y[i,j] = K[p,q]*X[i+p,j+q]"
@@ -122,6 +123,47 @@ def test_matrix_report(tmp_path):
     assert report.ok
     assert "check: max |dX - J^T dY| = " in str(report) and "(ok)" in str(report)
     assert (tmp_path / "j-X.png").exists() and (tmp_path / "j-K.png").exists()
+
+
+def test_transpose_is_the_pullbacks_matrix():
+    J = jacobian(NOTES, "X", shapes=NOTES_SHAPES)
+    text = J.text(transpose=True)
+    assert "J^T, the pullback's own matrix: 9 x 4" in text
+    rows = text.splitlines()[-9:]
+    assert rows[0].split() == ["k1", "0", "0", "0"]
+    assert rows[4].split() == ["k4", "k3", "k2", "k1"]
+    # the pullback, applied to each unit cotangent, gives J^T's columns
+    kernel = np.arange(1.0, 5.0).reshape(2, 2)
+    point = {"X": np.zeros((3, 3)), "K": kernel}
+    for column in range(4):
+        unit = np.zeros(4)
+        unit[column] = 1.0
+        pulled = ed.vjp(NOTES, point, unit.reshape(2, 2))["X"].ravel()
+        np.testing.assert_allclose(pulled, J.at({"K": kernel}).T[:, column])
+
+
+def test_cli_transpose(capsys):
+    argv = [NOTES, "--shape", "X=3x3", "--shape", "K=2x2", "--wrt", "X", "--matrix", "--transpose"]
+    assert run(argv) == 0
+    assert "J^T, the pullback's own matrix: 9 x 4" in capsys.readouterr().out
+    assert run([NOTES, "--transpose"]) == 2
+
+
+def _is_whole(values) -> bool:
+    return all(float(v).is_integer() for v in values)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_picture_has_whole_ticks_and_a_legend(transpose):
+    pytest.importorskip("matplotlib")
+    # 1-D, 40 outputs x 42 inputs: too many cells to write the names in them
+    J = jacobian("Y[i] = W[m]*X[i+m]", "X", shapes={"X": (42,), "W": (3,)})
+    figure = J.figure(transpose=transpose)
+    axes = figure.axes[0]
+    assert _is_whole(axes.get_xticks()) and _is_whole(axes.get_yticks())
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["w1", "w2", "w3"]
+    assert len(axes.texts) == 0  # the cells are unlabelled; the legend names the colours
+    assert "J^T" in axes.get_title() if transpose else axes.get_title().startswith("J:")
 
 
 # ---- im2col ---------------------------------------------------------------------------------
