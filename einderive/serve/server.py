@@ -48,6 +48,7 @@ STATIC_TYPES = {
     ".png": "image/png",
     ".svg": "image/svg+xml",
     ".txt": "text/plain; charset=utf-8",
+    ".json": "application/json",
 }
 
 

@@ -2,42 +2,7 @@
 // The state (expression, parameters, shapes, ranges, code tab) lives in the URL's query string.
 "use strict";
 
-const EXAMPLES = [
-  {
-    label: "Strided convolution (the seed)",
-    expression: "Y[i,j] = W[m,n]*X[s*i+m-1, s*j+n-1]",
-  },
-  {
-    label: "Max pooling",
-    expression: "Y[i,j] = max_{m,n}(X[2*i+m, 2*j+n])",
-    shapes: "X=6x6",
-    ranges: "m=2, n=2",
-  },
-  {
-    label: "Transposed convolution (scatter form)",
-    expression: "Y[s*i+m] = X[i]*W[m]",
-    params: "s=2",
-    shapes: "X=4, W=3",
-  },
-  {
-    label: "Softmax",
-    expression: "Y[i] = exp(X[i]) / sum_{j}(exp(X[j]))",
-    shapes: "X=5",
-  },
-  {
-    label: "Layer normalisation",
-    expression:
-      "mu = sum_{j}(X[j]) / N\nvar = sum_{j}((X[j] - mu)**2) / N\nY[i] = (X[i] - mu) / sqrt(var + eps)",
-    params: "N=6, eps=1e-5",
-    shapes: "X=6",
-  },
-  {
-    label: "Conv + bias + sigmoid",
-    expression: "Z[o,i] = W[o,c,m]*X[c,i+m] + B[o]\nA[o,i] = sigmoid(Z[o,i])",
-    shapes: "X=2x6, W=3x2x3",
-  },
-];
-
+// the example buttons are /static/examples.json (tests/test_serve.py derives and verifies each)
 const FIELDS = ["expression", "params", "shapes", "ranges"];
 const URL_KEYS = { expression: "e", params: "p", shapes: "s", ranges: "r" };
 const CODE_TABS = [
@@ -190,7 +155,7 @@ function showError(error, values) {
     box.append(el("span", { class: "where", text: where }), error.message, el("pre", { text: context }));
     const input = $("expression");
     input.focus();
-    input.setSelectionRange(start, end);
+    input.setSelectionRange(start, start); // the caret at the column; the mark stays visible
     return;
   }
   if (["params", "shapes", "ranges"].includes(error.field)) {
@@ -285,8 +250,9 @@ function renderPullbacks(answer) {
   const list = $("pullbacks");
   list.textContent = "";
   if (data.intermediates.length) {
+    const names = data.intermediates.map((s) => s.notation.split(/[[ =]/, 1)[0]).join(", ");
     const whole = el("details", { class: "pullback" }, el("summary", {
-      text: `The whole backward pass, with the cotangents of ${data.intermediates.length} intermediate(s)`,
+      text: `The whole backward pass in order, with the intermediates' cotangents (${names})`,
     }));
     const math = el("div", { class: "math-block" });
     tex(answer.latex.backward, math);
@@ -537,9 +503,15 @@ function showVerification(answer) {
 
 // ---- start -----------------------------------------------------------------------------------
 
-function start() {
+async function showExamples() {
+  let examples = [];
+  try {
+    examples = await (await fetch("/static/examples.json")).json();
+  } catch (error) {
+    return; // the page works without them
+  }
   const buttons = $("examples");
-  for (const example of EXAMPLES) {
+  for (const example of examples) {
     const button = el("button", { type: "button", text: example.label });
     button.addEventListener("click", () => {
       setForm(example);
@@ -547,6 +519,10 @@ function start() {
     });
     buttons.append(button);
   }
+}
+
+function start() {
+  showExamples();
   $("form").addEventListener("submit", (event) => {
     event.preventDefault();
     derive();
