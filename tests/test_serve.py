@@ -135,7 +135,7 @@ def test_every_example_button_derives_and_verifies(server: PageServer, example: 
     assert page["derivation"]["pullbacks"]
     status, page = answer(server, "/api/verify", request)
     assert status == 200, page
-    assert page["verification"]["ok"], page["verification"]["text"]
+    assert page["verification"]["ok"], page["verification"]["report"]
 
 
 def test_the_examples_are_the_ones_the_issue_lists() -> None:

@@ -205,55 +205,48 @@ def derive_answer(request: Mapping[str, Any]) -> dict[str, Any]:
             {"title": step.title, "latex": step.latex, "text": step.text(), "tensor": step.tensor}
             for step in explanation.steps
         ]
-        return {
-            "derivation": data,
-            "text": str(derivation),
-            "latex": {
-                "forward": steps[0]["latex"] if steps else None,
-                "backward": derivation.latex(),
-            },
-            "steps": steps,
-            "conv": _conv_blocks(derivation),
-            "sources": _sources(derivation),
-            "jacobians": _jacobians(derivation, data),
-        }
+        return _json_safe(
+            {
+                "derivation": data,
+                "text": str(derivation),
+                "latex": {
+                    "forward": steps[0]["latex"] if steps else None,
+                    "backward": derivation.latex(),
+                },
+                "steps": steps,
+                "conv": _conv_blocks(derivation),
+                "sources": _sources(derivation),
+                "jacobians": _jacobians(derivation, data),
+            }
+        )
     except Exception as error:  # noqa: BLE001 - every failure becomes an answer the page shows
         return error_answer(error, text)
 
 
-def _number(value: float) -> float | str:
-    """A float for JSON, which has no NaN or infinity: those become text."""
-    return float(value) if math.isfinite(value) else str(value)
+def _json_safe(value: Any) -> Any:
+    """``value`` for JSON, which has no NaN or infinity: those become text (``"nan"``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def verify_answer(request: Mapping[str, Any]) -> dict[str, Any]:
-    """``ed.verify`` on the request: whether every pullback passed, and the worst error."""
+    """``ed.verify`` on the request: its report as JSON (what ``--emit json --verify`` carries),
+    with what the badge shows: the largest error, the backends, the failed checks."""
     text = None
     try:
         text, params, shapes, ranges = arguments(request)
         report = ed.verify(text, params or None, shapes or None, ranges or None)
-        checks = [
-            {
-                "tensor": check.tensor,
-                "backend": check.backend,
-                "reference": check.reference,
-                "trial": check.trial,
-                "values": check.values,
-                "error": _number(check.error),
-                "ok": check.ok,
-            }
-            for check in report.checks
-        ]
-        return {
-            "verification": {
-                "ok": report.ok,
-                "checks": checks,
-                "failures": [str(check) for check in report.failures],
-                "worst_error": _number(max((c.error for c in report.checks), default=math.nan)),
-                "backends": sorted({c.backend for c in report.checks}),
-                "text": str(report),
-            }
-        }
+        verification = report.as_dict()
+        verification["report"] = str(report)
+        verification["worst_error"] = max((c.error for c in report.checks), default=math.nan)
+        verification["backends"] = sorted({c.backend for c in report.checks})
+        verification["failures"] = [str(check) for check in report.failures]
+        return {"verification": _json_safe(verification)}
     except Exception as error:  # noqa: BLE001 - every failure becomes an answer the page shows
         return error_answer(error, text)
 

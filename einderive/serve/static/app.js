@@ -495,9 +495,9 @@ function showVerification(answer) {
   if (v.ok) {
     const worst = typeof v.worst_error === "number" ? v.worst_error.toExponential(1) : v.worst_error;
     setBadge("ok", `✓ verified: ${v.checks.length} checks (${v.backends.join(", ")}), ` +
-      `largest rel. error ${worst}`, v.text);
+      `largest rel. error ${worst}`, v.report);
   } else {
-    setBadge("bad", `✗ verification failed: ${v.failures.length} of ${v.checks.length} checks`, v.text);
+    setBadge("bad", `✗ verification failed: ${v.failures.length} of ${v.checks.length} checks`, v.report);
   }
 }
 
