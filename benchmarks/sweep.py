@@ -16,6 +16,14 @@ axis order; parameters literal, given or symbolic; sizes given or symbolic) must
 
 The exit status is 1 if any configuration fails; each failure is printed as the
 ``ed.verify(...)`` call that reproduces it.
+
+``--oracle`` sweeps ``tests/oracle.py``'s random programs instead (the generator of
+``tests/test_oracle.py``): every backend, the four emitted modules from numeric and
+symbolic derivations, and every reported convolution call against a reference that
+owes nothing to einderive (torch.autograd of a forward built from index grids); JAX,
+which compiles every operation for every new shape, on every ``--frameworks-every``-th::
+
+    python benchmarks/sweep.py --oracle --count 5000 --seed 0
 """
 
 from __future__ import annotations
@@ -45,7 +53,61 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--frameworks-every", type=int, default=50, help="also jax and torch on every n-th (50)"
     )
+    parser.add_argument(
+        "--oracle", action="store_true", help="random programs against tests/oracle.py"
+    )
     return parser.parse_args(argv)
+
+
+def _oracle_sweep(job: int, jobs: int, count: int, seed: int, frameworks_every: int) -> dict:
+    """One worker of ``--oracle``: the seeds ``seed + job + k*jobs``, ``count`` of them."""
+    import warnings
+
+    import oracle
+
+    warnings.filterwarnings("ignore")
+    seen: set[tuple] = set()
+    failures: list[str] = []
+    kinds: Counter[str] = Counter()
+    on_frameworks = 0
+    slowest: list[tuple[float, str]] = []
+    started = time.perf_counter()
+    totals = oracle.Outcome()
+    for k in range(count):
+        case_seed = seed * 1_000_000 + job + k * jobs
+        case = oracle.random_case(case_seed)
+        seen.add((case_seed,))
+        kinds[case.family] += 1
+        with_jax = case_seed % frameworks_every == 0
+        on_frameworks += with_jax
+        begun = time.perf_counter()
+        try:
+            outcome = oracle.check(case, case_seed, with_jax=with_jax)
+            totals.checks += outcome.checks
+            totals.conv_calls += outcome.conv_calls
+            totals.symbolic += outcome.symbolic
+        except AssertionError as error:
+            failures.append(str(error))
+        slowest.append((time.perf_counter() - begun, f"{case.call()} (seed {case_seed})"))
+        slowest.sort(reverse=True)
+        del slowest[3:]
+        if (k + 1) % 250 == 0:
+            elapsed = time.perf_counter() - started
+            print(
+                f"[job {job}] {k + 1}/{count} in {elapsed:.0f} s, {len(failures)} failing",
+                file=sys.stderr,
+                flush=True,
+            )
+    kinds["(checks)"] = totals.checks
+    kinds["(conv calls run)"] = totals.conv_calls
+    kinds["(symbolic checks)"] = totals.symbolic
+    return {
+        "seen": seen,
+        "failures": failures,
+        "kinds": kinds,
+        "frameworks": on_frameworks,
+        "slowest": slowest,
+    }
 
 
 def _sweep(job: int, jobs: int, count: int, seed: int, frameworks_every: int) -> dict:
@@ -121,14 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     jobs = max(1, min(args.jobs, args.count))
     shares = [args.count // jobs + (k < args.count % jobs) for k in range(jobs)]
     started = time.perf_counter()
+    if args.oracle:  # every worker takes its own seeds; the case's seed sits in its key
+        work = [
+            (k, jobs, share, args.seed, args.frameworks_every) for k, share in enumerate(shares)
+        ]
+        sweep = _oracle_sweep
+    else:
+        work = [
+            (k, jobs, share, args.seed + k, args.frameworks_every) for k, share in enumerate(shares)
+        ]
+        sweep = _sweep
     if jobs == 1:
-        results = [_sweep(0, 1, shares[0], args.seed, args.frameworks_every)]
+        results = [sweep(*work[0])]
     else:
         with ProcessPoolExecutor(jobs) as pool:
-            futures = [
-                pool.submit(_sweep, k, jobs, share, args.seed + k, args.frameworks_every)
-                for k, share in enumerate(shares)
-            ]
+            futures = [pool.submit(sweep, *arguments) for arguments in work]
             results = [f.result() for f in futures]
     elapsed = time.perf_counter() - started
     count = sum(len(r["seen"]) for r in results)
@@ -138,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     frameworks = sum(r["frameworks"] for r in results)
     for failure in failures:
         print("FAILED", failure)
-    print(f"configurations: {count} ({distinct} distinct; {frameworks} also on jax and torch)")
+    also = "jax too" if args.oracle else "also on jax and torch"
+    print(f"configurations: {count} ({distinct} distinct; {frameworks} {also})")
     print("  " + "; ".join(f"{kind}: {n}" for kind, n in sorted(kinds.items())))
     slowest = sorted((s for r in results for s in r["slowest"]), reverse=True)[:3]
     print("slowest:        " + "\n                ".join(f"{t:.1f} s {c}" for t, c in slowest))
