@@ -501,6 +501,7 @@ def test_symbolic_records_print_and_serialise() -> None:
         "permute_kernel",
         "permute_input",
         "groups",
+        "batch_groups",
     ]
     assert data["padding"] == [["K - p_l - 1", "N + p_l - s*floor((-K + N + p_l + p_r)/s) - 1"]]
     assert data["stride"] == ["f"] and data["flip_kernel"] is True

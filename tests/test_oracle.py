@@ -113,3 +113,18 @@ def test_random_programs_against_the_oracle(block: int) -> None:
     """A few hundred random programs; JAX (which compiles per shape) on every fifth."""
     for seed, case in cases(SWEEP // 4, seed=1000 + block * (SWEEP // 4)):
         check(case, seed, with_jax=seed % 5 == 0)
+
+
+def test_a_depthwise_kernel_pullback_with_a_batch_is_a_call_in_batch_groups() -> None:
+    from einderive.conv.calls import jax_call, torch_call
+    from einderive.conv.recognise import ConvPullback
+
+    recognition = _recognised("depthwise-batch")["W"]
+    assert isinstance(recognition, ConvPullback)
+    call = recognition.call
+    assert (call.x, call.w, call.batch_groups, call.groups) == ("X", "dY", 3, 1)
+    assert "batch_groups=3" in str(call)
+    assert jax_call(call).batch_group_count == 3
+    assert "batch_group_count=3" in str(jax_call(call))
+    torch = torch_call(call, recognition.kernel_size)
+    assert torch.groups == 3 and ".flatten(1, 2)" in str(torch)

@@ -72,6 +72,13 @@ def generic_conv(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndarray:
         x = x.swapaxes(0, 1)
     if call.permute_kernel:
         w = w.swapaxes(0, 1)
+    groups = int(call.groups)
+    batch_groups = int(call.batch_groups)
+    if batch_groups != 1:
+        # batch block k becomes channel block k, a feature group of its own
+        x = x.reshape(batch_groups, -1, *x.shape[1:]).swapaxes(0, 1)
+        x = x.reshape(x.shape[0], -1, *x.shape[3:])
+        groups *= batch_groups
     rank = call.rank
     if call.flip_kernel:
         w = w[(slice(None), slice(None)) + (slice(None, None, -1),) * rank]
@@ -86,7 +93,6 @@ def generic_conv(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     ]
     batch, channels = x.shape[:2]
     out_channels = w.shape[0]
-    groups = int(call.groups)
     if 0 in outputs or 0 in kernel or batch == 0 or out_channels == 0:
         return np.zeros((batch, out_channels, *outputs))
     windows = sliding_window_view(x, spans, axis=tuple(range(2, 2 + rank)))
@@ -118,7 +124,9 @@ def _conv2d_pullback(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndar
     ``conv(X, dY, stride=d, dilation=s, permute_kernel, permute_input)`` is the kernel
     pullback of a forward with stride ``s``, dilation ``d`` and left padding ``lo``.
     """
-    if call.rank != 2 or int(call.groups) != 1 or x.size == 0 or w.size == 0:
+    if call.rank != 2 or int(call.groups) * int(call.batch_groups) != 1:
+        return None
+    if x.size == 0 or w.size == 0:
         return None
     padding = [(int(lo), int(hi)) for lo, hi in call.padding]
     strides = [int(v) for v in call.stride]

@@ -7,9 +7,13 @@ A pullback that is a convolution is one :class:`GenericConv` (CONTRACT section 3
     w2 = w1 reversed along every spatial axis if flip_kernel else w1
     x2 = x1 with fill-1 zeros between neighbours, then lo zeros before and hi after
          (negative values crop) along every spatial axis
-    out[b, o, i] = sum_{c, m} w2[o, c, m] * x2[b, G(o) + c, s*i + d*m]
+    out[b, o, i] = sum_{c, m} w2[o, c, m] * x2[H(o)*B' + b, G(o) + c, s*i + d*m]
 
-where ``G(o)`` is the first input channel of output channel ``o``'s group.
+where ``G(o)`` is the first input channel of output channel ``o``'s feature group, and
+``H(o)`` its batch group: with ``batch_groups`` > 1 (JAX's ``batch_group_count``), the
+batch splits into that many blocks of ``B' = B/batch_groups``, output channel block ``h``
+reading block ``h`` (a depthwise convolution's kernel pullback sums each channel's
+batch this way).
 :func:`jax_call` and :func:`torch_call` translate it into one framework call, a
 record that prints as pasteable Python; :func:`run_jax` and :func:`run_torch` run it
 on NumPy arrays in float64.
@@ -182,6 +186,8 @@ class GenericConv:
     ``dilation`` and ``fill`` one entry per spatial axis. Entries are ints or sympy
     expressions. ``groups`` counts feature groups: once permuted, the kernel has shape
     ``(C_out, C_in/groups, K...)``, as in ``torch`` and ``feature_group_count``.
+    ``batch_groups`` counts batch groups (``batch_group_count``): the output has
+    ``B/batch_groups`` samples, output channel block ``h`` summing batch block ``h``.
 
     >>> import sympy as sp
     >>> K = sp.Symbol("K", integer=True, positive=True)
@@ -201,6 +207,7 @@ class GenericConv:
     permute_kernel: bool = False
     permute_input: bool = False
     groups: Size = 1
+    batch_groups: Size = 1
 
     def __post_init__(self) -> None:
         for name in (self.x, self.w):
@@ -220,10 +227,11 @@ class GenericConv:
             if any(sp.sympify(entry).is_positive is False for entry in entries):
                 raise ArgumentError(f"{name} entries must be positive, got {_code(entries)}")
             object.__setattr__(self, name, entries)
-        groups = _size(self.groups)
-        if sp.sympify(groups).is_positive is False:
-            raise ArgumentError(f"groups must be at least 1, got {groups}")
-        object.__setattr__(self, "groups", groups)
+        for name in ("groups", "batch_groups"):
+            count = _size(getattr(self, name))
+            if sp.sympify(count).is_positive is False:
+                raise ArgumentError(f"{name} must be at least 1, got {count}")
+            object.__setattr__(self, name, count)
 
     @property
     def rank(self) -> int:
@@ -255,6 +263,8 @@ class GenericConv:
         parts += [f"{flag}=True" for flag in flags if getattr(self, flag)]
         if self.groups != 1:
             parts.append(f"groups={self.groups}")
+        if self.batch_groups != 1:
+            parts.append(f"batch_groups={self.batch_groups}")
         return f"conv({', '.join(parts)})"
 
 
@@ -292,6 +302,7 @@ class JaxConvCall:
     dimension_numbers: tuple[str, str, str]
     feature_group_count: int
     flip_dims: tuple[int, ...]
+    batch_group_count: Size = 1
 
     def keywords(self) -> dict[str, Any]:
         """The keyword arguments of ``jax.lax.conv_general_dilated``."""
@@ -302,6 +313,7 @@ class JaxConvCall:
             "rhs_dilation": self.rhs_dilation,
             "dimension_numbers": self.dimension_numbers,
             "feature_group_count": self.feature_group_count,
+            "batch_group_count": self.batch_group_count,
         }
 
     def apply(self, x: Any, w: Any) -> Any:
@@ -326,7 +338,7 @@ class JaxConvCall:
         arguments = [self.x, kernel] + [
             f"{name}={_code(value)}"
             for name, value in self.keywords().items()
-            if not (name == "feature_group_count" and value == 1)
+            if not (name in ("feature_group_count", "batch_group_count") and value == 1)
         ]
         return f"jax.lax.conv_general_dilated({', '.join(arguments)})"
 
@@ -348,6 +360,7 @@ def jax_call(conv: GenericConv) -> JaxConvCall:
         ),
         feature_group_count=conv.groups,
         flip_dims=_spatial_axes(conv.rank) if conv.flip_kernel else (),
+        batch_group_count=conv.batch_groups,
     )
 
 
@@ -365,7 +378,11 @@ class TorchConvCall:
     pad)`` unless ``pad`` is None, then ``torch.nn.functional.pad(x, crop)`` (negative
     values) unless ``crop`` is None, both in torch's order, last axis first. The kernel
     is ``w.transpose(0, 1)`` if ``transpose_kernel``, then ``.flip(flip_dims)``.
-    ``output_padding`` is set for the transposed form only.
+    ``output_padding`` is set for the transposed form only. torch has no batch groups:
+    with ``batch_groups`` > 1, right after the transpose the batch's blocks are folded
+    into the channels, ``x.reshape(h, -1, *x.shape[1:]).transpose(0, 1).flatten(1, 2)``
+    (sample ``b`` of block ``k`` becomes channel block ``k`` of sample ``b``), and
+    ``groups`` counts those blocks too, so that output channel block ``k`` reads them.
     """
 
     function: str
@@ -382,6 +399,7 @@ class TorchConvCall:
     dilation: tuple[Size, ...]
     output_padding: tuple[Size, ...] | None
     groups: int
+    batch_groups: Size = 1
 
     @property
     def materialize_fill(self) -> bool:
@@ -403,6 +421,8 @@ class TorchConvCall:
         rank = len(self.stride)
         if self.transpose_input:
             x = x.transpose(0, 1)
+        if self.batch_groups != 1:
+            x = x.reshape(self.batch_groups, -1, *x.shape[1:]).transpose(0, 1).flatten(1, 2)
         if self.fill is not None:
             channels = x.shape[1]
             ones = x.new_ones((channels, 1) + (1,) * rank)
@@ -428,8 +448,15 @@ class TorchConvCall:
         functional = "torch.nn.functional"
         rank = len(self.stride)
         x = f"{self.x}.transpose(0, 1)" if self.transpose_input else self.x
+        if self.batch_groups != 1:
+            x = (
+                f"{x}.reshape({_code(self.batch_groups)}, -1, *{x}.shape[1:])"
+                ".transpose(0, 1).flatten(1, 2)"
+            )
         if self.fill is not None:
             channels = f"{self.x}.shape[{0 if self.transpose_input else 1}]"
+            if self.batch_groups != 1:  # folded into the channels above
+                channels = f"{_code(self.batch_groups)} * {channels}"
             ones = f"{self.x}.new_ones(({channels}, 1{', 1' * rank}))"
             x = (
                 f"{functional}.conv_transpose{rank}d({x}, {ones}, "
@@ -461,6 +488,8 @@ def _fits_conv_transpose(conv: GenericConv, kernel_size: tuple[Size, ...]) -> bo
     swapped whole is not torch's grouped layout, so groups must be 1.
     """
     if not (conv.flip_kernel and conv.permute_kernel and conv.groups == 1):
+        return False
+    if not _is_zero(sp.sympify(conv.batch_groups) - 1):
         return False
     if not all(_is_zero(stride - 1) for stride in conv.stride):
         return False
@@ -556,7 +585,8 @@ def torch_call(conv: GenericConv, kernel_size: Sequence[Size] | None = None) -> 
         padding=tuple(in_call for in_call, _, _ in split),
         dilation=conv.dilation,
         output_padding=None,
-        groups=conv.groups,
+        groups=_size(sp.sympify(conv.groups) * conv.batch_groups),
+        batch_groups=conv.batch_groups,
     )
 
 

@@ -13,7 +13,9 @@ call (CONTRACT section 3) has stride ``s``, dilation ``|d|``, fill ``f``, the
 kernel flipped where ``d < 0``, padding ``lo = -c`` (``d*(K-1) - c`` when
 flipped), and ``hi`` just large enough for ``out``'s extent. Every other axis is
 a batch (in ``out`` and ``x``), an output channel (in ``out`` and ``w``), an input
-channel (summed, in ``x`` and ``w``) or a group (in all three: depthwise).
+channel (summed, in ``x`` and ``w``) or a group (in all three: depthwise). A group
+with an input channel and nothing else (a depthwise convolution's kernel pullback,
+each channel summing its own batch) is a call in batch groups.
 """
 
 from __future__ import annotations
@@ -300,17 +302,31 @@ def _match(
     for role in ("batch", "in", "out"):
         if counts.count(role) > 1:
             return f"it has more than one {role} axis"
-    if "group" in roles and ("in" in roles or "out" in roles):
+    # each group's channel summing its own batch (a depthwise convolution's kernel
+    # pullback): the group is the call's batch and its output channel, in batch groups
+    batch_grouped = "group" in roles and "in" in roles and not {"batch", "out"} & roles
+    if "group" in roles and ("in" in roles or "out" in roles) and not batch_grouped:
         return "grouped convolution with channels inside each group"
     x_axis_of = {role: a for a, (role, _) in enumerate(x_roles) if role != "spatial"}
     w_axis_of = {role: a for a, role in enumerate(w_roles) if role != "spatial"}
     x_spatial = [a for a, (role, _) in enumerate(x_roles) if role == "spatial"]
     groups: sympy.Expr = sympy.Integer(1)
+    batch_groups: sympy.Expr = sympy.Integer(1)
     first: int | None
     second: int | None
     w_first: int | None
     w_second: int | None
-    if "group" in roles:
+    if batch_grouped:
+        # x (G, C, N...): the group as batch; w (G, C, K...); batch_groups = G
+        x_group, x_channel = x_axis_of["group"], x_axis_of["in"]
+        permute_input = x_channel < x_group
+        first, second = (x_channel, x_group) if permute_input else (x_group, x_channel)
+        w_group, w_channel = w_axis_of["group"], w_axis_of["in"]
+        permute_kernel = w_channel < w_group
+        w_first, w_second = (w_channel, w_group) if permute_kernel else (w_group, w_channel)
+        group_var = next(v for role, v in x_roles if role == "group")
+        batch_groups = out_shape[axis_of_out[group_var]]
+    elif "group" in roles:
         # depthwise: x (B, G, N...), w (G, 1, K...), groups = G
         first, second = x_axis_of.get("batch"), x_axis_of["group"]
         permute_input = False
@@ -359,6 +375,7 @@ def _match(
         permute_kernel=permute_kernel,
         permute_input=permute_input,
         groups=groups,
+        batch_groups=batch_groups,
     )
     return ConvPullback(
         statement.target,

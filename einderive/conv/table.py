@@ -265,6 +265,7 @@ def _simplified(call: GenericConv) -> GenericConv:
         permute_kernel=call.permute_kernel,
         permute_input=call.permute_input,
         groups=call.groups,
+        batch_groups=call.batch_groups,
     )
 
 

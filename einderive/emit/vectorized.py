@@ -221,6 +221,7 @@ class NumpyPrinter(LoopsPrinter):
         for name in ("flip_kernel", "permute_kernel", "permute_input"):
             arguments.append(f"{name}={getattr(call, name)}")
         arguments.append(f"groups={self._print(sympy.sympify(call.groups))}")
+        arguments.append(f"batch_groups={self._print(sympy.sympify(call.batch_groups))}")
         return self._arranged(node, self._call("_conv", arguments, len("out = ")))
 
     def _pullback_arguments(self, node: PullbackCalls | PullbackCall) -> list[str]:
@@ -970,7 +971,16 @@ class _Call:
     """The parameters of one generic convolution call, as the kernel reads them."""
 
     def __init__(
-        self, padding, stride, dilation, fill, flip_kernel, permute_kernel, permute_input, groups
+        self,
+        padding,
+        stride,
+        dilation,
+        fill,
+        flip_kernel,
+        permute_kernel,
+        permute_input,
+        groups,
+        batch_groups,
     ):
         self.padding = padding
         self.stride = stride
@@ -980,11 +990,22 @@ class _Call:
         self.permute_kernel = permute_kernel
         self.permute_input = permute_input
         self.groups = groups
+        self.batch_groups = batch_groups
         self.rank = len(padding)
 
 
 def _conv(
-    x, w, padding, stride, dilation, fill, flip_kernel, permute_kernel, permute_input, groups
+    x,
+    w,
+    padding,
+    stride,
+    dilation,
+    fill,
+    flip_kernel,
+    permute_kernel,
+    permute_input,
+    groups,
+    batch_groups,
 ):
     """The generic convolution: ``x`` is ``(B, C_in, N...)``, ``w`` is ``(C_out, C_in, K...)``.
 
@@ -992,10 +1013,20 @@ def _conv(
     those of ``w``; ``flip_kernel`` reverses ``w`` along every spatial axis; ``fill``
     puts fill-1 zeros between neighbours of ``x``; ``padding`` adds ``lo`` zeros before
     and ``hi`` after (negative: crops); then
-    ``out[b, o, i] = sum_{c, m} w[o, c, m] * x[b, c, stride*i + dilation*m]``.
+    ``out[b, o, i] = sum_{c, m} w[o, c, m] * x[b, c, stride*i + dilation*m]``, over the
+    input channels of ``o``'s group (``groups``) and, with ``batch_groups``, over the
+    batch's block of ``o``'s block.
     """
     call = _Call(
-        padding, stride, dilation, fill, flip_kernel, permute_kernel, permute_input, groups
+        padding,
+        stride,
+        dilation,
+        fill,
+        flip_kernel,
+        permute_kernel,
+        permute_input,
+        groups,
+        batch_groups,
     )
     return _generic_conv(call, x, w)
 '''
