@@ -21,7 +21,7 @@ renamed bound index (``k1``, because ``k`` is taken), the last step says so.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import sympy
@@ -729,12 +729,30 @@ def _roles(conv: ConvPullback) -> list[Line]:
     return lines
 
 
-def conv_step(name: str, recognition: Recognition, indices: Sequence[sympy.Symbol]) -> Step:
-    """The convolution a statement is (its generic call and the role of each parameter)."""
+def conv_step(
+    name: str,
+    recognition: Recognition,
+    indices: Sequence[sympy.Symbol],
+    definitions: dict[sympy.Symbol, sympy.Expr] | None = None,
+    transposition: Sequence[Line] = (),
+) -> Step:
+    """The convolution a statement is (its generic call and the role of each parameter).
+
+    With ``definitions`` (the derived sizes), the padding is written in the sizes of the
+    tensors given, not the output's; ``transposition`` says how the call transposes the
+    forward's, where it does.
+    """
     from .conv.recognise import NotConvolution
+    from .emit.conv import in_given_sizes
 
     if isinstance(recognition, NotConvolution):
         return _step(f"{name}: not a convolution", (), [[f"{recognition.reason}"]], None)
+    if definitions:
+        padding = tuple(
+            (in_given_sizes(lo, definitions), in_given_sizes(hi, definitions))
+            for lo, hi in recognition.call.padding
+        )
+        recognition = replace(recognition, call=replace(recognition.call, padding=padding))
     call = recognition.call
     positions = kernel_positions(call.rank)
     at = _joined([_symbol_of(k) for k in positions])
@@ -745,9 +763,73 @@ def conv_step(name: str, recognition: Recognition, indices: Sequence[sympy.Symbo
         [_tensor(name), _equals, _call(call)],
         ["x = ", _tensor(call.x), ", the input of the call; w = ", _tensor(call.w), ", the kernel"],
         ["at kernel position ", at, ", ", _tensor(call.x), " is read at ", where],
+        *transposition,
         *_roles(recognition),
     ]  # fmt: skip
-    return _step(f"{name}: a convolution", [*indices, *positions], lines)
+    kind = "a convolution, the forward's transposed" if transposition else "a convolution"
+    return _step(f"{name}: {kind}", [*indices, *positions], lines)
+
+
+def transposition(derivation: Derivation, tensor: str, forward: ConvPullback | None) -> list[Line]:
+    """How the pullback into the forward's input transposes the forward's convolution.
+
+    It is the transposed convolution where it runs the forward's kernel reversed over
+    the cotangent with the forward's stride as its fill; each further role swap (its
+    dilation the forward's, its stride the forward's fill) is said where it holds.
+    """
+    from .conv.recognise import ConvPullback
+
+    pullback = derivation.convolutions.get(tensor)
+    if forward is None or not isinstance(pullback, ConvPullback) or tensor != forward.call.x:
+        return []
+    before, after = forward.call, pullback.call
+    seed = derivation.backward.seeds[0]
+
+    def same(left: Sequence[object], right: Sequence[object]) -> bool:
+        return all(
+            sympy.expand(sympy.sympify(a) - b) == 0 for a, b in zip(left, right, strict=True)
+        )
+
+    if not (
+        after.x == seed
+        and after.w == before.w
+        and after.flip_kernel != before.flip_kernel
+        and same(after.fill, before.stride)
+    ):
+        return []
+
+    def values(entries: Sequence[object]) -> Math:
+        return _joined([_scalar(e) for e in entries])
+
+    name = derivation.pullbacks[tensor].name
+    statement = derivation.pullbacks[tensor].statement
+    kernel_reads = [n for n in ir.walk(statement.rhs) if isinstance(n, ir.Access)]
+    kernel_read = next(n for n in kernel_reads if n.tensor == before.w)
+
+    def read(printer: NotationPrinter) -> str:
+        return type(printer)(variables_of(statement)).expr(kernel_read)
+
+    lines: list[Line] = [
+        [f"{name} is the transposed convolution of the forward (conv_transpose in PyTorch; "
+         f"the gradient of a strided convolution): the kernel {before.w} run backwards over "
+         f"the cotangent {seed}"],
+        ["its fill (", values(after.fill), ") is the forward's stride (", values(before.stride),
+         f"): fill - 1 zeros go between neighbouring elements of {seed}, as the forward's "
+         "outputs stand stride input positions apart"],
+        ["its flip is the kernel's reversal: the pullback reads ", read,
+         f", so {before.w} is walked backwards as the position in {seed} rises"],
+    ]  # fmt: skip
+    if same(after.dilation, before.dilation):
+        lines.append(
+            [
+                "its dilation (",
+                values(after.dilation),
+                ") is the forward's: the taps stay as far apart",
+            ]
+        )
+    if same(after.stride, before.fill):
+        lines.append(["its stride (", values(after.stride), ") is the forward's fill"])
+    return lines
 
 
 def _forward_conv_steps(derivation: Derivation) -> list[Step]:
@@ -760,7 +842,9 @@ def _forward_conv_steps(derivation: Derivation) -> list[Step]:
     except ArgumentError:
         return []
     statement = derivation.program.statements[-1]
-    call = conv_step(statement.target, found.conv, statement.indices)
+    call = conv_step(
+        statement.target, found.conv, statement.indices, derivation.program.definitions
+    )
     x, w = found.conv.call.x, found.conv.call.w
     result = [
         Step(f"The forward as a convolution of {x} with the kernel {w}", call.lines, call.latex)
@@ -788,15 +872,32 @@ def steps(derivation: Derivation) -> list[Step]:
     """
     result = [_forward_step(derivation), *_forward_conv_steps(derivation)]
     derived = {s.target: s for s in derivation.backward.statements}
+    forward = _forward_convolution(derivation)
     for work in recompute(derivation):
         for read in work.reads:
             result += _read_steps(work, read)
         result.append(_pullback_step(work, derived[work.name]))
         if work.tensor in derivation.pullbacks:
             recognition = derivation.convolutions[work.tensor]
-            step = conv_step(work.name, recognition, work.statement.indices)
+            step = conv_step(
+                work.name,
+                recognition,
+                work.statement.indices,
+                derivation.program.definitions,
+                transposition(derivation, work.tensor, forward),
+            )
             result.append(Step(step.title, step.lines, step.latex, work.tensor))
     return result
+
+
+def _forward_convolution(derivation: Derivation) -> ConvPullback | None:
+    from .errors import ArgumentError
+    from .matrix import forward_convolution
+
+    try:
+        return forward_convolution(derivation).conv
+    except ArgumentError:
+        return None
 
 
 @dataclass(frozen=True)

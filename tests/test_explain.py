@@ -8,6 +8,7 @@ read-by-read recomputation must add up to the derivation's own pullbacks.
 from __future__ import annotations
 
 import pytest
+import sympy
 
 import einderive as ed
 from einderive import ir
@@ -74,7 +75,8 @@ def test_bounds_come_from_the_eliminated_index_range(seed_steps):
 
 def test_convolution_step_gives_each_parameter_its_role(seed_steps):
     lines = lines_of(seed_steps, "X", "a convolution")
-    assert lines[0].startswith("dX = conv(dY, W, padding=((M - 2, -I*s + N_X0 + s), ")
+    # the padding in the input's and kernel's sizes, not the output's (I)
+    assert lines[0].startswith("dX = conv(dY, W, padding=((M - 2, M + (-M + N_X0 + 1) % s - 1), ")
     assert "fill=(s, s), flip_kernel=True" in lines[0]
     assert "x = dY, the input of the call; w = W, the kernel" in lines
     # fill s: dY is read at a position divided by s
@@ -223,3 +225,61 @@ def test_steps_are_frozen_records():
     step = steps(ed.derive("Y[i] = X[i+1]"))[0]
     with pytest.raises(AttributeError):
         step.title = "changed"  # type: ignore[misc]
+
+
+# ---- the student's view: a strided convolution's input pullback is a transposed one ---------
+
+STRIDED = "Y[i] = W[m]*X[2*i+m-1]"
+
+
+def test_strided_input_pullback_is_called_a_transposed_convolution():
+    found = steps(ed.derive(STRIDED))
+    (step,) = [s for s in found if s.tensor == "X" and "convolution" in s.title]
+    assert step.title == "dX: a convolution, the forward's transposed"
+    text = "\n".join(step.lines)
+    assert "dX is the transposed convolution of the forward" in text
+    assert "its fill (2) is the forward's stride (2)" in text
+    assert "its flip is the kernel's reversal: the pullback reads W[p - 2*i + 1]" in text
+    assert "its dilation (1) is the forward's" in text
+    # the kernel's pullback is a convolution, not the transposed one
+    (kernel,) = [s for s in found if s.tensor == "W" and "convolution" in s.title]
+    assert kernel.title == "dW: a convolution" and "transposed" not in "\n".join(kernel.lines)
+    assert r"\text{its fill (}2\text{) is the forward's stride (}2" in explain_latex(
+        ed.derive(STRIDED)
+    )
+
+
+def test_dilated_symbolic_stride_says_which_roles_swap():
+    found = steps(ed.derive("Y[b,o,i] = W[o,c,m]*X[b,c,s*i+d*m-1]"))
+    text = "\n".join(lines_of(found, "X", "transposed"))
+    assert "its fill (s) is the forward's stride (s)" in text
+    assert "its dilation (d) is the forward's" in text
+
+
+def test_paddings_are_in_the_input_and_kernel_sizes():
+    derivation = ed.derive(STRIDED)
+    found = steps(derivation)
+    for tensor in ("X", "W"):
+        lines = lines_of(found, tensor, "convolution")
+        padding = next(line for line in lines if line.strip().startswith("padding"))
+        assert "I" not in padding.replace("input", ""), padding  # not the output's size
+    dx = next(line.strip() for line in lines_of(found, "X", "convolution") if "padding ((" in line)
+    assert dx.startswith("padding ((M - 2, M + mod(-M + N_X + 1, 2) - 1))")
+    # the same numbers as the output-size form, for every size
+    from einderive.emit.conv import in_given_sizes
+
+    definitions = derivation.program.definitions
+    for recognition in derivation.convolutions.values():
+        for entry in (e for pair in recognition.call.padding for e in pair):
+            entry = sympy.sympify(entry)
+            written = in_given_sizes(entry, definitions)
+            for size_x in range(1, 12):
+                for size_w in range(1, size_x + 1):
+                    sizes = {"M": size_w, "N_X": size_x}
+                    by_name = {s: sizes[s.name] for s in written.free_symbols}
+                    output = {s: d.subs({t: sizes[t.name] for t in d.free_symbols})
+                              for s, d in definitions.items()}  # fmt: skip
+                    direct = entry.subs(output).subs(
+                        {s: sizes[s.name] for s in entry.free_symbols if s.name in sizes}
+                    )
+                    assert written.subs(by_name) == direct, (entry, size_x, size_w)

@@ -69,6 +69,31 @@ def _numbers(derivation: Derivation) -> dict[sympy.Symbol, sympy.Expr]:
     return dict(derivation.program.definitions)
 
 
+def in_given_sizes(expr: sympy.Expr, definitions: dict[sympy.Symbol, sympy.Expr]) -> sympy.Expr:
+    """``expr`` with every derived size (an output's ``I``) replaced by its definition in the
+    input's and kernel's sizes, a multiple of a floor written as a remainder:
+    ``2*I + M - N_X - 3`` with ``I = floor((N_X - M + 1)/2) + 1`` is ``-((N_X - M + 1) % 2)``.
+    """
+    expr = sympy.sympify(expr)
+    for _ in range(len(definitions) + 1):  # a definition may name another derived size
+        replaced = expr.xreplace(definitions)
+        if replaced == expr:
+            break
+        expr = replaced
+    return sympy.expand(expr.replace(lambda e: isinstance(e, sympy.floor), _floor_as_remainder))
+
+
+def _floor_as_remainder(floor: sympy.Expr) -> sympy.Expr:
+    """``floor(a/q) = (a - a % q) / q`` for whole ``a`` and positive whole ``q``."""
+    numerator, denominator = sympy.fraction(sympy.together(floor.args[0]))
+    numerator = sympy.expand(numerator)
+    if denominator == 1 or not (numerator.is_integer and denominator.is_integer):
+        return floor
+    if denominator.is_positive is not True:
+        return floor
+    return (numerator - sympy.Mod(numerator, denominator)) / denominator
+
+
 def describe(derivation: Derivation, name: str) -> list[str]:
     """The lines of ``--emit conv`` for one pullback."""
     recognition = derivation.convolutions[name]
@@ -82,6 +107,10 @@ def describe(derivation: Derivation, name: str) -> list[str]:
         f"w = {operand_code(call.w, recognition.w_layout)}",
     ]
     expanded = recognition.subs(_numbers(derivation))
+    padding = tuple(tuple(in_given_sizes(e, {}) for e in pair) for pair in expanded.call.padding)
+    expanded = dataclasses.replace(
+        expanded, call=dataclasses.replace(expanded.call, padding=padding)
+    )
     if expanded.call != call:
         lines.append(f"    in the sizes: {expanded.call}")
     lines.append(f"    jax:   {framework_statement(recognition, 'jax')}")

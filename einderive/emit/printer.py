@@ -28,6 +28,10 @@ class ScalarPrinter(StrPrinter):
     def _print_ceiling(self, expr: sympy.ceiling) -> str:
         return f"ceil({self._print(expr.args[0])})"
 
+    def _print_Mod(self, expr: sympy.Mod) -> str:
+        # `mod(a, q)`: `-a % q` would read as `(-a) % q`
+        return f"mod({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+
     def _print_Exp1(self, expr: sympy.Expr) -> str:
         return "exp(1)"  # `E` would read back as a parameter
 
