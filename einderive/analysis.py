@@ -1,6 +1,6 @@
 """Syntax tree -> IR: index variables and parameters, affine index expressions, extents.
 
-The rules are those of CONTRACT section 1:
+The rules are those of the README's "The notation":
 
 * an identifier in brackets is an index variable if it is on a gather-form
   left-hand side, stands alone as a whole position of some tensor, is bound by
@@ -794,7 +794,7 @@ class _Analyser:
         pending = [n for n in lhs_names if n not in self.range_values]
         for name in pending:
             extents.pop(name, None)
-        for name, size in declared.items():  # the output's declared shape (CONTRACT section 1)
+        for name, size in declared.items():  # the output's declared shape (the README's "Extents")
             if name in pending:
                 extents[name] = size
                 pending.remove(name)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 EXAMPLES = """\
 examples:
   einderive table [--format md]
-      the convolution pullback table, derived, verified, and compared with the seed table
+      the convolution pullback table, derived, verified, and compared with a cheat sheet
   einderive serve [--port 8765] [--host 127.0.0.1] [--open]
       a page to try it in a browser (local, no network needed)
   einderive "Y[i,j] = W[m,n]*X[s*i+m-1, s*j+n-1]"
@@ -53,6 +53,24 @@ einderive [-h] [--version] EXPR [--wrt T] [--param s=2] [--shape X=7x7] [--range
                  [--explain] [--matrix [--transpose] [--png FILE]]
        einderive table [--format text|md]
        einderive serve [--port 8765] [--host 127.0.0.1] [--open]"""
+
+
+GENERIC_CONVOLUTION = """\
+the generic convolution:
+  conv(x, w, padding=(lo, hi), stride=s, dilation=d, fill=f,
+       flip_kernel, permute_kernel, permute_input)
+  x has shape (B, C_in, N...), w has shape (C_out, C_in, K...). In order:
+    permute_input   swaps the first two axes of x
+    permute_kernel  swaps the first two axes of w
+    flip_kernel     reverses w along every spatial axis
+    fill            puts f - 1 zeros between neighbouring samples of x (input dilation)
+    padding         adds lo zeros before and hi after, per spatial axis (negative: crops)
+  then out[b, o, i] = sum_{c, m} w[o, c, m] * x'[b, c, s*i + d*m] for every i whose
+  window fits: jax.lax.conv_general_dilated with window_strides=s, lhs_dilation=f,
+  rhs_dilation=d. K is the kernel's own size (its dilated size is (K-1)*d + 1).
+  In the table: 1-D, z = conv(x, w) with x of length N, w of length K, padding (p_l, p_r);
+  x_cot and w_cot are the pullbacks of z_cot into x and w.
+"""
 
 
 def _emitters() -> dict[str, Callable[..., str]]:
@@ -199,10 +217,13 @@ def run_table(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="einderive table",
         description=(
-            "The convolution pullback cheat sheet (the seed table's eight families), derived "
-            "by einderive, each row verified on a sweep of sizes, and the seed table's own rows "
-            "checked against it."
+            "The convolution pullback cheat sheet: eight families of the generic 1-D\n"
+            "convolution, both pullbacks derived by einderive, each row verified on a sweep\n"
+            "of sizes, and the rows of a hand-written cheat sheet (shipped with einderive)\n"
+            "checked on the same sweep."
         ),
+        epilog=GENERIC_CONVOLUTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--format", choices=("text", "md"), default="text")
     args = parser.parse_args(argv)

@@ -642,7 +642,7 @@ def kernel_positions(rank: int) -> list[sympy.Symbol]:
 def input_reads(conv: ConvPullback, indices: Sequence[sympy.Symbol]) -> list[sympy.Expr]:
     """Where a call reads its input, per spatial axis, at kernel position ``k``.
 
-    From the definition of the generic call (CONTRACT section 3): the filled and
+    From the definition of the generic call (conv/calls.py): the filled and
     padded input is read at ``stride*u + dilation*m``, with ``m = K-1-k`` where
     the kernel is flipped, and its position ``t`` holds ``x[(t - lo) / fill]``.
     """

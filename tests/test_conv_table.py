@@ -134,3 +134,11 @@ def test_cli_table(
     assert out.startswith("| Description | Primal |")
     assert out.count("\n") >= len(table.FAMILIES) + 1
     assert "WRONG" in out and "holds only if" in out
+
+
+def test_the_rendered_table_names_nothing_unshipped(rows: list[table.Row]) -> None:
+    from test_documents import UNSHIPPED
+
+    for text in (table.render_text(rows), table.render_markdown(rows)):
+        assert not UNSHIPPED.search(text), UNSHIPPED.findall(text)
+    assert "Cheat sheet's row" in table.render_markdown(rows)

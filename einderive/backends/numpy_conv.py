@@ -64,7 +64,7 @@ def _fill_pad(x: np.ndarray, call: GenericConv) -> np.ndarray:
 
 
 def generic_conv(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The generic call (CONTRACT section 3) on operands ``(B, C, N...)``, ``(O, C/g, K...)``."""
+    """The generic call (conv/calls.py) on operands ``(B, C, N...)``, ``(O, C/g, K...)``."""
     fast = _conv2d_pullback(call, x, w)
     if fast is not None:
         return fast

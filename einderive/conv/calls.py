@@ -1,6 +1,6 @@
 """The generic convolution call, and the JAX and PyTorch calls that compute it.
 
-A pullback that is a convolution is one :class:`GenericConv` (CONTRACT section 3)::
+A pullback that is a convolution is one :class:`GenericConv`, the generic call::
 
     x1 = x.swapaxes(0, 1) if permute_input else x        # (B, C_in, N...)
     w1 = w.swapaxes(0, 1) if permute_kernel else w       # (C_out, C_in/groups, K...)
@@ -179,7 +179,7 @@ def _is_below(entry: Size, bound: Size) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class GenericConv:
-    """One call of the generic convolution (CONTRACT section 3).
+    """One call of the generic convolution (defined in this module's docstring).
 
     ``x`` and ``w`` name the tensors playing input and kernel; ``padding`` holds one
     ``(lo, hi)`` pair per spatial axis (negative values crop); ``stride``,

@@ -9,7 +9,7 @@ the input has the form
     A[(s*u + d*k + c) / f]            (f divides the numerator)
 
 with ``u`` one spatial index of ``out``. Then, per spatial axis, the generic
-call (CONTRACT section 3) has stride ``s``, dilation ``|d|``, fill ``f``, the
+call (conv/calls.py) has stride ``s``, dilation ``|d|``, fill ``f``, the
 kernel flipped where ``d < 0``, padding ``lo = -c`` (``d*(K-1) - c`` when
 flipped), and ``hi`` just large enough for ``out``'s extent. Every other axis is
 a batch (in ``out`` and ``x``), an output channel (in ``out`` and ``w``), an input

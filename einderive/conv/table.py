@@ -1,7 +1,11 @@
 """``einderive table``: the convolution pullback cheat sheet, derived, verified, and compared
-with the hand-written seed table (``seeds/conv-pullback-table.txt``).
+with a hand-written cheat sheet shipped in this package (``conv-pullback-table.txt``).
 
-Each family is the 1-D single-channel generic convolution of CONTRACT section 3,
+Each family is the 1-D single-channel generic convolution
+``z = conv(x, w, padding=(p_l, p_r), stride=s, dilation=d, fill=f)``: ``x`` gets
+``f - 1`` zeros between neighbouring samples, then ``p_l`` zeros before and ``p_r``
+after (negative values crop), and ``z[j] = sum_m w[m] * x'[s*j + d*m]`` for every
+window that fits; that is
 
     y[j] = sum_{m, i} [s*j + d*m - p_l = f*i] * w[m] * x[i],   j in [0, I)
     I = floor(((N-1)*f + 1 + p_l + p_r - d*(K-1) - 1) / s) + 1
@@ -9,7 +13,7 @@ Each family is the 1-D single-channel generic convolution of CONTRACT section 3,
 with some of ``p_l, p_r, s, d, f, K`` fixed. einderive derives both pullbacks,
 recognises each as a generic call, and the call's numbers are checked on every
 configuration of a sweep against the pullbacks computed from this definition by
-brute force. The seed table's own rows are checked on the same sweep.
+brute force. The cheat sheet's own rows are checked on the same sweep.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from typing import cast
 
 import numpy as np
@@ -49,7 +55,7 @@ SWEEP: dict[sympy.Symbol, range] = {
 
 @dataclass(frozen=True)
 class SeedRow:
-    """One row of the seed table, as written there (formulas in N, K, p_l, p_r, s, d, f)."""
+    """One row of the cheat sheet, as written there (formulas in N, K, p_l, p_r, s, d, f)."""
 
     x_cot: dict[str, object]
     w_cot: dict[str, object]
@@ -60,111 +66,64 @@ class Family:
     key: str
     description: str
     fixed: dict[sympy.Symbol, int]
-    seed: SeedRow
     primal: str = ""
 
+    @property
+    def seed(self) -> SeedRow:
+        """The cheat sheet's row for this family."""
+        return cheat_sheet()[self.description]
 
-def _seed(padding: tuple[str, str], **keywords: object) -> dict[str, object]:
-    return {"padding": padding, **keywords}
 
-
-# The seed table, transcribed ((N+K)%s is Mod(N + K, s); a//b is floor(a/b)).
-_STRIDED_HI_X = "N + p_l - 1 - s*floor((N - K + p_l + p_r)/s)"
-_STRIDED_HI_W = "K - N - p_l + s*floor((N - K + p_l + p_r)/s)"
 FAMILIES = [
-    Family(
-        "valid",
-        "Valid Padding, K=3",
-        {K: 3, p_l: 0, p_r: 0, s: 1, d: 1, f: 1},
-        SeedRow(
-            _seed(("2", "2"), flip_kernel=True, permute_kernel=True),
-            _seed(("0", "0"), permute_kernel=True, permute_input=True),
-        ),
-    ),
-    Family(
-        "kernel",
-        "Valid Padding, Variable Kernel Size",
-        {p_l: 0, p_r: 0, s: 1, d: 1, f: 1},
-        SeedRow(
-            _seed(("K - 1", "K - 1"), flip_kernel=True, permute_kernel=True),
-            _seed(("0", "0"), permute_kernel=True, permute_input=True),
-        ),
-    ),
-    Family(
-        "padding",
-        "Variable Padding & Kernel Size",
-        {s: 1, d: 1, f: 1},
-        SeedRow(
-            _seed(("K - 1 - p_l", "K - 1 - p_r"), flip_kernel=True, permute_kernel=True),
-            _seed(("p_l", "p_r"), permute_kernel=True, permute_input=True),
-        ),
-    ),
-    Family(
-        "strided-valid",
-        "Strided Convolution, No Padding",
-        {p_l: 0, p_r: 0, d: 1, f: 1},
-        SeedRow(
-            _seed(
-                ("K - 1", "K - 1 + Mod(N + K, s)"), fill="s", flip_kernel=True, permute_kernel=True
-            ),
-            _seed(("0", "Mod(N + K, s)"), dilation="s", permute_kernel=True, permute_input=True),
-        ),
-    ),
-    Family(
-        "strided",
-        "Strided Convolution",
-        {d: 1, f: 1},
-        SeedRow(
-            _seed(("K - p_l - 1", _STRIDED_HI_X), fill="s", flip_kernel=True, permute_kernel=True),
-            _seed(("p_l", _STRIDED_HI_W), dilation="s", permute_kernel=True, permute_input=True),
-        ),
-    ),
-    Family(
-        "dilated",
-        "Dilated Convolution (=Atrous Convolution)",
-        {s: 1, f: 1},
-        SeedRow(
-            _seed(
-                ("K - p_l - 1", "K - p_r - 1"), dilation="d", flip_kernel=True, permute_kernel=True
-            ),
-            _seed(("p_l", "p_r"), stride="d", permute_kernel=True, permute_input=True),
-        ),
-    ),
-    Family(
-        "transposed",
-        "Transposed Convolution (Filled Convolution)",
-        {s: 1, d: 1},
-        SeedRow(
-            _seed(
-                ("K - 1 - p_l", "K - 1 - p_r"), stride="f", flip_kernel=True, permute_kernel=True
-            ),
-            _seed(("p_l", "p_r"), fill="f", permute_kernel=True, permute_input=True),
-        ),
-    ),
-    Family(
-        "general",
-        "General Convolution",
-        {},
-        SeedRow(
-            _seed(
-                ("K - p_l - 1", _STRIDED_HI_X),
-                stride="f",
-                dilation="d",
-                fill="s",
-                flip_kernel=True,
-                permute_kernel=True,
-            ),
-            _seed(
-                ("p_l", _STRIDED_HI_W),
-                stride="d",
-                dilation="s",
-                fill="f",
-                permute_kernel=True,
-                permute_input=True,
-            ),
-        ),
-    ),
+    Family("valid", "Valid Padding, K=3", {K: 3, p_l: 0, p_r: 0, s: 1, d: 1, f: 1}),
+    Family("kernel", "Valid Padding, Variable Kernel Size", {p_l: 0, p_r: 0, s: 1, d: 1, f: 1}),
+    Family("padding", "Variable Padding & Kernel Size", {s: 1, d: 1, f: 1}),
+    Family("strided-valid", "Strided Convolution, No Padding", {p_l: 0, p_r: 0, d: 1, f: 1}),
+    Family("strided", "Strided Convolution", {d: 1, f: 1}),
+    Family("dilated", "Dilated Convolution (=Atrous Convolution)", {s: 1, f: 1}),
+    Family("transposed", "Transposed Convolution (Filled Convolution)", {s: 1, d: 1}),
+    Family("general", "General Convolution", {}),
 ]
+
+CHEAT_SHEET = "conv-pullback-table.txt"
+"""The hand-written cheat sheet that ``table`` checks, shipped with the package."""
+
+
+@functools.cache
+def cheat_sheet() -> dict[str, SeedRow]:
+    """The cheat sheet's rows by description, read from the file shipped in this package.
+
+    Each row is four cells: the description, the primal, ``x_cot = conv(z_cot, w, ...)``
+    and ``w_cot = conv(x, z_cot, ...)``; formulas are Python (``(N+K)%s``, ``a//s``).
+    """
+    text = resources.files(__package__).joinpath(CHEAT_SHEET).read_text(encoding="utf-8")
+    cells = [cell.strip() for cell in text.split("|")]
+    rows: dict[str, SeedRow] = {}
+    for k, cell in enumerate(cells):
+        if cell.startswith("x_cot = conv(") and k + 1 < len(cells):
+            description = cells[k - 2].splitlines()[-1].strip()
+            rows[description] = SeedRow(_sheet_call(cell), _sheet_call(cells[k + 1]))
+    return rows
+
+
+def _sheet_call(cell: str) -> dict[str, object]:
+    """``conv( a, b, padding=(lo, hi) stride=s, ..., flip_kernel=True, )`` as keywords."""
+    start = cell.index("padding=(") + len("padding=(")
+    depth, position, split = 1, start, None
+    while depth:
+        character = cell[position]
+        depth += {"(": 1, ")": -1}.get(character, 0)
+        if character == "," and depth == 1:
+            split = position
+        position += 1
+    if split is None:
+        raise ValueError(f"the cheat sheet's padding is not a pair: {cell!r}")
+    entry: dict[str, object] = {
+        "padding": (cell[start:split].strip(), cell[split + 1 : position - 1].strip())
+    }
+    for name, value in re.findall(r"(\w+)=([^,\s()]+)", cell[position:]):
+        entry[name] = value == "True" if value in ("True", "False") else value
+    return entry
 
 
 def _output_size(config: Mapping[sympy.Symbol, int]) -> int:
@@ -508,7 +467,7 @@ def primal(family: Family) -> str:
 
 
 def _row_call(conv: ConvPullback, out: str, x: str, w: str) -> str:
-    """One call in the seed table's form (1-D: scalars, not tuples)."""
+    """One call in the cheat sheet's form (1-D: scalars, not tuples)."""
     call = conv.call
     ((lo, hi),) = call.padding
     parts = [
@@ -544,9 +503,10 @@ def _seed_text(row: Row, which: str) -> str:
 def render_text(rows: list[Row]) -> str:
     lines = [
         "The convolution pullback table, derived by einderive: 1-D, x of shape (B, C, N), w of",
-        "shape (O, C, K), z = conv(x, w) of shape (B, O, I); the generic call of CONTRACT",
-        "section 3. Each row is checked on every configuration of the sweep N 1..12, K 1..5,",
-        "p_l, p_r 0..3, s 1..4, d 1..3, f 1..3 with a non-empty output.",
+        "shape (O, C, K), z = conv(x, w) of shape (B, O, I), where conv is the generic call",
+        "(einderive table --help defines it). Each row is checked on every configuration of",
+        "the sweep N 1..12, K 1..5, p_l, p_r 0..3, s 1..4, d 1..3, f 1..3 with a non-empty",
+        "output; so is the row of the hand-written cheat sheet shipped with einderive.",
         "",
     ]
     for row in rows:
@@ -557,8 +517,8 @@ def render_text(rows: list[Row]) -> str:
             f"  into input:    {_row_call(row.x_cot, 'x_cot', 'z_cot', 'w')}",
             f"  into filter:   {_row_call(row.w_cot, 'w_cot', 'x', 'z_cot')}",
             f"  einderive:     {status} on {row.derived.configurations} configurations",
-            f"  seed x_cot:    {_seed_text(row, 'x_cot')}",
-            f"  seed w_cot:    {_seed_text(row, 'w_cot')}",
+            f"  sheet x_cot:   {_seed_text(row, 'x_cot')}",
+            f"  sheet w_cot:   {_seed_text(row, 'w_cot')}",
             "",
         ]
     return "\n".join(lines)
@@ -566,7 +526,7 @@ def render_text(rows: list[Row]) -> str:
 
 def render_markdown(rows: list[Row]) -> str:
     lines = [
-        "| Description | Primal | Pullback into input | Pullback into filter | Seed table's row |",
+        "| Description | Primal | Pullback into input | Pullback into filter | Cheat sheet's row |",
         "|---|---|---|---|---|",
     ]
     for row in rows:

@@ -49,7 +49,8 @@ def conv(derivation: Derivation) -> str:
 
 
 def as_data(derivation: Derivation) -> dict[str, Any]:
-    """Everything as JSON-ready data (see CONTRACT section 3, item 5)."""
+    """Everything as JSON-ready data: the forward, its shapes, and every pullback with its
+    notation, LaTeX and convolution calls (``conv.{generic,jax,torch}``, null if none)."""
     from .conv import conv_data
     from .printer import NotationPrinter
 
