@@ -142,3 +142,16 @@ def test_the_rendered_table_names_nothing_unshipped(rows: list[table.Row]) -> No
     for text in (table.render_text(rows), table.render_markdown(rows)):
         assert not UNSHIPPED.search(text), UNSHIPPED.findall(text)
     assert "Cheat sheet's row" in table.render_markdown(rows)
+
+
+def test_the_readme_shows_the_table_as_printed(rows: list[table.Row]) -> None:
+    from test_readme import README
+
+    readme = README.read_text().splitlines()
+    start = readme.index(next(line for line in readme if line.startswith("| Description |")))
+    shown = []
+    for line in readme[start:]:
+        if not line.startswith("|"):
+            break
+        shown.append(line)
+    assert shown == table.render_markdown(rows).splitlines()
