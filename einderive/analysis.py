@@ -25,10 +25,23 @@ from typing import Any
 
 import sympy
 
-from . import ir
+from . import affine, ir
 from .errors import ArgumentError, EinderiveError, ExtentError, IndexNotationError, Span
 from .ir import expand
-from .parse import SAccess, SBinary, SCall, SName, SNeg, SNumber, SReduce, SStatement, parse
+from .parse import (
+    SAccess,
+    SBinary,
+    SCall,
+    SName,
+    SNeg,
+    SNumber,
+    SProduct,
+    SReduce,
+    SStatement,
+    SSum,
+    parse,
+)
+from .parse import operands as _operands
 from .parse import syntax_nodes as _syntax_nodes
 
 ParamValues = Mapping[str, int | float | None]
@@ -77,23 +90,21 @@ def fresh(name: str, taken: set[str]) -> sympy.Symbol:
 def _names_in(node: Any) -> set[str]:
     if isinstance(node, SName):
         return {node.name}
-    if isinstance(node, SBinary):
-        return _names_in(node.left) | _names_in(node.right)
-    if isinstance(node, SNeg):
-        return _names_in(node.operand)
-    return set()
+    return set().union(*(_names_in(operand) for operand in _operands(node)))
 
 
 def _multiplied_names(node: Any) -> set[str]:
-    """Names that appear as a factor of a product inside an index expression."""
-    if isinstance(node, SBinary):
-        inner = _multiplied_names(node.left) | _multiplied_names(node.right)
-        if node.op == "*":
-            inner |= _names_in(node.left) | _names_in(node.right)
-        return inner
-    if isinstance(node, SNeg):
-        return _multiplied_names(node.operand)
-    return set()
+    """Names that appear as a factor of a product inside an index expression.
+
+    In ``a * b / c`` the names of ``a`` and ``b`` are multiplied; a divisor's are not
+    (unless a later factor multiplies the quotient: ``a / c * b``).
+    """
+    inner = set().union(*(_multiplied_names(operand) for operand in _operands(node)))
+    if isinstance(node, SProduct):
+        multiplied = [k for k, divides in enumerate(node.divides) if k and not divides]
+        if multiplied:
+            inner |= set().union(*(_names_in(f) for f in node.factors[: multiplied[-1] + 1]))
+    return inner
 
 
 def _accesses(node: Any) -> list[SAccess]:
@@ -201,10 +212,14 @@ def _is_gather_target(target: SAccess | SName) -> bool:
 
 
 def _top_terms(node: Any, sign: int = 1) -> list[tuple[int, Any]]:
-    """The top-level additive terms of a right-hand side, with their signs."""
-    if isinstance(node, SBinary) and node.op in "+-" and len(node.op) == 1:
-        right_sign = sign if node.op == "+" else -sign
-        return _top_terms(node.left, sign) + _top_terms(node.right, right_sign)
+    """The top-level additive terms of a right-hand side, with their signs (a sum in
+    parentheses among them is split too: ``a - (b + c)`` has the terms a, -b, -c)."""
+    if isinstance(node, SSum):
+        return [
+            found
+            for term, term_sign in zip(node.terms, node.signs, strict=True)
+            for found in _top_terms(term, sign * term_sign)
+        ]
     return [(sign, node)]
 
 
@@ -423,7 +438,7 @@ class _Analyser:
         """
         expr = expand(self._index_expr(node, variables))
         for var in expr.free_symbols & self._index_symbols(variables):
-            coefficient = expr.coeff(var)
+            coefficient = ir.coefficient(expr, var)
             if len(sympy.Add.make_args(coefficient)) > 1:
                 raise IndexNotationError(
                     f"the coefficient of {var} is {coefficient}: a coefficient must be a "
@@ -446,28 +461,40 @@ class _Analyser:
             return self.number(node)
         if isinstance(node, SNeg):
             return -self._index_expr(node.operand, variables)
-        if isinstance(node, SBinary):
-            if node.op in ("/", "**"):
-                what = "division" if node.op == "/" else "a power"
+        if isinstance(node, SBinary):  # a power
+            raise IndexNotationError(
+                "index expressions must be affine: a power is not allowed in an index",
+                node.span,
+                self.text,
+            )
+        if isinstance(node, SSum):
+            return sympy.Add(
+                *(
+                    self._index_expr(term, variables) * sign
+                    for term, sign in zip(node.terms, node.signs, strict=True)
+                )
+            )
+        if isinstance(node, SProduct):
+            # an error points at the chain up to the offending factor, as written
+            if True in node.divides:
+                divisor = node.factors[node.divides.index(True)]
                 raise IndexNotationError(
-                    f"index expressions must be affine: {what} is not allowed in an index",
-                    node.span,
+                    "index expressions must be affine: division is not allowed in an index",
+                    (node.span[0], divisor.span[1]),
                     self.text,
                 )
-            left = self._index_expr(node.left, variables)
-            right = self._index_expr(node.right, variables)
-            if node.op == "+":
-                return left + right
-            if node.op == "-":
-                return left - right
             index_symbols = self._index_symbols(variables)
-            if left.free_symbols & index_symbols and right.free_symbols & index_symbols:
-                raise IndexNotationError(
-                    "index expressions must be affine: this multiplies two index variables",
-                    node.span,
-                    self.text,
-                )
-            return expand(left * right)
+            product = self._index_expr(node.factors[0], variables)
+            for factor in node.factors[1:]:
+                right = self._index_expr(factor, variables)
+                if product.free_symbols & index_symbols and right.free_symbols & index_symbols:
+                    raise IndexNotationError(
+                        "index expressions must be affine: this multiplies two index variables",
+                        (node.span[0], factor.span[1]),
+                        self.text,
+                    )
+                product = expand(product * right)
+            return product
         what = {
             SAccess: "a tensor",
             SCall: "a function call",
@@ -567,15 +594,10 @@ class _Analyser:
         return True
 
     def smallest(self, bounds: Sequence[sympy.Expr]) -> sympy.Expr:
-        """The minimum of extents, without those that another is provably no larger than."""
-        kept: list[sympy.Expr] = []
-        for bound in (self.current(b) for b in bounds):
-            value = self.expanded(bound)
-            if any(expand(value - self.expanded(k)).is_nonnegative for k in kept):
-                continue
-            kept = [k for k in kept if not expand(self.expanded(k) - value).is_nonnegative]
-            kept.append(bound)
-        return kept[0] if len(kept) == 1 else sympy.Min(*kept)
+        """The minimum of extents, without those that another is provably no larger than
+        (compared in free sizes: a derived extent by its definition)."""
+        current = [self.current(b) for b in bounds]
+        return affine.minimum(current, compared=[self.expanded(b) for b in current])
 
     def current(self, expr: sympy.Expr) -> sympy.Expr:
         """``expr`` with every size unification so far applied."""
@@ -808,7 +830,7 @@ class _Analyser:
                 for access in reads:
                     for axis, index in enumerate(access.indices):
                         expr = index_of(index)
-                        coefficient = expr.coeff(var)
+                        coefficient = ir.coefficient(expr, var)
                         if coefficient == 0 or not expr.has(var) or expr == var:
                             continue
                         others = [
@@ -829,7 +851,7 @@ class _Analyser:
                         rest = expr - coefficient * var
                         top = rest
                         for other in others:
-                            c = rest.coeff(other)
+                            c = ir.coefficient(rest, other)
                             if c.is_nonnegative:
                                 known = extents.get(other.name, lone.get(other.name))
                                 assert known is not None  # blocked above otherwise
@@ -945,8 +967,11 @@ class _Analyser:
                 )
             indices = tuple(self.index_expr(i, variables) for i in node.indices)
             return ir.Access(node.name, indices, node.span)
-        if isinstance(node, (SNeg, SBinary)):
-            return self._checked_constant(self._arithmetic(node, variables, extents, bound), node)
+        if isinstance(node, SSum | SProduct):
+            return self._chain(node, variables, extents, bound)
+        if isinstance(node, SNeg | SBinary):
+            value = self._arithmetic(node, variables, extents, bound)
+            return self._checked_constant(value, node.span)
         if isinstance(node, SCall):
             if node.name not in ir.FUNCTIONS:
                 raise IndexNotationError(
@@ -975,6 +1000,47 @@ class _Analyser:
             return ir.Reduce(node.op, symbols, body, where, node.span)  # type: ignore[arg-type]
         raise IndexNotationError("unsupported expression", getattr(node, "span", None), self.text)
 
+    def _chain(
+        self,
+        node: SSum | SProduct,
+        variables: Mapping[str, sympy.Symbol],
+        extents: Mapping[str, sympy.Expr],
+        bound: set[str],
+    ) -> ir.Node:
+        """The IR of a sum or a product chain: one Add or Mul, constants folded.
+
+        The folded constant is checked after each operand, so that one past a float's
+        range is refused at the part of the chain that made it (``X[i]*1e200*1e200``)
+        before folding goes on.
+        """
+        is_sum = isinstance(node, SSum)
+        operands = node.terms if isinstance(node, SSum) else node.factors
+        inverted = (
+            tuple(sign < 0 for sign in node.signs) if isinstance(node, SSum) else node.divides
+        )
+        parts: list[ir.Node] = []
+        constant: sympy.Expr = sympy.Integer(0 if is_sum else 1)
+        for operand, invert in zip(operands, inverted, strict=True):
+            value = self.value(operand, variables, extents, bound)
+            if invert and is_sum:
+                value = ir.make_mul([ir.Const(sympy.Integer(-1)), value])
+            elif invert:
+                if isinstance(value, ir.Const) and value.value == 0:
+                    raise IndexNotationError("division by zero", operand.span, self.text)
+                value = ir.make_pow(value, sympy.Integer(-1))
+            parts.append(value)
+            # the operand's own constant, or that of a sum (product) in parentheses
+            folded = ir.children(value) if isinstance(value, ir.Add if is_sum else ir.Mul) else ()
+            numbers = [
+                part.value
+                for part in folded or (value,)
+                if isinstance(part, ir.Const) and part.value.is_number
+            ]
+            for number in numbers:
+                constant = constant + number if is_sum else constant * number
+                self._checked_constant(ir.Const(constant), (node.span[0], operand.span[1]))
+        return ir.make_add(parts) if is_sum else ir.make_mul(parts)
+
     def _arithmetic(
         self,
         node: SNeg | SBinary,
@@ -982,23 +1048,13 @@ class _Analyser:
         extents: Mapping[str, sympy.Expr],
         bound: set[str],
     ) -> ir.Node:
-        """The IR of a negation or a binary operation (constants folded)."""
+        """The IR of a negation or a power (constants folded)."""
         if isinstance(node, SNeg):
             return ir.make_mul(
                 [ir.Const(sympy.Integer(-1)), self.value(node.operand, variables, extents, bound)]
             )
         left = self.value(node.left, variables, extents, bound)
         right = self.value(node.right, variables, extents, bound)
-        if node.op == "+":
-            return ir.make_add([left, right])
-        if node.op == "-":
-            return ir.make_add([left, ir.make_mul([ir.Const(sympy.Integer(-1)), right])])
-        if node.op == "*":
-            return ir.make_mul([left, right])
-        if node.op == "/":
-            if isinstance(right, ir.Const) and right.value == 0:
-                raise IndexNotationError("division by zero", node.right.span, self.text)
-            return ir.make_mul([left, ir.make_pow(right, sympy.Integer(-1))])
         if not isinstance(right, ir.Const) or not right.value.is_number:
             raise IndexNotationError(
                 "the exponent of '**' must be a number", node.right.span, self.text
@@ -1019,11 +1075,11 @@ class _Analyser:
         """Refuse ``base**exponent`` of two numbers before sympy folds it, if it is unusable."""
         if base.is_negative and not exponent.is_integer:
             raise IndexNotationError(
-                f"{self.written(node)} is not a real number", node.span, self.text
+                f"{self.written(node.span)} is not a real number", node.span, self.text
             )
-        self._check_magnitude(float(exponent) * math.log10(abs(float(base))), node)
+        self._check_magnitude(float(exponent) * math.log10(abs(float(base))), node.span)
 
-    def _checked_constant(self, value: ir.Node, node: SNeg | SBinary) -> ir.Node:
+    def _checked_constant(self, value: ir.Node, span: Span) -> ir.Node:
         """A folded constant, if it is a real number a float64 can hold; an error otherwise.
 
         The constant is the node itself, or the folded factor or term of a product or sum.
@@ -1039,7 +1095,7 @@ class _Analyser:
             if isinstance(part, ir.Const) and part.value.is_number and part.value != 0:
                 if part.value.is_extended_real is False:
                     raise IndexNotationError(
-                        f"{self.written(node)} is not a real number", node.span, self.text
+                        f"{self.written(span)} is not a real number", span, self.text
                     )
                 number = abs(part.value)
                 if number.is_Rational:  # exactly, past a float's range too
@@ -1049,25 +1105,25 @@ class _Analyser:
                         magnitude = math.log10(float(number))
                     except (OverflowError, TypeError, ValueError):
                         magnitude = math.inf
-                self._check_magnitude(magnitude, node)
+                self._check_magnitude(magnitude, span)
         return value
 
-    def _check_magnitude(self, magnitude: float, node: SNeg | SBinary) -> None:
+    def _check_magnitude(self, magnitude: float, span: Span) -> None:
         """Refuse a constant of about ``10**magnitude`` beyond a float64's range (as a literal:
         its first significant digit at a power of ten within +-MAX_MAGNITUDE)."""
         if abs(math.floor(magnitude + 1e-9)) > MAX_MAGNITUDE:
             size = "large" if magnitude > 0 else "small"
             raise IndexNotationError(
-                f"{self.written(node)} is too {size} for a float ("
+                f"{self.written(span)} is too {size} for a float ("
                 + (f"about 1e{magnitude:+.0f}; " if math.isfinite(magnitude) else "")
                 + f"the limit is 1e\u00b1{MAX_MAGNITUDE})",
-                node.span,
+                span,
                 self.text,
             )
 
-    def written(self, node: Any) -> str:
-        """The text of a syntax node, as the user wrote it."""
-        return self.text[node.span[0] : node.span[1]]
+    def written(self, span: Span) -> str:
+        """The text at ``span``, as the user wrote it."""
+        return self.text[span[0] : span[1]]
 
     def _scatter(
         self,
@@ -1090,7 +1146,7 @@ class _Analyser:
         for index, write in zip(node.target.indices, writes, strict=True):
             top = write
             for var in outer:
-                c = write.coeff(var)
+                c = ir.coefficient(write, var)
                 if c.is_nonnegative:
                     top = top.subs(var, extents[var.name] - 1)
                 elif c.is_nonpositive:

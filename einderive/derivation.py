@@ -86,8 +86,9 @@ class Derivation:
         from .conv.recognise import recognise
 
         kernels = [t for t in self.program.shapes if t != self.program.output]
+        shapes = self.shapes
         return {
-            name: recognise(pullback.statement, self.shapes, prefer_kernel=kernels)
+            name: recognise(pullback.statement, shapes, prefer_kernel=kernels)
             for name, pullback in self.pullbacks.items()
         }
 

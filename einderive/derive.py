@@ -156,8 +156,10 @@ def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
         taken |= {v.name for v in statement.indices}
     # later tensors first, so that a backward program's seed dX keeps the name ddX
     names: dict[str, str] = {}
+    reserved = taken | set(program.shapes)
     for tensor in reversed(list(program.shapes)):
-        names[tensor] = cotangent_name(tensor, taken | set(program.shapes) | set(names.values()))
+        names[tensor] = cotangent_name(tensor, reserved)
+        reserved.add(names[tensor])
     taken |= set(names.values())
     written = {s.target for s in program.statements}
     wanted = set(program.inputs if wrt is None else wrt)
@@ -218,6 +220,18 @@ def _order(scope: tuple[sympy.Symbol, ...], prefer: tuple[sympy.Symbol, ...]) ->
     return tuple(sorted(scope, key=key))
 
 
+class _LocalNames(set[str]):
+    """The names ``shared`` holds and those added here, without copying ``shared``
+    (a pullback's own names, taken once per pullback of a program of many tensors)."""
+
+    def __init__(self, shared: set[str]) -> None:
+        super().__init__()
+        self.shared = shared
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or name in self.shared
+
+
 def _collect(
     program: Program,
     tensor: str,
@@ -227,7 +241,7 @@ def _collect(
 ) -> ir.Statement:
     """``dT[u] = sum of every contribution``, each delta eliminated into a gather."""
     rank = len(program.shapes[tensor])
-    local = set(taken)  # each pullback names its own axes p, q, ...
+    local = _LocalNames(taken)  # each pullback names its own axes p, q, ...
     targets = tuple(fresh(name, local) for name in axis_names(rank))
     terms: list[ir.Node] = []
     boxes = dict(zip(targets, program.shapes[tensor], strict=True))

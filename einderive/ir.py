@@ -24,15 +24,55 @@ from .errors import Span
 _OPAQUE = (sympy.floor, sympy.ceiling, sympy.Min, sympy.Max, sympy.Mod)
 
 
+def _is_expanded(expr: sympy.Expr) -> bool:
+    """Whether ``expr`` is a sum of products of numbers and symbols (and integer powers of
+    symbols): sympy's automatic evaluation already leaves most index expressions so, and
+    ``sympy.expand`` would give them back unchanged, slowly."""
+    for term in expr.args if expr.is_Add else (expr,):
+        if term.is_Atom:
+            continue
+        if not term.is_Mul:
+            return False
+        for factor in term.args:
+            if not (
+                factor.is_Atom
+                or (factor.is_Pow and factor.base.is_Symbol and factor.exp.is_Integer)
+            ):
+                return False
+    return True
+
+
 def expand(expr: sympy.Expr) -> sympy.Expr:
     """Distribute products over sums, leaving the insides of floor/ceiling/Min/Max alone."""
     expr = sympy.sympify(expr)
+    if _is_expanded(expr):
+        return expr
     opaque = expr.atoms(*_OPAQUE)
     if not opaque:
         return sympy.expand(expr)
     hidden = {f: sympy.Dummy() for f in opaque}
     shown = {d: f for f, d in hidden.items()}
     return sympy.expand(expr.xreplace(hidden)).xreplace(shown)
+
+
+def coefficient(expr: sympy.Expr, var: sympy.Symbol) -> sympy.Expr:
+    """The coefficient of ``var`` in an expanded ``expr`` (``expr.coeff(var)``, without
+    sympy's general machinery for the terms einderive writes: ``var`` alone or as a factor).
+    """
+    if expr == var:
+        return sympy.Integer(1)
+    found: list[sympy.Expr] = []
+    for term in expr.args if expr.is_Add else (expr,):
+        if term == var:
+            found.append(sympy.Integer(1))
+        elif term.is_Mul and var in term.args:
+            others = [factor for factor in term.args if factor != var]
+            if any(factor.has(var) for factor in others):
+                return expr.coeff(var)
+            found.append(sympy.Mul(*others))
+        elif not term.is_Atom and term.has(var):
+            return expr.coeff(var)
+    return sympy.Add(*found) if found else sympy.Integer(0)
 
 
 ReduceOp = Literal["sum", "max", "min"]

@@ -84,9 +84,27 @@ class SReduce:
 
 @dataclass(frozen=True)
 class SBinary:
-    op: str  # one of + - * / **
+    op: str  # "**" (sums and products are chains: SSum, SProduct)
     left: Any
     right: Any
+    span: Span
+
+
+@dataclass(frozen=True)
+class SSum:
+    """``a + b - c ...``: every term of a chain in one node; ``signs[k]`` is +1 or -1."""
+
+    terms: tuple[Any, ...]
+    signs: tuple[int, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class SProduct:
+    """``a * b / c ...``: every factor of a chain in one node; ``divides[k]`` if it divides."""
+
+    factors: tuple[Any, ...]
+    divides: tuple[bool, ...]
     span: Span
 
 
@@ -103,19 +121,28 @@ class SStatement:
     span: Span
 
 
-SExpr = SName | SNumber | SAccess | SCall | SReduce | SBinary | SNeg
+SExpr = SName | SNumber | SAccess | SCall | SReduce | SSum | SProduct | SBinary | SNeg
+
+
+def operands(node: Any) -> tuple[Any, ...]:
+    """The operands of an arithmetic syntax node (none for a leaf, an access or a call)."""
+    if isinstance(node, SSum):
+        return node.terms
+    if isinstance(node, SProduct):
+        return node.factors
+    if isinstance(node, SBinary):
+        return (node.left, node.right)
+    if isinstance(node, SNeg):
+        return (node.operand,)
+    return ()
 
 
 def syntax_nodes(node: Any, brackets: bool = True) -> Iterator[Any]:
     """Every node of a syntax tree, parents first; index positions too unless ``brackets``
     is False."""
     yield node
-    children: tuple[Any, ...] = ()
-    if isinstance(node, SBinary):
-        children = (node.left, node.right)
-    elif isinstance(node, SNeg):
-        children = (node.operand,)
-    elif isinstance(node, SCall):
+    children = operands(node)
+    if isinstance(node, SCall):
         children = (node.arg,)
     elif isinstance(node, SReduce):
         children = (node.body,)
@@ -151,14 +178,6 @@ def _span(meta: Any) -> Span:
 
 def _token_span(token: Any) -> Span:
     return (token.start_pos, token.end_pos)
-
-
-def _binary(op: str) -> Any:
-    def build(self: Any, meta: Any, children: list[Any]) -> SBinary:
-        left, _, right = children
-        return SBinary(op, left, right, _span(meta))
-
-    return build
 
 
 def _make_transformer() -> Any:
@@ -211,11 +230,17 @@ def _make_transformer() -> Any:
         def pos(self, meta: Any, children: list[Any]) -> Any:
             return children[1]
 
-        add = _binary("+")
-        sub = _binary("-")
-        mul = _binary("*")
-        div = _binary("/")
-        pow = _binary("**")
+        def sum(self, meta: Any, children: list[Any]) -> SSum:
+            signs = (1, *(-1 if _is_token(c, "MINUS") else 1 for c in children[1::2]))
+            return SSum(tuple(children[::2]), signs, _span(meta))
+
+        def product(self, meta: Any, children: list[Any]) -> SProduct:
+            divides = (False, *(_is_token(c, "SLASH") for c in children[1::2]))
+            return SProduct(tuple(children[::2]), divides, _span(meta))
+
+        def pow(self, meta: Any, children: list[Any]) -> SBinary:
+            left, _, right = children
+            return SBinary("**", left, right, _span(meta))
 
     return ToSyntax()
 
@@ -437,9 +462,10 @@ def parse(text: str) -> list[SStatement]:
 def _check_depth(tree: Any, text: str) -> None:
     """Refuse a tree nested deeper than MAX_DEPTH, at the first operation past the limit.
 
-    Every operation counts: a parenthesis, a call, a unary minus, and each operator
-    of a chain (``a + b + c`` nests two deep), so that nothing downstream recurses
-    further than Python allows.
+    Real nesting counts: a parenthesis, a call, a reduction, a unary minus, a power,
+    an operand of a chain; a chain itself (``a + b + c + ...``, any length) is one
+    level, so that nothing downstream recurses further than Python allows while a
+    long flat sum is no deeper than a short one.
     """
     import lark
 
@@ -450,8 +476,8 @@ def _check_depth(tree: Any, text: str) -> None:
             meta = node.meta
             start = getattr(meta, "start_pos", 0)
             raise NotationSyntaxError(
-                f"the expression nests more than {MAX_DEPTH} operations deep (each operator "
-                "of a chain counts); split it into statements",
+                f"the expression nests more than {MAX_DEPTH} operations deep "
+                "(parentheses, calls, reductions, signs and powers); split it into statements",
                 (start, max(start + 1, getattr(meta, "end_pos", start + 1))),
                 text,
             )

@@ -21,15 +21,15 @@ from dataclasses import dataclass
 
 import sympy
 
-from . import ir
+from . import affine, ir
 from .ir import expand
 
 
 def _sign(coefficient: sympy.Expr) -> int:
     """+1 or -1 when the sign is known from the assumptions, 0 when it is not."""
-    if coefficient.is_positive:
+    if affine.positive(coefficient):
         return 1
-    if coefficient.is_negative:
+    if affine.negative(coefficient):
         return -1
     return 0
 
@@ -87,9 +87,9 @@ def simplify_constraints(constraints: Sequence[ir.Constraint]) -> tuple[ir.Const
             if _leads_negative(expr):
                 constraint = ir.Constraint("eq", -expr)
         else:
-            if expr.is_nonnegative:
+            if affine.nonnegative(expr):
                 continue
-            if expr.is_negative:
+            if affine.negative(expr):
                 return None
         kept[(constraint.kind, constraint.expr, constraint.modulus)] = constraint
     return tuple(kept.values())
@@ -120,7 +120,7 @@ def gather(
         best: tuple[tuple[int, int], int, sympy.Symbol] | None = None
         for k, equation in enumerate(equations):
             for var in remaining:
-                coefficient = equation.coeff(var)
+                coefficient = ir.coefficient(equation, var)
                 if coefficient == 0:
                     continue
                 rank = _pivot_rank(coefficient, var, prefer)
@@ -130,7 +130,7 @@ def gather(
             break
         _, k, var = best
         equation = equations.pop(k)
-        coefficient = equation.coeff(var)
+        coefficient = ir.coefficient(equation, var)
         rest = expand(equation - coefficient * var)
         solution = expand(-rest / coefficient)
         condition = None
@@ -158,14 +158,14 @@ def implied_by_box(constraint: ir.Constraint, boxes: dict[sympy.Symbol, sympy.Ex
         return False
     worst = constraint.expr
     for var, extent in boxes.items():
-        coefficient = constraint.expr.coeff(var)
+        coefficient = ir.coefficient(constraint.expr, var)
         if coefficient == 0:
             continue
         sign = _sign(coefficient)
         if sign == 0:
             return False
         worst = worst.xreplace({var: sympy.Integer(0) if sign > 0 else extent - 1})
-    return bool(expand(worst).is_nonnegative)
+    return affine.nonnegative(expand(worst))
 
 
 @dataclass(frozen=True)
@@ -178,16 +178,16 @@ class Bounds:
 
     @property
     def low(self) -> sympy.Expr:
-        return self.lower[0] if len(self.lower) == 1 else sympy.Max(*self.lower)
+        return affine.maximum(self.lower)
 
     @property
     def high(self) -> sympy.Expr:
-        return self.upper[0] if len(self.upper) == 1 else sympy.Min(*self.upper)
+        return affine.minimum(self.upper)
 
 
 def _bound_of(constraint: ir.Constraint, var: sympy.Symbol) -> tuple[int, sympy.Expr] | None:
     """``c*var + r >= 0`` read as a bound on var: (+1, ceil(-r/c)) or (-1, floor(r/|c|))."""
-    coefficient = constraint.expr.coeff(var)
+    coefficient = ir.coefficient(constraint.expr, var)
     sign = _sign(coefficient)
     if sign == 0:
         return None
@@ -229,8 +229,8 @@ def loop_bounds(
         # every lower bound paired with every upper bound: the outer variables must admit a point
         for low in positive:
             for high in negative:
-                a = low.expr.coeff(var)
-                b = -high.expr.coeff(var)
+                a = ir.coefficient(low.expr, var)
+                b = -ir.coefficient(high.expr, var)
                 others.append(ir.Constraint("ge", expand(b * low.expr + a * high.expr)))
         inequalities = _prune(
             [c for c in simplify_constraints(others) or () if c.free_symbols & summed]
@@ -249,7 +249,7 @@ def _prune(constraints: list[ir.Constraint]) -> list[ir.Constraint]:
                 continue
             difference = expand(constraint.expr - other.expr)
             earlier = constraints.index(other) < constraints.index(constraint)
-            if difference.is_positive or (difference == 0 and earlier):
+            if affine.positive(difference) or (difference == 0 and earlier):
                 implied = True
                 break
         if not implied:

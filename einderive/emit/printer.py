@@ -76,7 +76,7 @@ class NotationPrinter:
         parts: list[tuple[bool, str]] = []
         rest = expr
         for var in variables:
-            coefficient = expr.coeff(var)
+            coefficient = ir.coefficient(expr, var)
             if coefficient == 0:
                 continue
             rest = ir.expand(rest - coefficient * var)
@@ -229,7 +229,7 @@ class NotationPrinter:
     def leading_positive(self, expr: sympy.Expr) -> sympy.Expr:
         """An equation ``expr = 0`` signed so that its first variable has a plus: ``p - q``."""
         for var in self.order:
-            coefficient = expr.coeff(var)
+            coefficient = ir.coefficient(expr, var)
             if coefficient != 0:
                 return -expr if _looks_negative(coefficient) else expr
         return expr
