@@ -164,15 +164,19 @@ def _written_value(node: Any) -> sympy.Expr | None:
     if isinstance(node, SName):
         return sympy.Symbol(node.name)
     if isinstance(node, SNumber):
-        return sympy.Integer(int(node.text)) if node.text.isdigit() else None
+        usable = node.text.isdigit() and len(node.text) <= MAX_NUMBER_LENGTH
+        return sympy.Integer(int(node.text)) if usable else None
     if isinstance(node, SNeg):
         operand = _written_value(node.operand)
         return None if operand is None else -operand
-    if isinstance(node, SBinary) and node.op in ("+", "-", "*"):
-        left, right = _written_value(node.left), _written_value(node.right)
-        if left is None or right is None:
+    if isinstance(node, SSum | SProduct) and not (isinstance(node, SProduct) and any(node.divides)):
+        written = [_written_value(operand) for operand in _operands(node)]
+        values = [value for value in written if value is not None]
+        if len(values) < len(written):
             return None
-        return left + right if node.op == "+" else left - right if node.op == "-" else left * right
+        if isinstance(node, SSum):
+            return sympy.Add(*(v * sign for v, sign in zip(values, node.signs, strict=True)))
+        return sympy.Mul(*values)
     return None
 
 
@@ -191,6 +195,10 @@ def _plain_indices(node: Any) -> Any:
     an index expression means its value, however it is spelled."""
     if isinstance(node, SAccess):
         return replace(node, indices=tuple(_plain_index(i) for i in node.indices))
+    if isinstance(node, SSum):
+        return replace(node, terms=tuple(_plain_indices(t) for t in node.terms))
+    if isinstance(node, SProduct):
+        return replace(node, factors=tuple(_plain_indices(f) for f in node.factors))
     if isinstance(node, SBinary):
         return replace(node, left=_plain_indices(node.left), right=_plain_indices(node.right))
     if isinstance(node, SNeg):
