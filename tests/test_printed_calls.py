@@ -17,6 +17,7 @@ from importlib.util import find_spec
 
 import numpy as np
 import pytest
+import sympy
 
 import einderive as ed
 from einderive.emit.outputs import as_json, conv
@@ -91,8 +92,11 @@ def _check_adjoint(text: str, inputs: Arrays, cotangent: np.ndarray, pullbacks: 
         assert got == pytest.approx(expected, rel=1e-9, abs=1e-9), name
 
 
-def _run(framework: str, statement: str, arrays: Arrays) -> np.ndarray:
-    """Execute one printed statement with ``arrays`` bound as the framework's arrays."""
+def _run(
+    framework: str, statement: str, arrays: Arrays, sizes: dict[str, int] | None = None
+) -> np.ndarray:
+    """Execute one printed statement with ``arrays`` bound as the framework's arrays (and
+    ``sizes``, the size symbols of a symbolic call, as Python ints)."""
     namespace: dict[str, object]
     if framework == "jax":
         import jax
@@ -103,18 +107,47 @@ def _run(framework: str, statement: str, arrays: Arrays) -> np.ndarray:
         import torch
 
         namespace = {"torch": torch, **{k: torch.from_numpy(v.copy()) for k, v in arrays.items()}}
+    namespace.update(sizes or {})
     exec(statement, namespace)  # noqa: S102 - the printed line, as a user pastes it
     target = statement.split(" = ", 1)[0]
     return np.asarray(namespace[target], dtype=np.float64)
 
 
-@pytest.mark.parametrize(
-    "framework", [pytest.param("jax", marks=needs_jax), pytest.param("torch", marks=needs_torch)]
-)
-@pytest.mark.parametrize(("text", "shapes"), CASES)
-def test_printed_call_runs_as_pasted(framework: str, text: str, shapes: dict) -> None:
-    derivation = ed.derive(text, shapes=shapes)
-    inputs = _inputs(derivation, 0)
+def _sizes(derivation: ed.Derivation, inputs: Arrays) -> dict[str, int]:
+    """Every size symbol's value for these arrays: the given sizes, then the derived ones."""
+    values: dict[sympy.Symbol, int] = {}
+    for name in derivation.program.inputs:
+        for size, n in zip(derivation.program.shapes[name], inputs[name].shape, strict=True):
+            if isinstance(size, sympy.Symbol):
+                values[size] = n
+    for symbol, definition in derivation.program.definitions.items():
+        values[symbol] = int(definition.subs(values))
+    return {symbol.name: n for symbol, n in values.items()}
+
+
+FRAMEWORKS = [pytest.param("jax", marks=needs_jax), pytest.param("torch", marks=needs_torch)]
+
+
+# symbolic sizes too, for a few (each costs a symbolic derivation and recognition)
+SYMBOLIC = {CASES[k][0] for k in (1, 3, 4, 7, 9, 11)}
+RUNS = [
+    pytest.param(text, shapes, symbolic, id=f"{text}{' symbolic' if symbolic else ''}")
+    for text, shapes in CASES
+    for symbolic in (False, True)
+    if not symbolic or text in SYMBOLIC
+]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(("text", "shapes", "symbolic"), RUNS)
+def test_printed_call_runs_as_pasted(
+    framework: str, text: str, shapes: dict, symbolic: bool
+) -> None:
+    """With numbers, the lines hold numbers; symbolic, they hold the sizes' names (bound
+    here to the arrays' sizes, the derived ones by their printed definitions)."""
+    derivation = ed.derive(text, shapes=None if symbolic else shapes)
+    inputs = _inputs(ed.derive(text, shapes=shapes), 0)
+    sizes = _sizes(derivation, inputs) if symbolic else {}
     output = ed.evaluate(text, inputs)
     cotangent = np.random.default_rng(1).standard_normal(output.shape)
     seed = derivation.backward.seeds[0]
@@ -130,6 +163,6 @@ def test_printed_call_runs_as_pasted(framework: str, text: str, shapes: dict) ->
             for statement in statements:
                 target = statement.split(" = ", 1)[0]
                 arrays = {**inputs, seed: cotangent}
-                pullbacks[names[target]] = _run(framework, statement, arrays)
+                pullbacks[names[target]] = _run(framework, statement, arrays, sizes)
             assert pullbacks, source
             _check_adjoint(text, inputs, cotangent, pullbacks)
