@@ -267,6 +267,8 @@ class _Analyser:
         self.extents: dict[sympy.Symbol, sympy.Expr] = {}
         self.replacements: list[tuple[sympy.Symbol, sympy.Expr]] = []
         self.definitions: dict[sympy.Symbol, sympy.Expr] = {}
+        self._expanded: dict[sympy.Symbol, sympy.Expr] = {}  # see _expansions
+        self._expanded_at = 0
         self._symbol_sets: dict[int, tuple[Mapping, frozenset[sympy.Symbol]]] = {}
 
     def _check_arguments(self) -> None:
@@ -572,9 +574,33 @@ class _Analyser:
     def expanded(self, expr: sympy.Expr) -> sympy.Expr:
         """``expr`` in free sizes and parameters only: derived extents replaced by definitions."""
         expr = self.current(expr)
-        while defined := expr.free_symbols & set(self.definitions):
-            expr = expr.xreplace({s: self.current(self.definitions[s]) for s in defined})
+        if defined := expr.free_symbols & self.definitions.keys():
+            expansions = self._expansions()
+            expr = expr.xreplace({s: expansions[s] for s in defined})
         return expand(expr)
+
+    def _expansions(self) -> dict[sympy.Symbol, sympy.Expr]:
+        """Every derived extent in free sizes and parameters, each computed once: a program
+        of n statements chains n definitions, and expanding each anew is quadratic.
+
+        Kept until a unification changes what the definitions mean (a new replacement);
+        a new definition is added to them.
+        """
+        if self._expanded_at != len(self.replacements):
+            self._expanded.clear()
+            self._expanded_at = len(self.replacements)
+        for symbol, definition in self.definitions.items():
+            if symbol in self._expanded:
+                continue
+            value = self.current(definition)
+            # definitions refer to earlier ones; a later one (after a unification) is
+            # replaced level by level
+            while defined := value.free_symbols & self.definitions.keys():
+                value = value.xreplace(
+                    {s: self._expanded.get(s, self.current(self.definitions[s])) for s in defined}
+                )
+            self._expanded[symbol] = expand(value)
+        return self._expanded
 
     def _equate_definitions(self, first: sympy.Expr, second: sympy.Expr) -> bool:
         """Whether two extents are one size; equal definitions make their names one name."""
@@ -604,7 +630,9 @@ class _Analyser:
     def smallest(self, bounds: Sequence[sympy.Expr]) -> sympy.Expr:
         """The minimum of extents, without those that another is provably no larger than
         (compared in free sizes: a derived extent by its definition)."""
-        current = [self.current(b) for b in bounds]
+        current = list(dict.fromkeys(self.current(b) for b in bounds))
+        if len(current) == 1:
+            return current[0]
         return affine.minimum(current, compared=[self.expanded(b) for b in current])
 
     def current(self, expr: sympy.Expr) -> sympy.Expr:

@@ -15,6 +15,7 @@ import functools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Literal
 
 import sympy
@@ -53,6 +54,70 @@ def expand(expr: sympy.Expr) -> sympy.Expr:
     hidden = {f: sympy.Dummy() for f in opaque}
     shown = {d: f for f, d in hidden.items()}
     return sympy.expand(expr.xreplace(hidden)).xreplace(shown)
+
+
+Exact = int | Fraction  # an int where it is one: integer arithmetic is the fast common case
+Linear = tuple[tuple[tuple[sympy.Expr, Exact], ...], Exact]
+
+
+def _exact(number: sympy.Expr) -> Exact | None:
+    if number.is_Integer:
+        return int(number)
+    return Fraction(int(number.p), int(number.q)) if number.is_Rational else None
+
+
+def _number(value: Exact) -> sympy.Expr:
+    if isinstance(value, int) or value.denominator == 1:
+        return sympy.Integer(int(value))
+    return sympy.Rational(value.numerator, value.denominator)
+
+
+@functools.lru_cache(maxsize=65536)
+def _linear(expr: sympy.Expr) -> Linear | None:
+    """``expr`` as ((symbol, coefficient), ...) and a constant, if it is a sum of rational
+    numbers and rational multiples of symbols; None otherwise."""
+    constant: Exact = 0
+    terms: list[tuple[sympy.Expr, Exact]] = []
+    for term in expr.args if expr.is_Add else (expr,):
+        if term.is_Symbol:
+            terms.append((term, 1))
+            continue
+        factor, symbol = term.args if term.is_Mul and len(term.args) == 2 else (term, None)
+        exact = _exact(factor)
+        if exact is None or (symbol is not None and not symbol.is_Symbol):
+            return None
+        if symbol is None:
+            constant = exact
+        else:
+            terms.append((symbol, exact))
+    return tuple(terms), constant
+
+
+def substitute(expr: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> sympy.Expr:
+    """``expand(expr.xreplace(mapping))``; an affine ``expr`` and affine values are combined
+    term by term in exact fractions, and the result is built once from its terms (which
+    hits sympy's cache of sums when many substitutions give one expression)."""
+    linear = _linear(expr)
+    if linear is None:
+        return expand(expr.xreplace(mapping))
+    terms, constant = linear
+    if not any(symbol in mapping for symbol, _ in terms):
+        return expr
+    combined: dict[sympy.Expr, Exact] = {}  # symbol -> coefficient
+    for symbol, factor in terms:
+        value = mapping.get(symbol)
+        inner = _linear(sympy.sympify(value)) if value is not None else (((symbol, 1),), 0)
+        if inner is None:
+            return expand(expr.xreplace(mapping))
+        for other, other_factor in inner[0]:
+            combined[other] = combined.get(other, 0) + factor * other_factor
+        constant += factor * inner[1]
+    parts = [
+        symbol if factor == 1 else sympy.Mul(_number(factor), symbol)
+        for symbol, factor in combined.items()
+        if factor != 0
+    ]
+    return sympy.Add(*parts, _number(constant))
 
 
 def coefficient(expr: sympy.Expr, var: sympy.Symbol) -> sympy.Expr:
@@ -94,7 +159,7 @@ class Constraint:
         return normalise(
             replace(
                 self,
-                expr=expand(self.expr.xreplace(mapping)),
+                expr=substitute(self.expr, mapping),
                 modulus=self.modulus.xreplace(mapping),
             )
         )
@@ -295,7 +360,7 @@ def subs(node: Node, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Node:
     if isinstance(node, Const):
         return replace(node, value=node.value.xreplace(mapping))
     if isinstance(node, Access):
-        return replace(node, indices=tuple(expand(e.xreplace(mapping)) for e in node.indices))
+        return Access(node.tensor, tuple(substitute(e, mapping) for e in node.indices), node.span)
     if isinstance(node, Add | Mul | Pow | Call):
         return map_children(node, lambda child: subs(child, mapping))
     if isinstance(node, Reduce | IsExtremum):
@@ -306,7 +371,7 @@ def subs(node: Node, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Node:
             where=tuple(c.subs(inner) for c in node.where),
         )
         if isinstance(updated, IsExtremum):
-            updated = replace(updated, at=tuple(expand(e.xreplace(mapping)) for e in updated.at))
+            updated = replace(updated, at=tuple(substitute(e, mapping) for e in updated.at))
         return updated
     raise TypeError(f"unknown node {node!r}")
 

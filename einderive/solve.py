@@ -142,7 +142,7 @@ def gather(
             trace.append((var, solution, condition))
         mapping = {var: solution}
         remaining.remove(var)
-        equations = [expand(e.xreplace(mapping)) for e in equations]
+        equations = [ir.substitute(e, mapping) for e in equations]
         constraints = [c.subs(mapping) for c in constraints]
         body = ir.subs(body, mapping)
     constraints += [ir.Constraint("eq", e) for e in equations]

@@ -53,6 +53,7 @@ class NotationPrinter:
 
     def __init__(self, order: Sequence[sympy.Symbol] = ()) -> None:
         self.order = list(order)
+        self._order_key = tuple(order)
 
     # ---- scalars: index expressions, bounds, parameters ----------------------------------
 
@@ -70,7 +71,16 @@ class NotationPrinter:
         return f"{coefficient}*{symbol}"
 
     def index(self, expr: sympy.Expr) -> str:
-        """An affine index expression, variables in the reader's order: ``p - s*i + 1``."""
+        """An affine index expression, variables in the reader's order: ``p - s*i + 1``.
+
+        A pure function of the printer's kind, its order and ``expr``, so it is
+        remembered: a pullback of a product of n factors prints n - 1 reads of each
+        of n pullbacks, whose index expressions are few (``p + 3``).
+        """
+        return _index_text(type(self), self._order_key, expr)
+
+    def index_text(self, expr: sympy.Expr) -> str:
+        """``index`` computed afresh."""
         expr = ir.expand(expr)
         variables = [v for v in self.order if expr.has(v)]
         parts: list[tuple[bool, str]] = []
@@ -83,24 +93,27 @@ class NotationPrinter:
             negative = _looks_negative(coefficient)
             magnitude = -coefficient if negative else coefficient
             name = self.symbol(var)
-            numerator, denominator = sympy.fraction(magnitude)
             if magnitude == 1:
                 text = name
-            elif denominator != 1:
-                top = name if numerator == 1 else self.product(self.scalar(numerator), name)
-                text = self.fraction(
-                    top, self.scalar(denominator), isinstance(denominator, sympy.Add)
-                )
+            elif magnitude.is_Integer:
+                text = self.product(self.number(magnitude), name)
             else:
-                wrapped = self.scalar(magnitude)
-                if isinstance(magnitude, sympy.Add):
-                    wrapped = f"({wrapped})"
-                text = self.product(wrapped, name)
+                numerator, denominator = sympy.fraction(magnitude)
+                if denominator != 1:
+                    top = name if numerator == 1 else self.product(self.scalar(numerator), name)
+                    text = self.fraction(
+                        top, self.scalar(denominator), isinstance(denominator, sympy.Add)
+                    )
+                else:
+                    wrapped = self.scalar(magnitude)
+                    if isinstance(magnitude, sympy.Add):
+                        wrapped = f"({wrapped})"
+                    text = self.product(wrapped, name)
             parts.append((negative, text))
         if rest != 0:
             negative = _looks_negative(rest)
             magnitude = -rest if negative else rest
-            text = self.scalar(magnitude)
+            text = self.number(magnitude) if magnitude.is_Integer else self.scalar(magnitude)
             if isinstance(magnitude, sympy.Add):
                 text = f"({text})"
             parts.append((negative, text))
@@ -282,7 +295,24 @@ def _constant_level(value: sympy.Expr) -> int:
     return MUL  # a fraction, a product
 
 
+_INDEX_TEXTS: dict[tuple[type[NotationPrinter], tuple[sympy.Symbol, ...], sympy.Expr], str] = {}
+
+
+def _index_text(
+    kind: type[NotationPrinter], order: tuple[sympy.Symbol, ...], expr: sympy.Expr
+) -> str:
+    key = (kind, order, expr)
+    text = _INDEX_TEXTS.get(key)
+    if text is None:
+        if len(_INDEX_TEXTS) >= 65536:
+            _INDEX_TEXTS.clear()
+        text = _INDEX_TEXTS[key] = kind(order).index_text(expr)
+    return text
+
+
 def _looks_negative(value: sympy.Expr) -> bool:
+    if value.is_Rational:
+        return bool(value.p < 0)
     if value.is_number:
         return bool(value < 0)
     return bool(value.could_extract_minus_sign())
