@@ -19,6 +19,7 @@ import itertools
 import math
 import numbers
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,7 +27,14 @@ from typing import Any
 import sympy
 
 from . import affine, ir
-from .errors import ArgumentError, EinderiveError, ExtentError, IndexNotationError, Span
+from .errors import (
+    ArgumentError,
+    EinderiveError,
+    ExtentError,
+    ImplicitSumWarning,
+    IndexNotationError,
+    Span,
+)
 from .ir import expand
 from .parse import (
     SAccess,
@@ -254,9 +262,12 @@ class _Analyser:
         params: ParamValues | None,
         shapes: ShapeValues | None,
         ranges: RangeValues | None,
+        scalars: Iterable[str] = (),
     ) -> None:
         self.text = text
         self.param_values = dict(params or {})
+        # names used as values that are read as 0-d input tensors, to be differentiated
+        self.scalar_inputs = frozenset(scalars)
         self.shape_values = {k: _shape_argument(k, v) for k, v in (shapes or {}).items()}
         self.range_values = dict(ranges or {})
         self._check_arguments()
@@ -284,6 +295,11 @@ class _Analyser:
                 raise ArgumentError(f"range of {name!r} must be a positive integer, not {extent!r}")
             if name in self.param_values:
                 raise ArgumentError(f"{name!r} is declared both as a parameter and as a range")
+        for name in sorted(self.scalar_inputs & set(self.param_values)):
+            raise ArgumentError(
+                f"{name!r} is differentiated, so it is an input (an array), "
+                "not a parameter with a value"
+            )
 
     def _check_values(self, statements: list[SStatement]) -> None:
         """Parameter values must fit their role: strides positive integers, offsets integers."""
@@ -380,6 +396,20 @@ class _Analyser:
                     )
                 if node.name not in targets:
                     value_params.add(node.name)
+        for name in sorted(self.scalar_inputs):
+            if name in index_params:
+                raise IndexNotationError(
+                    f"{name!r} is used in an index, so it is an integer and cannot be "
+                    "differentiated; only a parameter used as a value (alpha*X[i]) can",
+                    self._first_span(statements[0], name),
+                    self.text,
+                )
+            if name in value_params:
+                # a learnable scalar: a 0-d input tensor read by its bare name
+                value_params.discard(name)
+                tensors.add(name)
+            elif name not in tensors:
+                raise ArgumentError(f"{name!r} is not used in the expression")
         for name in index_params | value_params | set(self.param_values):
             if name in tensors:
                 raise IndexNotationError(
@@ -666,6 +696,9 @@ class _Analyser:
     def statement(self, k: int, node: SStatement, written: set[str]) -> ir.Statement:
         names = self.index_vars[k]
         variables = {name: fresh(name, set()) for name in sorted(names)}
+        for value in _value_names(node.rhs):
+            if value.name in self.scalar_inputs and value.name not in self.shapes:
+                self.declare_tensor(SAccess(value.name, (), value.span, value.span), [])
         reads = _accesses(node.rhs)
         target_access = node.target if isinstance(node.target, SAccess) else None
         lhs_lone = (
@@ -973,10 +1006,56 @@ class _Analyser:
             used = ir.free_index_symbols(value) & set(variables.values())
             summed = tuple(sorted((v for v in used if v.name not in outer), key=lambda v: v.name))
             if summed:
+                self._note_sums_outside_functions(term, {v.name for v in summed})
                 where = tuple(c for v in summed for c in ir.box(v, extents[v.name]))
                 value = ir.Reduce("sum", summed, value, where)
             terms.append(value if sign > 0 else ir.make_mul([ir.Const(sympy.Integer(-1)), value]))
         return ir.make_add(terms)
+
+    def _note_sums_outside_functions(self, term: Any, summed: set[str]) -> None:
+        """Warn when a term's implicit sum has its indices only inside elementwise functions
+        (``tanh(W[c,k]*X[c,t+k])``): the sum wraps the function, as the notation says, but
+        a layer usually means the sum inside. The warning shows that explicit form."""
+
+        def mentions(node: Any) -> set[str]:
+            return summed & {
+                name for a in _accesses(node) for i in a.indices for name in _names_in(i)
+            }
+
+        calls: list[SCall] = []
+        pending = [term]
+        while pending:  # the outermost calls whose arguments use a summed index
+            node = pending.pop()
+            if isinstance(node, SCall):
+                if mentions(node.arg):
+                    calls.append(node)
+                continue
+            if isinstance(node, SAccess) and mentions(node):
+                return  # a summed index outside every function: a plain contraction
+            if isinstance(node, SReduce):
+                continue
+            pending += _operands(node)
+        if not calls:
+            return
+        replacements = []
+        for call in calls:
+            while isinstance(call.arg, SCall) and mentions(call.arg.arg) == mentions(call.arg):
+                call = call.arg  # the sum goes around the innermost argument that holds it
+            inner = ",".join(sorted(mentions(call.arg)))
+            replacements.append((call.arg.span, f"sum_{{{inner}}}({self.written(call.arg)})"))
+        start, end = term.span
+        explicit = self.text[start:end]
+        for (left, right), text in sorted(replacements, reverse=True):
+            explicit = explicit[: left - start] + text + explicit[right - start :]
+        written = self.written(term)
+        warnings.warn(
+            f"the implicit sum over {', '.join(sorted(summed))} wraps the whole term, "
+            f"functions included: {written} is read as "
+            f"sum_{{{','.join(sorted(summed))}}}({written}); to sum inside the "
+            f"function{'s' if len(calls) > 1 else ''}, write {explicit}",
+            ImplicitSumWarning,
+            stacklevel=2,
+        )
 
     def value(
         self,
@@ -1222,11 +1301,9 @@ class _Analyser:
         result = [
             ir.Statement(s.target, s.indices, self.current_node(s.rhs), s.span) for s in result
         ]
-        inputs = tuple(
-            dict.fromkeys(
-                a.tensor for s in result for a in ir.accesses(s.rhs) if a.tensor not in written
-            )
-        )
+        # every tensor read is an input, also one whose reads fold away (0*B[j]: its
+        # pullback is zero), in the order of first reading
+        inputs = tuple(name for name in self.shapes if name not in written)
         values: dict[str, int | float] = {}
         mapping: dict[sympy.Symbol, sympy.Expr] = {}
         for name, value in self.param_values.items():
@@ -1290,6 +1367,19 @@ def substitute(program: Program, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> 
     )
 
 
+def learnable_scalars(text: str, names: Iterable[str] | None) -> tuple[str, ...]:
+    """Those of ``names`` that ``text`` uses as values but does not index (nor write):
+    parameters, unless they are to be differentiated, as 0-d tensors."""
+    if names is None:
+        return ()
+    statements = parse(text)
+    tensors = {s.target.name for s in statements} | {
+        a.name for s in statements for a in _accesses(s.rhs)
+    }
+    values = {n.name for s in statements for n in _value_names(s.rhs)}
+    return tuple(n for n in dict.fromkeys(names) if n in values and n not in tensors)
+
+
 def input_names(text: str) -> list[str]:
     """The tensors a program reads without writing them (from the syntax alone)."""
     statements = parse(text)
@@ -1303,10 +1393,15 @@ def analyse(
     params: ParamValues | None = None,
     shapes: ShapeValues | None = None,
     ranges: RangeValues | None = None,
+    scalars: Iterable[str] = (),
 ) -> Program:
-    """Parse and analyse ``text`` into a Program; every problem is an EinderiveError."""
+    """Parse and analyse ``text`` into a Program; every problem is an EinderiveError.
+
+    ``scalars`` names parameters used as values (``alpha`` in ``alpha*X[i]``) that are
+    read as 0-d input tensors instead, so that they have a pullback.
+    """
     statements = parse(text)
     try:
-        return _Analyser(text, params, shapes, ranges).run(statements)
+        return _Analyser(text, params, shapes, ranges, scalars).run(statements)
     except EinderiveError as error:
         raise error.with_text(text) from None

@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from .analysis import ParamValues, Program, RangeValues, ShapeValues, analyse, input_names
+from .analysis import (
+    ParamValues,
+    Program,
+    RangeValues,
+    ShapeValues,
+    analyse,
+    input_names,
+    learnable_scalars,
+)
 from .derivation import Derivation, Pullback
 from .derive import pullbacks
 from .errors import ArgumentError, EinderiveError
@@ -41,12 +49,15 @@ def _derive_cached(
         dict(params) if params is not None else None,
         dict(shapes) if shapes is not None else None,
         dict(ranges) if ranges is not None else None,
+        learnable_scalars(text, wrt),
     )
     return derive_program(program, wrt)
 
 
 def derive_program(program: Program, wrt: Iterable[str] | None = None) -> Derivation:
     """The pullbacks of an analysed program."""
+    if not program.inputs:
+        raise nothing_to_differentiate(program)
     if wrt is not None:
         unknown = [name for name in wrt if name not in program.inputs]
         if unknown:
@@ -65,6 +76,24 @@ def derive_program(program: Program, wrt: Iterable[str] | None = None) -> Deriva
         if wrt is None or name in wrt
     }
     return Derivation(program, backward, result)
+
+
+def nothing_to_differentiate(program: Program) -> ArgumentError:
+    """The error for a program that reads no tensor, with the way to make one."""
+    statement = program.statements[-1]
+    named = sorted({p.name for p in program.params} | set(program.values))
+    if not named:
+        return ArgumentError("nothing to differentiate: the expression reads no tensor")
+    names = ", ".join(named)
+    first = named[0]
+    return ArgumentError(
+        f"nothing to differentiate: the expression reads no tensor ({names} "
+        f"{'is a parameter' if len(named) == 1 else 'are parameters'}); write {first}[] "
+        f"for a 0-d tensor, or differentiate with respect to it (--wrt {first}, "
+        f"wrt=[{first!r}])",
+        statement.span,
+        program.text,
+    )
 
 
 def derive(
@@ -86,7 +115,7 @@ def derive(
         try:
             key = (_frozen(params), _frozen(shapes), _frozen(ranges))
         except TypeError:
-            program = analyse(text, params, shapes, ranges)
+            program = analyse(text, params, shapes, ranges, learnable_scalars(text, wrt))
             return derive_program(program, wrt)
         return _derive_cached(text, *key, tuple(wrt) if wrt is not None else None)
     except EinderiveError as error:
@@ -144,13 +173,15 @@ def numeric_program(
         names = input_names(text)
     except EinderiveError as error:
         raise error.with_text(text) from None
-    extra = [name for name in inputs if name not in names]
+    # an array for a parameter used as a value makes it a 0-d input (a learnable scalar)
+    scalars = learnable_scalars(text, [name for name in inputs if name not in names])
+    extra = [name for name in inputs if name not in names and name not in scalars]
     if extra:
         raise ArgumentError(
             f"arrays given for {', '.join(map(repr, extra))}, which the expression does not read"
         )
     try:
-        program = analyse(text, params, _input_shapes(text, inputs, shapes), ranges)
+        program = analyse(text, params, _input_shapes(text, inputs, shapes), ranges, scalars)
     except EinderiveError as error:
         raise error.with_text(text) from None
     if program.params:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import ArgumentError, EinderiveError, VerificationError
+from .errors import ArgumentError, EinderiveError, ImplicitSumWarning, VerificationError
 
 if TYPE_CHECKING:
     from .derivation import Derivation
@@ -317,10 +318,16 @@ def _derive_and_print(
         if not matrix.ok:
             raise VerificationError("the pullback is not the transpose of the Jacobian")
     else:
-        report = verify(text, params, shapes, ranges, trials=args.trials) if args.verify else None
+        report = (
+            verify(text, params, shapes, ranges, trials=args.trials, wrt=args.wrt or None)
+            if args.verify
+            else None
+        )
         print(_emitted(args.emit, derivation, report, emitters))
         return report
-    return verify(text, params, shapes, ranges, trials=args.trials) if args.verify else None
+    if not args.verify:
+        return None
+    return verify(text, params, shapes, ranges, trials=args.trials, wrt=args.wrt or None)
 
 
 def _emitted(emit: str, derivation: Derivation, report: Report | None, emitters: dict) -> str:
@@ -350,7 +357,16 @@ def run(argv: Sequence[str] | None = None) -> int:
         emitters = _emitters()
         if args.emit not in emitters:
             raise ArgumentError(f"--emit {args.emit!r}: choose one of {', '.join(emitters)}")
-        report = _derive_and_print(args, text, params, shapes, ranges, emitters)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ImplicitSumWarning)
+            report = _derive_and_print(args, text, params, shapes, ranges, emitters)
+        # each note once, although --verify and second order analyse the text again
+        notes = [w for w in caught if issubclass(w.category, ImplicitSumWarning)]
+        for note in dict.fromkeys(str(w.message) for w in notes):
+            print(f"einderive: note: {note}", file=sys.stderr)
+        for other in caught:
+            if other not in notes:
+                warnings.showwarning(other.message, other.category, other.filename, other.lineno)
         if report is not None:
             print(report, file=sys.stdout if args.emit == "text" else sys.stderr)
             if not report.ok:

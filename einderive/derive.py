@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import sympy
@@ -61,6 +61,38 @@ def function_derivative(func: str, arg: ir.Node) -> ir.Node:
     if func in ("step", "sign"):
         return ir.ZERO
     raise ValueError(f"no derivative for {func!r}")  # pragma: no cover - FUNCTIONS is closed
+
+
+def _may_be_infinite(node: ir.Node) -> bool:
+    """Whether ``node`` can be infinite where a tensor read in it is zero (``1/x``, ``log``)."""
+    return any(
+        (isinstance(n, ir.Pow) and n.exponent.is_negative)
+        or (isinstance(n, ir.Call) and n.func == "log")
+        for n in ir.walk(node)
+    )
+
+
+def factor_reads_in_range(
+    product: ir.Node, shapes: Mapping[str, Sequence[sympy.Expr]]
+) -> tuple[ir.Constraint, ...]:
+    """Where the reads that multiply a derivative term lie inside their tensors.
+
+    Outside, such a read is the constant zero and so is the term; evaluating it there
+    would give ``inf * 0`` when the term also holds ``f'`` of that zero (``1/sqrt(0)``).
+    Only terms that can be infinite are guarded; the guard never changes a finite value.
+    """
+    if not _may_be_infinite(product):
+        return ()
+    factors = product.factors if isinstance(product, ir.Mul) else (product,)
+    constraints: list[ir.Constraint] = []
+    for factor in factors:
+        if isinstance(factor, ir.Access) and factor.tensor in shapes:
+            for index, size in zip(factor.indices, shapes[factor.tensor], strict=True):
+                constraints += [
+                    ir.Constraint("ge", index),
+                    ir.Constraint("ge", ir.expand(size - 1 - index)),
+                ]
+    return tuple(c for c in constraints if not c.expr.is_nonnegative)
 
 
 def rename_bound(node: ir.Node, taken: set[str]) -> ir.Node:
@@ -148,7 +180,12 @@ class Backward:
 
 def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
     """Reverse accumulation through every statement of ``program``."""
-    taken: set[str] = set(program.shapes) | {s.name for s in program.symbols}
+    # no new index may be named like a tensor, a parameter or a size (derived ones too)
+    taken: set[str] = (
+        set(program.shapes)
+        | {s.name for s in program.symbols}
+        | {s.name for s in program.definitions}
+    )
     for statement in program.statements:
         for node in ir.walk(statement.rhs):
             if isinstance(node, ir.Reduce | ir.IsExtremum):
@@ -245,6 +282,14 @@ def _collect(
     targets = tuple(fresh(name, local) for name in axis_names(rank))
     terms: list[ir.Node] = []
     boxes = dict(zip(targets, program.shapes[tensor], strict=True))
+    shapes = dict(program.shapes)
+    shapes.update({names[t]: program.shapes[t] for t in names if t in program.shapes})
+    reserved = (
+        set(shapes)
+        | {s.name for s in program.symbols}
+        | {s.name for s in program.definitions}
+        | set(program.values)
+    )
     for contribution in contributions:
         seed = rename_bound(contribution.seed, taken)
         term = gather(
@@ -252,17 +297,18 @@ def _collect(
             contribution.access.indices,
             seed,
             contribution.scope,
-            contribution.where,
+            contribution.where + factor_reads_in_range(seed, shapes),
             prefer=contribution.scope,
         )
-        terms.append(_plain_names(_drop_box_guards(term, boxes)))
+        terms.append(_plain_names(_drop_box_guards(term, boxes), reserved))
     return ir.Statement(names[tensor], targets, ir.make_add(terms))
 
 
-def _plain_names(term: ir.Node) -> ir.Node:
-    """Bound variables renamed back to their stems where that clashes with nothing
-    (``sum_{k1}`` -> ``sum_{k}``); renaming was only needed while substituting."""
-    used = {s.name for s in _symbols(term)}
+def _plain_names(term: ir.Node, reserved: set[str]) -> ir.Node:
+    """Bound variables renamed back to their stems where that clashes with nothing, nor
+    with a ``reserved`` name (``sum_{k1}`` -> ``sum_{k}``); renaming was only needed while
+    substituting."""
+    used = {s.name for s in _symbols(term)} | reserved
     mapping: dict[sympy.Symbol, sympy.Symbol] = {}
     for node in ir.walk(term):
         if isinstance(node, ir.Reduce | ir.IsExtremum):

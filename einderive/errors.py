@@ -83,3 +83,9 @@ class BackendMissingError(EinderiveError, ImportError):
 
 class VerificationError(EinderiveError):
     """A derived artifact disagrees with its reference."""
+
+
+class ImplicitSumWarning(UserWarning):
+    """An implicit (Einstein) sum wraps a whole term whose summed indices appear only
+    inside elementwise functions: ``relu(W[m]*X[i+m])`` is ``sum_{m}(relu(...))``, which
+    is what the notation says but rarely what a layer means."""

@@ -19,7 +19,14 @@ from collections.abc import Iterable
 import numpy as np
 
 from . import ir
-from .analysis import ParamValues, Program, RangeValues, ShapeValues, analyse
+from .analysis import (
+    ParamValues,
+    Program,
+    RangeValues,
+    ShapeValues,
+    analyse,
+    learnable_scalars,
+)
 from .api import derive_program
 from .derivation import Derivation
 from .emit.text import statement_text
@@ -102,10 +109,12 @@ def twice_program(
     params: ParamValues | None = None,
     shapes: ShapeValues | None = None,
     ranges: RangeValues | None = None,
+    second: Iterable[str] | None = None,
 ) -> Program:
     """The program of the first pullback ``d<first>`` of ``text``, ready to be derived again."""
     try:
-        program = analyse(text, params, shapes, ranges)
+        scalars = learnable_scalars(text, [first, *(second or ())])
+        program = analyse(text, params, shapes, ranges, scalars)
         return backward_program(derive_program(program, [first]), first)
     except EinderiveError as error:
         raise error.with_text(text) from None
@@ -127,7 +136,7 @@ def derive_twice(
     >>> print(d.pullbacks["W"].notation())
     dW[p1] = sum_{p}(ddX[p] * dY[p - p1])
     """
-    program = twice_program(text, first, params, shapes, ranges)
+    program = twice_program(text, first, params, shapes, ranges, _names(second))
     try:
         return derive_program(program, _names(second))
     except EinderiveError as error:

@@ -16,7 +16,7 @@ statement, read by the tangents of the statements after it.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -30,10 +30,11 @@ from .analysis import (
     ShapeValues,
     analyse,
     fresh,
+    learnable_scalars,
     substitute,
 )
-from .api import _check_inputs, derive_program, numeric_program
-from .derive import function_derivative, rename_bound
+from .api import _check_inputs, derive_program, nothing_to_differentiate, numeric_program
+from .derive import factor_reads_in_range, function_derivative, rename_bound
 from .emit.text import statement_text
 from .errors import ArgumentError, EinderiveError
 from .evaluate import run_statements
@@ -51,40 +52,65 @@ def tangent_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def tangent(node: ir.Node, names: Mapping[str, str], taken: set[str]) -> ir.Node:
-    """The directional derivative of ``node``: each tensor ``A`` of ``names`` moves by ``tA``."""
+def tangent(
+    node: ir.Node,
+    names: Mapping[str, str],
+    taken: set[str],
+    shapes: Mapping[str, Sequence[sympy.Expr]] | None = None,
+) -> ir.Node:
+    """The directional derivative of ``node``: each tensor ``A`` of ``names`` moves by ``tA``.
+
+    With ``shapes`` (of the tensors and their tangents), a term ``f'(x) * tA[e]`` is
+    evaluated only where its reads lie inside their tensors: outside, ``tA[e]`` is zero
+    and ``f'`` of the zero read may be infinite (``1/sqrt(0)``).
+    """
+
+    def moving(part: ir.Node) -> ir.Node:
+        return tangent(part, names, taken, shapes)
+
+    def chain(local: ir.Node, moved: ir.Node) -> ir.Node:
+        terms = moved.terms if isinstance(moved, ir.Add) else (moved,)
+        products = []
+        for term in terms:
+            product = ir.make_mul([local, term])
+            guards = factor_reads_in_range(product, shapes) if shapes is not None else ()
+            products.append(ir.Reduce("sum", (), product, guards) if guards else product)
+        return ir.make_add(products)
+
     if isinstance(node, ir.Access):
         if node.tensor in names:
             return ir.Access(names[node.tensor], node.indices)
         return ir.ZERO
     if isinstance(node, ir.Add):
-        return ir.make_add([tangent(t, names, taken) for t in node.terms])
+        return ir.make_add([moving(t) for t in node.terms])
     if isinstance(node, ir.Mul):
         terms = []
         for k, factor in enumerate(node.factors):
-            moved = tangent(factor, names, taken)
+            moved = moving(factor)
             if moved != ir.ZERO:
                 terms.append(ir.make_mul([*node.factors[:k], moved, *node.factors[k + 1 :]]))
         return ir.make_add(terms)
     if isinstance(node, ir.Pow):
-        moved = tangent(node.base, names, taken)
-        local = ir.make_pow(node.base, node.exponent - 1)
-        return ir.make_mul([ir.Const(node.exponent), local, moved])
-    if isinstance(node, ir.Call):
-        moved = tangent(node.arg, names, taken)
+        moved = moving(node.base)
         if moved == ir.ZERO:
             return ir.ZERO
-        return ir.make_mul([function_derivative(node.func, node.arg), moved])
+        local = ir.make_pow(node.base, node.exponent - 1)
+        return chain(ir.make_mul([ir.Const(node.exponent), local]), moved)
+    if isinstance(node, ir.Call):
+        moved = moving(node.arg)
+        if moved == ir.ZERO:
+            return ir.ZERO
+        return chain(function_derivative(node.func, node.arg), moved)
     if isinstance(node, ir.Reduce):
         if node.op == "sum":
-            moved = tangent(node.body, names, taken)
+            moved = moving(node.body)
             if moved == ir.ZERO:
                 return ir.ZERO
             return ir.Reduce("sum", node.variables, moved, node.where)
         # max_/min_: the body's tangent at the first extremum, picked out by an indicator
         mapping = {v: fresh(v.name, taken) for v in node.variables}
         body = ir.subs(node.body, mapping)
-        moved = tangent(body, names, taken)
+        moved = moving(body)
         if moved == ir.ZERO:
             return ir.ZERO
         points = tuple(mapping[v] for v in node.variables)
@@ -136,11 +162,12 @@ def _forward_mode(
     for tensor in program.shapes:
         names[tensor] = tangent_name(tensor, reserved | set(names.values()))
     reserved |= set(names.values())
+    shapes = {**program.shapes, **{names[t]: program.shapes[t] for t in program.shapes}}
     active = {name: names[name] for name in moving}
     statements: list[ir.Statement] = []
     for statement in program.statements:
         taken = reserved | _bound_names(statement)
-        rhs = tangent(statement.rhs, active, taken)
+        rhs = tangent(statement.rhs, active, taken, shapes)
         if rhs == ir.ZERO and statement.target != program.output:
             continue
         # every bound variable distinct within the statement; the first keeps its name
@@ -212,6 +239,8 @@ class JVP:
 
 def jvp_program(program: Program, wrt: Iterable[str] | None = None) -> JVP:
     """The tangent statements of an analysed program."""
+    if not program.inputs:
+        raise nothing_to_differentiate(program)
     statements, names = _forward_mode(program, wrt)
     return JVP(program, statements, names)
 
@@ -229,7 +258,7 @@ def derive_jvp(
     tY[i] = sum_{m}(tW[m] * X[i + m] + W[m] * tX[i + m])
     """
     try:
-        return jvp_program(analyse(text, params, shapes, ranges), wrt)
+        return jvp_program(analyse(text, params, shapes, ranges, learnable_scalars(text, wrt)), wrt)
     except EinderiveError as error:
         raise error.with_text(text) from None
 

@@ -21,7 +21,15 @@ import numpy as np
 import sympy
 
 from . import backends, ir
-from .analysis import ParamValues, Program, RangeValues, ShapeValues, analyse, substitute
+from .analysis import (
+    ParamValues,
+    Program,
+    RangeValues,
+    ShapeValues,
+    analyse,
+    learnable_scalars,
+    substitute,
+)
 from .api import derive_program
 from .backends.dense import DenseEvaluator, numpy_ops
 from .derivation import Derivation, Pullback
@@ -181,8 +189,12 @@ def verify(
     trials: int = 3,
     seed: int = 0,
     backends_to_check: Iterable[str] | None = None,
+    wrt: Iterable[str] | None = None,
 ) -> Report:
     """Check every pullback of ``text`` numerically, on ``trials`` random draws.
+
+    ``wrt`` may name parameters used as values, which are then inputs (0-d tensors)
+    whose pullbacks are checked too.
 
     >>> verify("Y[i] = W[m]*X[2*i+m]").ok
     True
@@ -190,7 +202,7 @@ def verify(
     if not isinstance(trials, int) or trials < 1:
         raise ArgumentError(f"trials must be a positive integer, not {trials!r}")
     try:
-        program = analyse(text, params, shapes, ranges)
+        program = analyse(text, params, shapes, ranges, learnable_scalars(text, wrt))
         derivation = derive_program(program)
     except EinderiveError as error:
         raise error.with_text(text) from None

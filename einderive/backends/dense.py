@@ -241,7 +241,7 @@ class DenseEvaluator:
         inner, body, mask = self._inner(node, grid)
         ops = self.ops
         if node.op == "sum":
-            return ops.sum(ops.where(ops.mask(mask), body, 0.0 * body), axes)
+            return ops.sum(ops.where(ops.mask(mask), body, 0.0), axes)  # no nan * 0 outside
         extreme = np.inf if node.op == "min" else -np.inf
         masked = ops.where(ops.mask(mask), body, 0.0 * body + extreme)
         return (ops.maximum if node.op == "max" else ops.minimum)(masked, axes)

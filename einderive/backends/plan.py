@@ -82,6 +82,8 @@ def einsum_plan(
     for var, size in zip(statement.indices, shapes[statement.target], strict=True):
         if extents.get(var) != size:
             return None
+    if any(v not in extents for v in variables):
+        return None  # a summed index that no read has: a count, which the dense grid sums
     # the domain must be exactly the boxes of the tensors' axes
     boxes = {(c.kind, c.expr) for v in variables for c in ir.box(v, extents[v])}
     if any((c.kind, c.expr) not in boxes for c in where):
