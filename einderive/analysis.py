@@ -95,6 +95,11 @@ def fresh(name: str, taken: set[str]) -> sympy.Symbol:
     return sympy.Symbol(candidate, integer=True)
 
 
+def _size_symbol(name: str) -> sympy.Symbol:
+    """The symbol of a size (an extent), as the analysis names them."""
+    return sympy.Symbol(name, integer=True, positive=True)
+
+
 def _names_in(node: Any) -> set[str]:
     if isinstance(node, SName):
         return {node.name}
@@ -281,6 +286,7 @@ class _Analyser:
         self._expanded: dict[sympy.Symbol, sympy.Expr] = {}  # see _expansions
         self._expanded_at = 0
         self._symbol_sets: dict[int, tuple[Mapping, frozenset[sympy.Symbol]]] = {}
+        self.references: Mapping[str, tuple[str, int] | str] = {}
 
     def _check_arguments(self) -> None:
         for name, value in self.param_values.items():
@@ -342,6 +348,9 @@ class _Analyser:
         self.tensor_names = tensors
         coefficient_params: set[str] = set()
         index_params: set[str] = set()
+        ranks = {a.name: len(a.indices) for s in statements for a in _accesses(s.rhs)}
+        # per statement: the names in it that name an extent (K for k's, N_X for X's axis)
+        self.size_references: list[dict[str, tuple[str, int] | str]] = []
         for statement in statements:
             lone: set[str] = set()
             in_brackets: set[str] = set()
@@ -373,7 +382,13 @@ class _Analyser:
                     self.text,
                 )
             self.index_vars.append(variables)
-            for name in in_brackets - variables:
+            references = {
+                name: reference
+                for name in sorted(in_brackets - variables)
+                if (reference := self._size_reference(name, variables, ranks)) is not None
+            }
+            self.size_references.append(references)
+            for name in in_brackets - variables - set(references):
                 index_params.add(name)
                 if name in multiplied:
                     coefficient_params.add(name)
@@ -394,7 +409,7 @@ class _Analyser:
                         node.span,
                         self.text,
                     )
-                if node.name not in targets:
+                if node.name not in targets and node.name not in self.size_references[k]:
                     value_params.add(node.name)
         for name in sorted(self.scalar_inputs):
             if name in index_params:
@@ -434,6 +449,67 @@ class _Analyser:
         unknown_shapes = set(self.shape_values) - tensors
         if unknown_shapes:
             raise ArgumentError(f"shapes given for {sorted(unknown_shapes)}, which are not tensors")
+
+    def _size_reference(
+        self, name: str, variables: set[str], ranks: Mapping[str, int]
+    ) -> tuple[str, int] | str | None:
+        """What ``name`` in an index expression refers to, if it is the name einderive gives
+        an extent: the upper case of an index of the statement (``K``: the extent of ``k``),
+        or ``N_X`` / ``N_X<axis>`` (an axis of ``X``). None for a parameter."""
+        if name in self.param_values or name in ranks:
+            return None
+        if name != name.lower() and name.lower() in variables:
+            return name.lower()
+        match = re.fullmatch(r"N_([A-Za-z_][A-Za-z0-9_]*?)([0-9]*)", name)
+        if match is None:
+            return None
+        tensor, axis = match.groups()
+        if ranks.get(tensor + axis) == 1:
+            return (tensor + axis, 0)
+        if axis and tensor in ranks and int(axis) < ranks[tensor]:
+            return (tensor, int(axis))
+        return None
+
+    def _bind_size_references(
+        self, k: int, node: SStatement, extents: Mapping[str, sympy.Expr]
+    ) -> None:
+        """Each extent named in the statement's indices becomes what it names (those whose
+        extent is known so far: a left-hand-side index's is known after its inference)."""
+        for name, reference in self.size_references[k].items():
+            symbol = _size_symbol(name)
+            if isinstance(reference, str):
+                if reference not in extents or name in self._bound_references:
+                    continue
+                self._bound_references.add(name)
+                value = extents[reference]
+                what = f"{name} names the extent of {reference!r}"
+            else:
+                what = f"{name} names axis {reference[1]} of {reference[0]!r}"
+                if reference[0] not in self.shapes:
+                    raise ExtentError(
+                        f"{what}, which no statement so far reads or writes",
+                        self._first_span(node, name),
+                        self.text,
+                    )
+                value = self.shapes[reference[0]][reference[1]]
+            value = self.current(value)
+            if value == symbol:
+                continue
+            if symbol in self.expanded(value).free_symbols:
+                raise ExtentError(
+                    f"{what}, which is defined through {name} itself",
+                    self._first_span(node, name),
+                    self.text,
+                )
+            if symbol in self.size_symbols or symbol in self.definitions:
+                self.unify(symbol, value, what, self._first_span(node, name))
+            else:
+                self.replacements.append((symbol, value))
+                mapping = {symbol: value}
+                for tensor, shape in self.shapes.items():
+                    self.shapes[tensor] = [e.xreplace(mapping) for e in shape]
+                for var, extent in self.extents.items():
+                    self.extents[var] = extent.xreplace(mapping)
 
     def _first_span(self, statement: SStatement, name: str) -> Span:
         """Where ``name`` first occurs as a whole identifier in a statement."""
@@ -492,6 +568,8 @@ class _Analyser:
         if isinstance(node, SName):
             if node.name in variables:
                 return variables[node.name]
+            if node.name in self.references:
+                return _size_symbol(node.name)
             return self.param_symbols[node.name]
         if isinstance(node, SNumber):
             if not node.text.isdigit():
@@ -696,6 +774,7 @@ class _Analyser:
     def statement(self, k: int, node: SStatement, written: set[str]) -> ir.Statement:
         names = self.index_vars[k]
         variables = {name: fresh(name, set()) for name in sorted(names)}
+        self.references = self.size_references[k]
         for value in _value_names(node.rhs):
             if value.name in self.scalar_inputs and value.name not in self.shapes:
                 self.declare_tensor(SAccess(value.name, (), value.span, value.span), [])
@@ -804,6 +883,9 @@ class _Analyser:
                     self._first_span(node, name),
                     self.text,
                 )
+        self._bound_references: set[str] = set()
+        known = {n: e for n, e in local_extents.items() if n not in lhs_inferred}
+        self._bind_size_references(k, node, known)
         if gather:
             lhs_names = [i.name for i in target_access.indices] if target_access else []
             self._check_lhs_used(node, lhs_names)
@@ -834,6 +916,7 @@ class _Analyser:
                     self._first_span(node, name),
                     self.text,
                 )
+        self._bind_size_references(k, node, local_extents)
         for name in local_extents:
             local_extents[name] = self.current(local_extents[name])
         for name, extent in local_extents.items():
@@ -936,7 +1019,7 @@ class _Analyser:
                                 )
                         size = self.shapes[access.name][axis]
                         if coefficient == 1:  # the common case, without a floor to simplify
-                            bounds.append(size - top)
+                            bounds.append(expand(size - top))
                         else:
                             bounds.append(sympy.floor((size - 1 - top) / coefficient) + 1)
                 if blocked:
@@ -1074,6 +1157,8 @@ class _Analyser:
                 raise IndexNotationError(
                     f"tensor {node.name!r} is used without its indices", node.span, self.text
                 )
+            if node.name in self.references:
+                return ir.Const(_size_symbol(node.name), node.span)
             return ir.Const(self.param_symbols[node.name], node.span)
         if isinstance(node, SAccess):
             if node.name in self.shapes and not self.shapes[node.name] and node.indices:

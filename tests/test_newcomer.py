@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 import pytest
+import sympy
 
 import einderive as ed
 
@@ -560,3 +561,56 @@ def test_the_cli_prints_the_note_once_on_stderr(capsys):
     assert captured.err.count("einderive: note: the implicit sum over m") == 1
     assert "write relu(sum_{m}(V[m]*X[i+m]))" in captured.err
     assert "note" not in captured.out
+
+
+# ---- item 8: an extent named in an index expression -----------------------------------
+
+
+def _causal(W, X, d):
+    """``Y[t] = sum_k W[k] * X[t + d*k - d*(K-1)]``, zero outside X; as long as X."""
+    K = len(W)
+    out = np.zeros(len(X))
+    for t in range(len(X)):
+        for k in range(K):
+            position = t + d * k - d * (K - 1)
+            if 0 <= position < len(X):
+                out[t] += W[k] * X[position]
+    return out
+
+
+@pytest.mark.parametrize("K, d", [(2, 1), (3, 2), (4, 3)])
+def test_a_causal_dilated_convolution_names_the_kernel_size(K, d):
+    text = "Y[t] = W[k]*X[t + d*k - d*(K-1)]"
+    derivation = ed.derive(text)
+    program = derivation.program
+    assert [p.name for p in program.params] == ["d"]  # K is no parameter
+    assert program.shapes["W"] == (sympy.Symbol("K", integer=True, positive=True),)
+    assert program.shapes["Y"] == program.shapes["X"]  # causal: as long as the input
+    rng = np.random.default_rng(16)
+    inputs = {"W": rng.normal(size=K), "X": rng.normal(size=9)}
+    assert_vjp_matches(text, lambda W, X: _causal(W, X, d), inputs, params={"d": d})
+    numeric = ed.derive(text, params={"d": d}, shapes={"W": (K,), "X": (9,)})
+    cotangent = rng.normal(size=9)
+    expected = finite_difference_vjp(lambda W, X: _causal(W, X, d), inputs, cotangent)
+    for kind in EMITTED:
+        grads = emitted_pullbacks(numeric, kind, inputs, cotangent)
+        for name in ("W", "X"):
+            np.testing.assert_allclose(
+                grads[name], expected[name], atol=1e-6, err_msg=f"{kind} d{name}"
+            )
+
+
+def test_a_tensor_axis_is_named_n_and_the_tensor():
+    text = "Y[i] = X[i] - X[N_X - 1 - i]"
+    assert ed.derive(text).program.params == ()
+    x = np.random.default_rng(17).normal(size=6)
+    assert_vjp_matches(text, lambda X: X - X[::-1], {"X": x})
+    text = "Y[i,j] = A[i,j] * A[N_A0 - 1 - i, N_A1 - 1 - j]"
+    a = np.random.default_rng(18).normal(size=(3, 4))
+    assert_vjp_matches(text, lambda A: A * A[::-1, ::-1], {"A": a})
+
+
+def test_a_name_given_as_a_parameter_stays_a_parameter():
+    derivation = ed.derive("Y[t] = W[k]*X[t + k - K]", params={"K": None})
+    assert [p.name for p in derivation.program.params] == ["K"]
+    assert derivation.program.shapes["W"] != (sympy.Symbol("K", integer=True, positive=True),)
