@@ -1125,12 +1125,12 @@ class _Analyser:
             while isinstance(call.arg, SCall) and mentions(call.arg.arg) == mentions(call.arg):
                 call = call.arg  # the sum goes around the innermost argument that holds it
             inner = ",".join(sorted(mentions(call.arg)))
-            replacements.append((call.arg.span, f"sum_{{{inner}}}({self.written(call.arg)})"))
+            replacements.append((call.arg.span, f"sum_{{{inner}}}({self.written(call.arg.span)})"))
         start, end = term.span
         explicit = self.text[start:end]
         for (left, right), text in sorted(replacements, reverse=True):
             explicit = explicit[: left - start] + text + explicit[right - start :]
-        written = self.written(term)
+        written = self.written(term.span)
         warnings.warn(
             f"the implicit sum over {', '.join(sorted(summed))} wraps the whole term, "
             f"functions included: {written} is read as "
