@@ -75,19 +75,20 @@ def _oracle_sweep(job: int, jobs: int, count: int, seed: int, frameworks_every: 
     totals = oracle.Outcome()
     for k in range(count):
         case_seed = seed * 1_000_000 + job + k * jobs
-        case = oracle.random_case(case_seed)
         seen.add((case_seed,))
-        kinds[case.family] += 1
         with_jax = case_seed % frameworks_every == 0
         on_frameworks += with_jax
         begun = time.perf_counter()
         try:
+            case = oracle.random_case(case_seed)
+            kinds[case.family] += 1
             outcome = oracle.check(case, case_seed, with_jax=with_jax)
             totals.checks += outcome.checks
             totals.conv_calls += outcome.conv_calls
             totals.symbolic += outcome.symbolic
-        except AssertionError as error:
-            failures.append(str(error))
+        except Exception as error:  # a crash of the generator is a failure too
+            failures.append(f"seed {case_seed}: {type(error).__name__}: {error}")
+            continue
         slowest.append((time.perf_counter() - begun, f"{case.call()} (seed {case_seed})"))
         slowest.sort(reverse=True)
         del slowest[3:]

@@ -530,13 +530,13 @@ def _as_intermediate(case: Case, generator: np.random.Generator) -> Case:
     declared = {("Z" if k == "Y" else k): v for k, v in case.declared.items()}
     case.resolve()
     rank = len(case.shapes["Y"])
-    indices = tuple(var(v) for v in ["p", "q", "r", "t"][:rank])
+    indices = tuple(var(v) for v in ["p", "q", "r", "t", "u", "v"][:rank])
     if generator.random() < 0.5:
         follower = Statement("Y", indices, (Read("Z", indices),), "tanh")
         inputs = dict(case.inputs)
     else:
-        follower = Statement("Y", indices, (Read("Z", indices), Read("V", indices)))
-        inputs = {**case.inputs, "V": case.shapes["Y"]}
+        follower = Statement("Y", indices, (Read("Z", indices), Read("U", indices)))
+        inputs = {**case.inputs, "U": case.shapes["Y"]}
     return Case(case.family + "+program", (renamed, follower), inputs, declared, case.ranges)
 
 
