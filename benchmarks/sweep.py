@@ -56,11 +56,17 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--oracle", action="store_true", help="random programs against tests/oracle.py"
     )
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="--oracle: stop after this long (reported)"
+    )
     return parser.parse_args(argv)
 
 
-def _oracle_sweep(job: int, jobs: int, count: int, seed: int, frameworks_every: int) -> dict:
-    """One worker of ``--oracle``: the seeds ``seed + job + k*jobs``, ``count`` of them."""
+def _oracle_sweep(
+    job: int, jobs: int, count: int, seed: int, frameworks_every: int, minutes: float | None
+) -> dict:
+    """One worker of ``--oracle``: the seeds ``seed*10**6 + job + k*jobs``, ``count`` of them
+    (fewer if ``minutes`` run out first)."""
     import warnings
 
     import oracle
@@ -74,6 +80,8 @@ def _oracle_sweep(job: int, jobs: int, count: int, seed: int, frameworks_every: 
     started = time.perf_counter()
     totals = oracle.Outcome()
     for k in range(count):
+        if minutes is not None and time.perf_counter() - started > 60 * minutes:
+            break
         case_seed = seed * 1_000_000 + job + k * jobs
         seen.add((case_seed,))
         with_jax = case_seed % frameworks_every == 0
@@ -186,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.oracle:  # every worker takes its own seeds; the case's seed sits in its key
         work = [
-            (k, jobs, share, args.seed, args.frameworks_every) for k, share in enumerate(shares)
+            (k, jobs, share, args.seed, args.frameworks_every, args.minutes)
+            for k, share in enumerate(shares)
         ]
         sweep = _oracle_sweep
     else:

@@ -647,7 +647,7 @@ def input_reads(conv: ConvPullback, indices: Sequence[sympy.Symbol]) -> list[sym
     the kernel is flipped, and its position ``t`` holds ``x[(t - lo) / fill]``.
     """
     call = conv.call
-    spatial = [indices[a] for a in conv.out_axes[2:] if a is not None]
+    spatial = [indices[a] for a in conv.out_axes[2:] if isinstance(a, int)]
     reads = []
     for a, k in enumerate(kernel_positions(call.rank)):
         tap = conv.kernel_size[a] - 1 - k if call.flip_kernel else k
@@ -724,6 +724,13 @@ def _roles(conv: ConvPullback) -> list[Line]:
         lines.append([f"{flag}: " + (meaning if getattr(call, flag) else "no")])
     if call.groups != 1:
         lines.append(["groups ", _scalar(call.groups), ": every channel has its own kernel"])
+    if call.batch_groups != 1:
+        lines.append(
+            ["batch_groups ", _scalar(call.batch_groups), ": every channel sums its own batch"]
+        )
+    for role, layout in (("input", conv.x_layout), ("kernel", conv.w_layout)):
+        if layout.flips:
+            lines.append([f"the {role} is read backwards along its axes {layout.flips}"])
     if conv.transpose is not None:
         lines.append([f"the call's output is transposed by {conv.transpose} into the pullback"])
     return lines

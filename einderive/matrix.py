@@ -718,8 +718,10 @@ def _im2col(
     derivation: Derivation, conv: ConvPullback, term: ir.Node, rest: Sequence[ir.Node]
 ) -> Im2col:
     statement = derivation.program.statements[-1]
-    if conv.call.groups != 1:
+    if conv.call.groups != 1 or conv.call.batch_groups != 1:
         raise ArgumentError("a grouped (depthwise) convolution unfolds into one W~ X~ per group")
+    if conv.x_layout.flips or conv.w_layout.flips:
+        raise ArgumentError("im2col needs every tensor read in its own order (no reversed axis)")
     if any(f != 1 for f in conv.call.fill):
         raise ArgumentError("im2col needs a kernel read at plain indices (no fill)")
     body = term.body if isinstance(term, ir.Reduce) else term
@@ -728,6 +730,7 @@ def _im2col(
     if not all(isinstance(e, sympy.Symbol) for e in w.indices):
         raise ArgumentError(f"the kernel {w.tensor} must be read at plain indices for im2col")
     out_axis = conv.w_layout.axes[1 if conv.call.permute_kernel else 0]
+    assert not isinstance(out_axis, tuple)  # merged only in a grouped call
     channel = w.indices[out_axis] if out_axis is not None else None
     rows = tuple(v for v in w.indices if v != channel)
     columns = tuple(v for v in statement.indices if v != channel)

@@ -770,8 +770,8 @@ def _check_conv_calls(derivation: Any, ref: Reference, with_jax: bool) -> list[s
         call = numbers.call
         if call.free_symbols:
             continue
-        x = _arrange(values[call.x], numbers.x_layout.axes)
-        w = _arrange(values[call.w], numbers.w_layout.axes)
+        x = _arrange(np.flip(values[call.x], numbers.x_layout.flips), numbers.x_layout.axes)
+        w = _arrange(np.flip(values[call.w], numbers.w_layout.flips), numbers.w_layout.axes)
         expected = ref.grads[name]
         forms = ["generic", "torch"] + (["jax"] if with_jax else [])
         for form in forms:
@@ -797,12 +797,13 @@ class Outcome:
     symbolic: int = 0
 
 
-def check(case: Case, seed: int, with_jax: bool = True) -> Outcome:
+def check(case: Case, seed: int, with_jax: bool = True, full: bool = True) -> Outcome:
     """Compare everything einderive computes for ``case`` with the reference (MismatchError).
 
     Without ``with_jax``, the jax backend and module are left out (JAX compiles every
     operation for every new shape, seconds per case); the generic record still runs
-    through ``jax.lax.conv_general_dilated``.
+    through ``jax.lax.conv_general_dilated``. Without ``full``, the loops module and the
+    symbolic derivation are left out too (their source is the slow part).
     """
     import einderive as ed
 
@@ -830,11 +831,12 @@ def check(case: Case, seed: int, with_jax: bool = True) -> Outcome:
                 _close(grads[name], ref.grads[name], f"vjp backend={backend} d{name}")
             outcome.checks += 1
         derivations = [("numeric", ed.derive(case.text, shapes=shapes, ranges=ranges))]
-        if case.symbolic:
+        if case.symbolic and full:
             symbolic = ed.derive(case.text, shapes=case.declared or None, ranges=ranges)
             derivations.append(("symbolic", symbolic))
         for label, derivation in derivations:
-            for kind in ["loops", "numpy", "torch"] + (["jax"] if with_jax else []):
+            kinds = ["numpy", "torch"] + (["loops"] if full else []) + (["jax"] if with_jax else [])
+            for kind in kinds:
                 source = derivation.source(kind)
                 checked = _check_module(source, kind, derivation, ref, f"{label} {kind} module")
                 outcome.checks += checked

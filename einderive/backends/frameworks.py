@@ -79,7 +79,8 @@ def run_jax(
 
         call = jax_call(recognised.call)
         out = call.apply(
-            arrange(x, recognised.x_layout, permute), arrange(w, recognised.w_layout, permute)
+            arrange(x, recognised.x_layout, permute, jnp.flip),
+            arrange(w, recognised.w_layout, permute, jnp.flip),
         )
         return finish(out, recognised, permute)
 
@@ -147,9 +148,12 @@ def run_torch(
     def permute(array: Any, axes: list[int]) -> Any:
         return array.permute(*axes)
 
+    def flip(array: Any, axes: tuple[int, ...]) -> Any:
+        return array.flip(axes)
+
     def conv(recognised: ConvPullback, x: Any, w: Any) -> Any:
-        operand_x = arrange(x, recognised.x_layout, permute)
-        operand_w = arrange(w, recognised.w_layout, permute)
+        operand_x = arrange(x, recognised.x_layout, permute, flip)
+        operand_w = arrange(w, recognised.w_layout, permute, flip)
         call = torch_call(recognised.call, kernel_size=tuple(operand_w.shape[2:]))
         return finish(call.apply(operand_x, operand_w), recognised, permute)
 

@@ -12,16 +12,25 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..conv.calls import GenericConv
-from ..conv.recognise import ConvPullback, Layout
+from ..conv.recognise import ConvPullback, Layout, flat_axes, has_merges
 
 
-def arrange(array: Any, layout: Layout, permute: Any) -> Any:
-    """A tensor as a call operand: its axes moved into place, unit axes inserted.
+def arrange(array: Any, layout: Layout, permute: Any, flip: Any = None) -> Any:
+    """A tensor as a call operand: reversed, its axes moved into place, merged, units inserted.
 
-    ``permute(array, axes)`` is the framework's transpose; unit axes are inserted
-    by indexing with None, which NumPy, JAX and PyTorch all understand.
+    ``permute(array, axes)`` is the framework's transpose and ``flip(array, axes)`` its
+    reversal; unit axes are inserted by indexing with None, and merged axes by
+    ``reshape``, which NumPy, JAX and PyTorch all understand.
     """
-    present = [a for a in layout.axes if a is not None]
+    if layout.flips:
+        if flip is None:
+            raise ValueError("this operand is read reversed: arrange needs a flip")
+        array = flip(array, layout.flips)
+    present = flat_axes(layout.axes)
+    if has_merges(layout.axes):
+        shape = tuple(array.shape)
+        sizes = [int(np.prod([shape[a] for a in flat_axes([e])], dtype=int)) for e in layout.axes]
+        return permute(array, present).reshape(tuple(sizes))
     if present != sorted(present):
         array = permute(array, present)
     index = tuple(None if a is None else slice(None) for a in layout.axes)
@@ -29,8 +38,14 @@ def arrange(array: Any, layout: Layout, permute: Any) -> Any:
 
 
 def finish(result: Any, conv: ConvPullback, permute: Any) -> Any:
-    """The call's output in the pullback's axes: inserted unit axes dropped, transposed."""
-    index = tuple(0 if a is None else slice(None) for a in conv.out_axes)
+    """The call's output in the pullback's axes: merged axes split, unit axes dropped,
+    transposed."""
+    split = conv.split_shape
+    if split is not None:
+        result = result.reshape(tuple(int(n) for n in split))
+        index = tuple(0 if unit else slice(None) for unit in conv.split_units)
+    else:
+        index = tuple(0 if a is None else slice(None) for a in conv.out_axes)
     if 0 in index:
         result = result[index]
     if conv.transpose is not None:
@@ -181,8 +196,8 @@ def run_conv(conv: ConvPullback, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     def permute(array: np.ndarray, axes: list[int]) -> np.ndarray:
         return np.transpose(array, axes)
 
-    operand_x = arrange(x, conv.x_layout, permute)
-    operand_w = arrange(w, conv.w_layout, permute)
+    operand_x = arrange(x, conv.x_layout, permute, np.flip)
+    operand_w = arrange(w, conv.w_layout, permute, np.flip)
     return finish(generic_conv(conv.call, operand_x, operand_w), conv, permute)
 
 

@@ -30,28 +30,48 @@ from ..ir import expand
 from ..solve import gather, simplify_constraints
 from .calls import GenericConv
 
+Axis = int | None | tuple[int, ...]
+"""An operand's (or a call output's) axis: one tensor axis, a unit axis (None), or
+several tensor axes merged into one, major first (a group and its channels)."""
+
+
+def flat_axes(axes: Sequence[Axis]) -> list[int]:
+    """The tensor axes of ``axes`` in order, merged ones spelled out."""
+    return [a for entry in axes if entry is not None for a in _parts(entry)]
+
+
+def _parts(entry: Axis) -> tuple[int, ...]:
+    return () if entry is None else entry if isinstance(entry, tuple) else (entry,)
+
+
+def has_merges(axes: Sequence[Axis]) -> bool:
+    return any(isinstance(entry, tuple) for entry in axes)
+
 
 @dataclass(frozen=True)
 class Layout:
     """Where each axis of the call's operand comes from in the tensor.
 
-    ``axes[k]`` is the tensor's axis that becomes the operand's axis ``k``, or
-    None for a unit axis the call inserts (a 1-D single-channel call has no batch
-    or channel axis of its own).
+    ``axes[k]`` is the tensor's axis that becomes the operand's axis ``k``, None for
+    a unit axis the call inserts (a 1-D single-channel call has no batch or channel
+    axis of its own), or a tuple of tensor axes merged into one, major first (a
+    grouped call's channels: the group, then the channel within it). ``flips`` are
+    the tensor's axes reversed first: a read ``X[7 - j - n]`` is a convolution of the
+    input flipped, and a kernel flipped along some spatial axes only is one reversed
+    along those.
     """
 
-    axes: tuple[int | None, ...]
+    axes: tuple[Axis, ...]
+    flips: tuple[int, ...] = ()  # tensor axes read reversed, before anything else
 
     def apply(self, array: object) -> object:
-        """The operand: the tensor's axes moved into place, unit axes inserted (NumPy)."""
+        """The operand: reversed, the tensor's axes moved into place, merged, units inserted."""
         import numpy as np
 
-        present = [a for a in self.axes if a is not None]
-        moved = np.transpose(np.asarray(array), present)
-        for k, axis in enumerate(self.axes):
-            if axis is None:
-                moved = np.expand_dims(moved, k)
-        return moved
+        values = np.flip(np.asarray(array), self.flips) if self.flips else np.asarray(array)
+        moved = np.transpose(values, flat_axes(self.axes))
+        sizes = [int(np.prod([values.shape[a] for a in _parts(e)], dtype=int)) for e in self.axes]
+        return moved.reshape(sizes)
 
     @property
     def is_identity(self) -> bool:
@@ -66,15 +86,34 @@ class ConvPullback:
     call: GenericConv
     x_layout: Layout  # operand x = x tensor arranged as (first, second, spatial...)
     w_layout: Layout
-    out_axes: tuple[int | None, ...]  # pullback axis of each call-output axis (None: unit)
+    out_axes: tuple[Axis, ...]  # pullback axes of each call-output axis (None: unit)
     kernel_size: tuple[sympy.Expr, ...]
     input_size: tuple[sympy.Expr, ...]
     output_size: tuple[sympy.Expr, ...]
+    pullback_shape: tuple[sympy.Expr, ...] = ()  # to split merged output axes
+
+    @property
+    def split_shape(self) -> tuple[sympy.Expr, ...] | None:
+        """The call's output with merged axes split (units kept), or None if none is merged."""
+        if not has_merges(self.out_axes):
+            return None
+        sizes: list[sympy.Expr] = []
+        for entry in self.out_axes:
+            sizes += [self.pullback_shape[a] for a in _parts(entry)] or [sympy.Integer(1)]
+        return tuple(sizes)
+
+    @property
+    def split_units(self) -> tuple[bool, ...]:
+        """Per axis of the split output: whether it is a unit axis the call inserted."""
+        units: list[bool] = []
+        for entry in self.out_axes:
+            units += [False] * len(_parts(entry)) or [True]
+        return tuple(units)
 
     @property
     def transpose(self) -> tuple[int, ...] | None:
-        """The permutation taking the call's output (units squeezed) to the pullback's axes."""
-        present = [a for a in self.out_axes if a is not None]
+        """The permutation taking the call's output (split, units squeezed) to the pullback's."""
+        present = flat_axes(self.out_axes)
         order = sorted(range(len(present)), key=lambda k: present[k])
         return None if order == list(range(len(present))) else tuple(order)
 
@@ -93,6 +132,7 @@ class ConvPullback:
             numbers(self.kernel_size),
             numbers(self.input_size),
             numbers(self.output_size),
+            numbers(self.pullback_shape),
         )
 
 
@@ -142,11 +182,17 @@ def recognise(
     orders = [(first, second), (second, first)]
     orders.sort(key=lambda pair: pair[1].tensor not in prefer_kernel)
     reasons = []
+    reversed_reads: list[ConvPullback] = []  # taken only if no order reads in order
     for x, w in orders:
         result = _match(statement, x, w, variables, where, shapes)
         if isinstance(result, ConvPullback):
-            return result
-        reasons.append(f"as conv({x.tensor}, {w.tensor}): {result}")
+            if not (result.x_layout.flips or result.w_layout.flips):
+                return result
+            reversed_reads.append(result)
+        else:
+            reasons.append(f"as conv({x.tensor}, {w.tensor}): {result}")
+    if reversed_reads:
+        return reversed_reads[0]
     return NotConvolution(name, "; ".join(reasons))
 
 
@@ -239,6 +285,7 @@ def _match(
             )
     # per spatial axis: (s*u + d*k + c) / f
     padding, strides, dilations, fills, flips = [], [], [], [], []
+    x_flips: list[int] = []  # the input's axes read reversed (X[7 - j - n])
     kernel_shape = shapes[w.tensor]
     x_shape = shapes[x.tensor]
     out_shape = shapes[statement.target]
@@ -250,6 +297,12 @@ def _match(
         numerator = expand(numerator)
         if not (fill.is_positive and fill.is_integer):
             return f"the read {expr} has a denominator that is not a positive integer"
+        n_in = x_shape[x_axis]
+        read = numerator  # the extents' conditions are stated on the read as written
+        if numerator.coeff(u).is_negative:
+            # a reversed read: the call reads the input flipped, at (N-1)*f - numerator
+            x_flips.append(x_axis)
+            numerator = expand((n_in - 1) * fill - numerator)
         stride = numerator.coeff(u)
         step = numerator.coeff(k)
         constant = expand(numerator - stride * u - step * k)
@@ -266,7 +319,7 @@ def _match(
             return f"the sign of the kernel position's coefficient in {expr} is unknown"
         if not dilation.is_integer:
             return f"the kernel position's coefficient in {expr} is not an integer"
-        n_in, n_out = x_shape[x_axis], out_shape[axis_of_out[u]]
+        n_out = out_shape[axis_of_out[u]]
         hi = expand((n_out - 1) * stride + dilation * (size - 1) - lo - (n_in - 1) * fill)
         padding.append((expand(lo), hi))
         strides.append(stride)
@@ -277,18 +330,21 @@ def _match(
         input_size.append(n_in)
         output_size.append(n_out)
         if fill != 1:
-            expected.append(ir.Constraint("div", numerator, fill))
+            expected.append(ir.Constraint("div", read, fill))
         expected += [
-            ir.Constraint("ge", numerator),
-            ir.Constraint("ge", expand((n_in - 1) * fill - numerator)),
+            ir.Constraint("ge", read),
+            ir.Constraint("ge", expand((n_in - 1) * fill - read)),
             ir.Constraint("ge", k),
             ir.Constraint("ge", expand(size - 1 - k)),
         ]
     for var in channel_vars:
         axis = next(a for a, e in enumerate(x_read.indices) if _lone(e) == var)
         expected += list(ir.box(var, x_shape[axis]))
-    if len(set(flips)) > 1:
-        return "the kernel is flipped along some spatial axes only"
+    # a kernel flipped along some spatial axes only is read reversed along those
+    w_flips = [a for a, flip in zip(spatial_w_axes, flips, strict=True) if flip]
+    flip_kernel = len(w_flips) == len(flips)
+    if flip_kernel:
+        w_flips = []
     allowed = {(c.kind, c.expr, c.modulus) for c in simplify_constraints(expected) or ()}
     for condition in conditions:
         key = (condition.kind, condition.expr, condition.modulus)
@@ -305,17 +361,18 @@ def _match(
     # each group's channel summing its own batch (a depthwise convolution's kernel
     # pullback): the group is the call's batch and its output channel, in batch groups
     batch_grouped = "group" in roles and "in" in roles and not {"batch", "out"} & roles
-    if "group" in roles and ("in" in roles or "out" in roles) and not batch_grouped:
-        return "grouped convolution with channels inside each group"
+    if len({v for role, v in x_roles if role == "group"}) > 1:
+        return "it has more than one group axis"
     x_axis_of = {role: a for a, (role, _) in enumerate(x_roles) if role != "spatial"}
     w_axis_of = {role: a for a, role in enumerate(w_roles) if role != "spatial"}
     x_spatial = [a for a, (role, _) in enumerate(x_roles) if role == "spatial"]
     groups: sympy.Expr = sympy.Integer(1)
     batch_groups: sympy.Expr = sympy.Integer(1)
-    first: int | None
-    second: int | None
-    w_first: int | None
-    w_second: int | None
+    first: Axis
+    second: Axis
+    w_first: Axis
+    w_second: Axis
+    channel_axis: Axis = None
     if batch_grouped:
         # x (G, C, N...): the group as batch; w (G, C, K...); batch_groups = G
         x_group, x_channel = x_axis_of["group"], x_axis_of["in"]
@@ -326,6 +383,23 @@ def _match(
         w_first, w_second = (w_channel, w_group) if permute_kernel else (w_group, w_channel)
         group_var = next(v for role, v in x_roles if role == "group")
         batch_groups = out_shape[axis_of_out[group_var]]
+    elif "group" in roles and ("in" in roles or "out" in roles):
+        # grouped: x (B, G*C, N...), w (G*O, C, K...), groups = G; out (B, G*O, N...)
+        group_var = next(v for role, v in x_roles if role == "group")
+        x_group, x_in = x_axis_of["group"], x_axis_of.get("in")
+        first = x_axis_of.get("batch")
+        second = (x_group, x_in) if x_in is not None else x_group
+        w_group, w_out = w_axis_of["group"], w_axis_of.get("out")
+        w_first = (w_group, w_out) if w_out is not None else w_group
+        w_second = w_axis_of.get("in")
+        permute_input = permute_kernel = False
+        groups = out_shape[axis_of_out[group_var]]
+        out_var = next((_lone(w.indices[a]) for a, r in enumerate(w_roles) if r == "out"), None)
+        channel_axis = (
+            (axis_of_out[group_var], axis_of_out[out_var])
+            if out_var is not None
+            else axis_of_out[group_var]
+        )
     elif "group" in roles:
         # depthwise: x (B, G, N...), w (G, 1, K...), groups = G
         first, second = x_axis_of.get("batch"), x_axis_of["group"]
@@ -345,23 +419,27 @@ def _match(
         w_first, w_second = (
             (in_channel, out_channel) if permute_kernel else (out_channel, in_channel)
         )
-    x_layout = Layout((first, second, *x_spatial))
-    w_layout = Layout((w_first, w_second, *spatial_w_axes))
+    x_layout = Layout((first, second, *x_spatial), tuple(x_flips))
+    w_layout = Layout((w_first, w_second, *spatial_w_axes), tuple(w_flips))
     # the call's output: (batch, out channel, spatial...) -> the pullback's axes
     batch_var = next((v for role, v in x_roles if role == "batch"), None)
-    if "group" in roles:
-        channel_var = next(v for role, v in x_roles if role == "group")
-    else:
-        out_roles = [
-            (_lone(e), role) for e, role in zip(w.indices, w_roles, strict=True) if role == "out"
-        ]
-        channel_var = out_roles[0][0] if out_roles else None
+    if channel_axis is None:
+        if "group" in roles:
+            channel_var = next(v for role, v in x_roles if role == "group")
+        else:
+            out_roles = [
+                (_lone(e), role)
+                for e, role in zip(w.indices, w_roles, strict=True)
+                if role == "out"
+            ]
+            channel_var = out_roles[0][0] if out_roles else None
+        channel_axis = axis_of_out[channel_var] if channel_var is not None else None
     out_axes = (
         axis_of_out[batch_var] if batch_var is not None else None,
-        axis_of_out[channel_var] if channel_var is not None else None,
+        channel_axis,
         *(axis_of_out[u] for u in out_spatial),
     )
-    covered = {a for a in out_axes if a is not None}
+    covered = set(flat_axes(out_axes))
     if covered != set(range(len(out_vars))):
         return "an axis of the pullback is neither batch, channel nor spatial"
     call = GenericConv(
@@ -371,7 +449,7 @@ def _match(
         stride=tuple(strides),
         dilation=tuple(dilations),
         fill=tuple(fills),
-        flip_kernel=flips[0],
+        flip_kernel=flip_kernel,
         permute_kernel=permute_kernel,
         permute_input=permute_input,
         groups=groups,
@@ -386,6 +464,7 @@ def _match(
         tuple(kernel_size),
         tuple(input_size),
         tuple(output_size),
+        tuple(out_shape),
     )
 
 

@@ -6,9 +6,10 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Literal
 
 import sympy
+from sympy.printing.pycode import PythonCodePrinter
 
 from ..conv.calls import jax_call, torch_call
-from ..conv.recognise import ConvPullback, Layout, NotConvolution
+from ..conv.recognise import ConvPullback, Layout, NotConvolution, flat_axes, has_merges
 from .printer import NotationPrinter
 
 if TYPE_CHECKING:
@@ -20,14 +21,27 @@ Framework = Literal["jax", "torch"]
 # How each array library spells "these axes in this order": torch's ``transpose``
 # swaps two axes, its ``permute`` takes them all.
 _PERMUTE = {"numpy": "transpose", "jax": "transpose", "torch": "permute"}
+_SIZES = PythonCodePrinter()
 
 
 def operand_code(name: str, layout: Layout, library: str = "numpy") -> str:
-    """Code arranging a tensor as a call operand: axes reordered, unit axes inserted."""
-    present = [a for a in layout.axes if a is not None]
+    """Code arranging a tensor as a call operand: axes reordered, merged, unit axes inserted."""
+    present = flat_axes(layout.axes)
     code = name
+    if layout.flips and library == "torch":  # torch slices take no negative step
+        code += f".flip({tuple(layout.flips)})"
+    elif layout.flips:
+        rank = max(layout.flips) + 1
+        steps = ["::-1" if a in layout.flips else ":" for a in range(rank)]
+        code += f"[{', '.join(steps)}]"
     if present != sorted(present):
         code += f".{_PERMUTE[library]}({', '.join(map(str, present))})"
+    if has_merges(layout.axes):  # the one merged axis takes what the others leave
+        sizes = [
+            "-1" if isinstance(a, tuple) else "1" if a is None else f"{name}.shape[{a}]"
+            for a in layout.axes
+        ]
+        return f"{code}.reshape({', '.join(sizes)})"
     return code + _subscript(["None" if a is None else ":" for a in layout.axes])
 
 
@@ -41,7 +55,12 @@ def _subscript(tokens: list[str]) -> str:
 def result_code(conv: ConvPullback, name: str = "out", library: str = "numpy") -> str:
     """Code taking the call's output to the pullback's axes."""
     code = name
-    code += _subscript(["0" if a is None else ":" for a in conv.out_axes])
+    split = conv.split_shape
+    if split is not None:  # a grouped call's channels: (group, channel within it)
+        code += f".reshape({', '.join(_SIZES.doprint(n) for n in split)})"
+        code += _subscript(["0" if unit else ":" for unit in conv.split_units])
+    else:
+        code += _subscript(["0" if a is None else ":" for a in conv.out_axes])
     if conv.transpose is not None:
         code += f".{_PERMUTE[library]}({', '.join(map(str, conv.transpose))})"
     return code

@@ -495,7 +495,7 @@ class TorchPrinter(JaxPrinter):
 
     def _operand_code(self, name: str, layout: Any) -> str:
         # torch's transpose swaps two axes; permute takes them all
-        return operand_code(name, layout).replace(".transpose(", ".permute(")
+        return operand_code(name, layout, "torch")
 
     def _result(self, conv: ConvPullback, output: str) -> str:
         return result_code(conv, output).replace(".transpose(", ".permute(")
@@ -1253,6 +1253,8 @@ def _fused_conv2d(
         or not {call.x, call.w} <= set(derivation.pullbacks)
         or conv.x_layout.axes != identity
         or conv.w_layout.axes != identity
+        or conv.x_layout.flips
+        or conv.w_layout.flips
         or conv.out_axes != identity
         or call.flip_kernel
         or call.permute_kernel
