@@ -264,7 +264,13 @@ def run_serve(argv: Sequence[str]) -> int:
         parser.error("--workers and --time-limit must be positive")
     from .serve import serve
 
-    serve(args.host, args.port, args.open, args.workers, args.time_limit)
+    try:
+        serve(args.host, args.port, args.open, args.workers, args.time_limit)
+    except OSError as error:  # the port is taken, or the host is not this machine's
+        print(
+            f"einderive: error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr
+        )
+        return 2
     return 0
 
 

@@ -287,3 +287,11 @@ def test_serve_command_line() -> None:
     with contextlib.redirect_stderr(io.StringIO()), pytest.raises(SystemExit) as done:
         cli.run(["serve", "--workers", "0"])
     assert done.value.code == 2
+
+
+def test_serve_on_a_taken_port_says_so(server: PageServer) -> None:
+    port = server.server_address[1]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert cli.run(["serve", "--port", str(port), "--workers", "1"]) == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in err.getvalue()

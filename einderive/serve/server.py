@@ -79,8 +79,8 @@ class PageServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], pool: WorkerPool) -> None:
+        self.pool = pool  # before binding: a failed bind closes the server, and the pool
         super().__init__(address, PageHandler)
-        self.pool = pool
         self._cache: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
