@@ -11,6 +11,8 @@ import contextlib
 import io
 import json
 import re
+import shutil
+import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -269,6 +271,13 @@ def test_the_page_loads_nothing_from_elsewhere() -> None:
     css = (STATIC / "katex" / "katex.min.css").read_text()
     for font in re.findall(r"url\((fonts/[^)]+\.woff2)\)", css):
         assert (STATIC / "katex" / font).is_file(), font
+
+
+def test_the_script_parses() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (the KaTeX test needs it too)")
+    subprocess.run([node, "--check", str(STATIC / "app.js")], check=True)
 
 
 def test_katex_is_the_version_the_latex_test_uses() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import signal
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -238,6 +239,10 @@ def make_server(
         raise
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
@@ -247,6 +252,9 @@ def serve(
 ) -> None:
     """Serve the page until interrupted, printing its address first."""
     server = make_server(host, port, workers, time_limit)
+    if threading.current_thread() is threading.main_thread():
+        # a plain `kill` stops the workers too, as Ctrl+C does
+        signal.signal(signal.SIGTERM, _interrupt)
     print(f"einderive: serving the page at {server.url} (Ctrl+C stops it)", flush=True)
     if open_browser:
         import webbrowser

@@ -81,8 +81,14 @@ class WorkerPool:
         self._workers: set[_Worker] = set()
         self._lock = threading.Lock()
         self._closed = False
-        for _ in range(size):
-            self._launch()
+        # the first start waits for the fork server to import einderive, torch and jax: in the
+        # background, so that the server can say its address at once (requests wait for a worker)
+        threading.Thread(target=self._launch_all, daemon=True).start()
+
+    def _launch_all(self) -> None:
+        for _ in range(self.size):
+            if not self._closed:
+                self._launch()
 
     def _launch(self) -> None:
         """Start a worker; it joins the idle queue once it has said it is ready."""

@@ -5,12 +5,8 @@
 // the example buttons are /static/examples.json (tests/test_serve.py derives and verifies each)
 const FIELDS = ["expression", "params", "shapes", "ranges"];
 const URL_KEYS = { expression: "e", params: "p", shapes: "s", ranges: "r" };
-const CODE_TABS = [
-  ["loops", "Loops"],
-  ["numpy", "NumPy"],
-  ["jax", "JAX"],
-  ["torch", "PyTorch"],
-];
+// a tab per kind of code the server sends (d.source(kind)), in its order
+const CODE_TITLES = { loops: "Loops", numpy: "NumPy", jax: "JAX", torch: "PyTorch" };
 const PALETTE = [
   "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
   "#9c755f", "#bab0ac", "#86bcb6", "#d37295", "#8cd17d", "#f1ce63", "#a0cbe8", "#ffbe7d",
@@ -63,7 +59,7 @@ function formFromUrl() {
   const values = {};
   for (const field of FIELDS) values[field] = query.get(URL_KEYS[field]) || "";
   const tab = query.get("tab");
-  if (CODE_TABS.some(([kind]) => kind === tab)) state.tab = tab;
+  if (tab && /^[\w-]+$/.test(tab)) state.tab = tab;
   return values;
 }
 
@@ -301,12 +297,14 @@ function renderSteps(steps) {
 function renderTabs(sources) {
   const tabs = $("tabs");
   tabs.textContent = "";
-  for (const [kind, title] of CODE_TABS) {
+  const kinds = Object.keys(sources);
+  for (const kind of kinds) {
+    const title = CODE_TITLES[kind] || kind;
     const button = el("button", { type: "button", role: "tab", "data-kind": kind, text: title });
     button.addEventListener("click", () => selectTab(kind));
     tabs.append(button);
   }
-  selectTab(state.tab, sources);
+  selectTab(kinds.includes(state.tab) ? state.tab : kinds[0], sources);
 }
 
 function selectTab(kind, sources = state.answer.sources) {
