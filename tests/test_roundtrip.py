@@ -106,12 +106,8 @@ def _writable(statement: ir.Statement) -> bool:
 def _read_back(
     statement: ir.Statement, values: dict, params: dict, shapes: dict, ranges: dict
 ) -> np.ndarray:
-    """The printed statement parsed and evaluated alone, on the values computed so far.
-
-    Its left-hand side's shape is declared (and its indices' ranges: the analysis does not
-    yet take a declared shape for an index that no read bounds from above, `ddY[p1] =
-    sum_{p}(ddX[p] * W[p - p1])`).
-    """
+    """The printed statement parsed and evaluated alone, on the values computed so far,
+    its left-hand side's shape declared."""
     line = statement_text(statement, with_domain=False)
     shape = shapes[statement.target]
     if isinstance(statement.rhs, ir.Const) and statement.indices:
@@ -119,13 +115,12 @@ def _read_back(
         # index on the right, so a constant statement with indices does not read back
         assert line == f"{statement.target}[{', '.join(v.name for v in statement.indices)}] = 0"
         return np.zeros(shape)
-    own_ranges = {v.name: n for v, n in zip(statement.indices, shape, strict=True)}
     reads = {k: v for k, v in _used(values, line).items() if k != statement.target}
     # a scalar written by an earlier statement (`mu`) reads back, alone, as a parameter
     scalars = {k: float(v) for k, v in reads.items() if np.ndim(v) == 0}
     arrays = {k: v for k, v in reads.items() if k not in scalars}
     return _evaluate(
-        line, arrays, {**params, **scalars}, {statement.target: shape}, {**ranges, **own_ranges}
+        line, arrays, {**params, **scalars}, {statement.target: shape}, ranges
     )
 
 
