@@ -74,7 +74,7 @@ def _evaluate(
     from einderive.analysis import analyse
 
     # the tensors the analysis counts as read: `X[p + 1] * 0` reads nothing
-    symbolic = analyse(text, _used(params, text), None, _used(ranges or {}, text))
+    symbolic = analyse(text, _used(params, text), _used(shapes, text), _used(ranges or {}, text))
     return ed.evaluate(
         text,
         {k: v for k, v in inputs.items() if k in symbolic.inputs},
@@ -119,9 +119,7 @@ def _read_back(
     # a scalar written by an earlier statement (`mu`) reads back, alone, as a parameter
     scalars = {k: float(v) for k, v in reads.items() if np.ndim(v) == 0}
     arrays = {k: v for k, v in reads.items() if k not in scalars}
-    return _evaluate(
-        line, arrays, {**params, **scalars}, {statement.target: shape}, ranges
-    )
+    return _evaluate(line, arrays, {**params, **scalars}, {statement.target: shape}, ranges)
 
 
 def _check_derivation(
