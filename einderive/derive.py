@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import sympy
 
-from . import ir
+from . import affine, ir
 from .analysis import Program, fresh
 from .solve import gather
 
@@ -92,7 +92,7 @@ def factor_reads_in_range(
                     ir.Constraint("ge", index),
                     ir.Constraint("ge", ir.expand(size - 1 - index)),
                 ]
-    return tuple(c for c in constraints if not c.expr.is_nonnegative)
+    return tuple(c for c in constraints if not affine.nonnegative(c.expr))
 
 
 def rename_bound(node: ir.Node, taken: set[str]) -> ir.Node:
@@ -193,11 +193,20 @@ def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
         taken |= {v.name for v in statement.indices}
     # later tensors first, so that a backward program's seed dX keeps the name ddX
     names: dict[str, str] = {}
-    reserved = taken | set(program.shapes)
+    claimed = taken | set(program.shapes)
     for tensor in reversed(list(program.shapes)):
-        names[tensor] = cotangent_name(tensor, reserved)
-        reserved.add(names[tensor])
+        names[tensor] = cotangent_name(tensor, claimed)
+        claimed.add(names[tensor])
     taken |= set(names.values())
+    # every tensor's shape (cotangents too), and the names a bound variable must not take
+    shapes = dict(program.shapes)
+    shapes.update({names[t]: program.shapes[t] for t in names if t in program.shapes})
+    reserved = (
+        set(shapes)
+        | {s.name for s in program.symbols}
+        | {s.name for s in program.definitions}
+        | set(program.values)
+    )
     written = {s.target for s in program.statements}
     wanted = set(program.inputs if wrt is None else wrt)
     contributions: dict[str, list[Contribution]] = defaultdict(list)
@@ -209,7 +218,9 @@ def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
         if target != output:
             if not contributions[target]:
                 continue
-            statements.append(_collect(program, target, names, contributions[target], taken))
+            statements.append(
+                _collect(program, target, names, contributions[target], taken, shapes, reserved)
+            )
             produced.add(names[target])
         seed = ir.Access(names[target], statement.indices)
         where = tuple(
@@ -226,7 +237,9 @@ def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
             )
     for name in program.inputs:
         if name in wanted:
-            statements.append(_collect(program, name, names, contributions[name], taken))
+            statements.append(
+                _collect(program, name, names, contributions[name], taken, shapes, reserved)
+            )
     return Backward(
         statements=tuple(statements),
         cotangents={k: v for k, v in names.items() if k in wanted or v in produced},
@@ -275,6 +288,8 @@ def _collect(
     names: dict[str, str],
     contributions: list[Contribution],
     taken: set[str],
+    shapes: Mapping[str, Sequence[sympy.Expr]],
+    reserved: set[str],
 ) -> ir.Statement:
     """``dT[u] = sum of every contribution``, each delta eliminated into a gather."""
     rank = len(program.shapes[tensor])
@@ -282,14 +297,6 @@ def _collect(
     targets = tuple(fresh(name, local) for name in axis_names(rank))
     terms: list[ir.Node] = []
     boxes = dict(zip(targets, program.shapes[tensor], strict=True))
-    shapes = dict(program.shapes)
-    shapes.update({names[t]: program.shapes[t] for t in names if t in program.shapes})
-    reserved = (
-        set(shapes)
-        | {s.name for s in program.symbols}
-        | {s.name for s in program.definitions}
-        | set(program.values)
-    )
     for contribution in contributions:
         seed = rename_bound(contribution.seed, taken)
         term = gather(
@@ -308,15 +315,23 @@ def _plain_names(term: ir.Node, reserved: set[str]) -> ir.Node:
     """Bound variables renamed back to their stems where that clashes with nothing, nor
     with a ``reserved`` name (``sum_{k1}`` -> ``sum_{k}``); renaming was only needed while
     substituting."""
-    used = {s.name for s in _symbols(term)} | reserved
+    renamed = [
+        var
+        for node in ir.walk(term)
+        if isinstance(node, ir.Reduce | ir.IsExtremum)
+        for var in node.variables
+        if _stem(var) != var.name
+    ]
+    if not renamed:
+        return term
+    used = _LocalNames(reserved)
+    used.update(s.name for s in _symbols(term))
     mapping: dict[sympy.Symbol, sympy.Symbol] = {}
-    for node in ir.walk(term):
-        if isinstance(node, ir.Reduce | ir.IsExtremum):
-            for var in node.variables:
-                stem = _stem(var)
-                if stem != var.name and stem not in used:
-                    mapping[var] = sympy.Symbol(stem, integer=True)
-                    used.add(stem)
+    for var in renamed:
+        stem = _stem(var)
+        if stem not in used:
+            mapping[var] = sympy.Symbol(stem, integer=True)
+            used.add(stem)
     return _rename(term, mapping) if mapping else term
 
 

@@ -95,27 +95,36 @@ def _linear(expr: sympy.Expr) -> Linear | None:
 
 def substitute(expr: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> sympy.Expr:
     """``expand(expr.xreplace(mapping))``; an affine ``expr`` and affine values are combined
-    term by term in exact fractions, and the result is built once from its terms (which
-    hits sympy's cache of sums when many substitutions give one expression)."""
+    term by term in exact numbers, and the result is built once from its terms."""
     linear = _linear(expr)
     if linear is None:
         return expand(expr.xreplace(mapping))
     terms, constant = linear
-    if not any(symbol in mapping for symbol, _ in terms):
-        return expr
     combined: dict[sympy.Expr, Exact] = {}  # symbol -> coefficient
+    changed = False
     for symbol, factor in terms:
         value = mapping.get(symbol)
-        inner = _linear(sympy.sympify(value)) if value is not None else (((symbol, 1),), 0)
+        if value is None:
+            combined[symbol] = combined.get(symbol, 0) + factor
+            continue
+        changed = True
+        inner = _linear(value if isinstance(value, sympy.Basic) else sympy.sympify(value))
         if inner is None:
             return expand(expr.xreplace(mapping))
         for other, other_factor in inner[0]:
             combined[other] = combined.get(other, 0) + factor * other_factor
         constant += factor * inner[1]
+    if not changed:
+        return expr
+    return _affine(tuple((s, f) for s, f in combined.items() if f != 0), constant)
+
+
+@functools.lru_cache(maxsize=65536)
+def _affine(terms: tuple[tuple[sympy.Expr, Exact], ...], constant: Exact) -> sympy.Expr:
+    """``sum(factor * symbol) + constant`` as a sympy expression (remembered: the few
+    index expressions of many pullbacks are built once)."""
     parts = [
-        symbol if factor == 1 else sympy.Mul(_number(factor), symbol)
-        for symbol, factor in combined.items()
-        if factor != 0
+        symbol if factor == 1 else sympy.Mul(_number(factor), symbol) for symbol, factor in terms
     ]
     return sympy.Add(*parts, _number(constant))
 
