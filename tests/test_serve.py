@@ -304,3 +304,23 @@ def test_serve_on_a_taken_port_says_so(server: PageServer) -> None:
     with contextlib.redirect_stderr(err):
         assert cli.run(["serve", "--port", str(port), "--workers", "1"]) == 2
     assert f"cannot serve on 127.0.0.1:{port}" in err.getvalue()
+
+
+def test_a_part_that_fails_is_named_and_the_rest_still_shows(monkeypatch) -> None:
+    from einderive.serve import work
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(ed.Derivation, "explain", broken)
+    monkeypatch.setattr(ed.Derivation, "jacobian", broken)
+    page = work.derive_answer({"expression": SEED, "params": "s=2", "shapes": "X=5x5, W=3x3"})
+    assert "error" not in page
+    assert page["steps"] == [] and page["latex"]["forward"] is None
+    assert page["problems"] == [
+        "the derivation steps could not be shown: RuntimeError: broken on purpose "
+        "(a bug in einderive: please report it)"
+    ]
+    assert "broken on purpose" in page["jacobians"]["X"]["skipped"]
+    assert set(page["derivation"]["pullbacks"]) == {"W", "X"}
+    assert "def pullback_X" in page["sources"]["numpy"]["code"]

@@ -136,8 +136,8 @@ def _sources(derivation: ed.Derivation) -> dict[str, dict[str, str]]:
     for kind in SOURCE_KINDS:
         try:
             sources[kind] = {"code": derivation.source(kind)}
-        except ed.EinderiveError as error:
-            sources[kind] = {"error": error.message}
+        except Exception as error:  # noqa: BLE001 - one tab fails, the page still shows
+            sources[kind] = {"error": _failure(error)}
     return sources
 
 
@@ -188,9 +188,33 @@ def _jacobians(derivation: ed.Derivation, data: Mapping[str, Any]) -> dict[str, 
             continue
         try:
             pictures[wrt] = _jacobian(derivation, wrt)
-        except ed.EinderiveError as error:
-            pictures[wrt] = {"skipped": error.message}
+        except Exception as error:  # noqa: BLE001 - one picture fails, the page still shows
+            pictures[wrt] = {"skipped": _failure(error)}
     return pictures
+
+
+def _failure(error: Exception) -> str:
+    """What went wrong, in a line: an einderive error's message, else the exception itself."""
+    if isinstance(error, ed.EinderiveError):
+        return error.message
+    return f"{type(error).__name__}: {error} (a bug in einderive: please report it)"
+
+
+def _optional(problems: list[str], part: str, compute: Callable[[], Any], fallback: Any) -> Any:
+    """One part of the page; if it fails, the rest still shows and ``problems`` says why."""
+    try:
+        return compute()
+    except Exception as error:  # noqa: BLE001 - shown on the page, not hidden
+        problems.append(f"{part} could not be shown: {_failure(error)}")
+        return fallback
+
+
+def _steps(derivation: ed.Derivation) -> list[dict[str, Any]]:
+    explanation: Any = derivation.explain()
+    return [
+        {"title": step.title, "latex": step.latex, "text": step.text(), "tensor": step.tensor}
+        for step in explanation.steps
+    ]
 
 
 def derive_answer(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,11 +224,9 @@ def derive_answer(request: Mapping[str, Any]) -> dict[str, Any]:
         text, params, shapes, ranges = arguments(request)
         derivation = ed.derive(text, params or None, shapes or None, ranges or None)
         data = json.loads(EMITTERS["json"](derivation))
-        explanation: Any = derivation.explain()
-        steps = [
-            {"title": step.title, "latex": step.latex, "text": step.text(), "tensor": step.tensor}
-            for step in explanation.steps
-        ]
+        problems: list[str] = []
+        steps = _optional(problems, "the derivation steps", lambda: _steps(derivation), [])
+        conv = _optional(problems, "the convolution calls", lambda: _conv_blocks(derivation), {})
         return _json_safe(
             {
                 "derivation": data,
@@ -214,9 +236,10 @@ def derive_answer(request: Mapping[str, Any]) -> dict[str, Any]:
                     "backward": derivation.latex(),
                 },
                 "steps": steps,
-                "conv": _conv_blocks(derivation),
+                "conv": conv,
                 "sources": _sources(derivation),
                 "jacobians": _jacobians(derivation, data),
+                "problems": problems,
             }
         )
     except Exception as error:  # noqa: BLE001 - every failure becomes an answer the page shows

@@ -172,6 +172,9 @@ function render(answer) {
   const data = answer.derivation;
   $("empty").hidden = true;
   $("output").hidden = false;
+  const problems = $("problems");
+  problems.hidden = !(answer.problems && answer.problems.length);
+  problems.textContent = (answer.problems || []).join("\n");
   const forward = $("forward");
   forward.textContent = "";
   if (answer.latex.forward) tex(`\\begin{array}{l}${answer.latex.forward}\\end{array}`, forward);
@@ -262,12 +265,13 @@ function renderPullbacks(answer) {
     const math = el("div", { class: "math-block" });
     tex(pullback.latex, math);
     item.append(math);
-    const block = answer.conv[tensor];
-    if (pullback.conv.generic && block) {
+    const block = answer.conv[tensor] || {};
+    if (pullback.conv.generic) {
       item.append(convParameters(pullback.conv.generic));
       const calls = el("div", { class: "calls" });
-      const generic = [...(block.definitions || []), block.generic].join("\n");
-      calls.append(callBox("generic conv", generic));
+      if (block.generic) {
+        calls.append(callBox("generic conv", [...(block.definitions || []), block.generic].join("\n")));
+      }
       // the JSON's runnable statements where it has them, else the lines of --emit conv
       const jax = (pullback.conv.jax && pullback.conv.jax.code) || block.jax;
       const torch = (pullback.conv.torch && pullback.conv.torch.code) || block.torch;
