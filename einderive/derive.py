@@ -97,6 +97,8 @@ def factor_reads_in_range(
 
 def rename_bound(node: ir.Node, taken: set[str]) -> ir.Node:
     """Give every variable bound inside ``node`` a fresh name, so substitution cannot capture."""
+    if isinstance(node, ir.Access | ir.Const):
+        return node
     if isinstance(node, ir.Reduce | ir.IsExtremum):
         mapping = {v: fresh(_stem(v), taken) for v in node.variables}
         return replace(

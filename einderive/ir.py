@@ -335,9 +335,9 @@ def children(node: Node) -> tuple[Node, ...]:
 def map_children(node: Node, function: Callable[[Node], Node]) -> Node:
     """``node`` with ``function`` applied to each of its children (nothing else changes)."""
     if isinstance(node, Add):
-        return replace(node, terms=tuple(function(t) for t in node.terms))
+        return Add(tuple(function(t) for t in node.terms), node.span)
     if isinstance(node, Mul):
-        return replace(node, factors=tuple(function(f) for f in node.factors))
+        return Mul(tuple(function(f) for f in node.factors), node.span)
     if isinstance(node, Pow):
         return replace(node, base=function(node.base))
     if isinstance(node, Call):
@@ -348,10 +348,14 @@ def map_children(node: Node, function: Callable[[Node], Node]) -> Node:
 
 
 def walk(node: Node) -> Iterator[Node]:
-    """Every node of the tree, parents first."""
-    yield node
-    for child in children(node):
-        yield from walk(child)
+    """Every node of the tree, parents first (children in order, depth first)."""
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        yield current
+        below = children(current)
+        if below:
+            pending.extend(reversed(below))
 
 
 def accesses(node: Node) -> Iterator[Access]:
