@@ -232,11 +232,12 @@ def test_the_page_in_chromium(server: Server, browser: webdriver.Chrome, tmp_pat
     assert _pullback_math(browser) == numeric_math
     assert browser.find_elements(By.CSS_SELECTOR, '#jacobians figure[data-wrt="X"] canvas')
 
-    # an example button fills the form and derives (tests/test_serve.py verifies each example)
-    button = browser.find_element(
-        By.XPATH, '//div[@id="examples"]/button[contains(., "Transposed convolution")]'
-    )
-    button.click()
+    # an example button fills the form and derives (tests/test_serve.py verifies each example);
+    # clicked right after another, the first one's late answers do not overwrite it
+    for label in ("Softmax", "Transposed convolution"):
+        browser.find_element(
+            By.XPATH, f'//div[@id="examples"]/button[contains(., "{label}")]'
+        ).click()
     WebDriverWait(browser, WAIT).until(
         lambda b: (
             "Y[s*i+m] = X[i]*W[m]" in b.find_element(By.ID, "expression").get_attribute("value")
@@ -247,6 +248,8 @@ def test_the_page_in_chromium(server: Server, browser: webdriver.Chrome, tmp_pat
     assert set(_pullback_math(browser)) == {"X", "W"}
     assert browser.find_element(By.ID, "params").get_attribute("value") == "s=2"
     assert "s=2" in browser.current_url.replace("%3D", "=")
+    assert "verified" in _wait_verified(browser)
+    assert _pullback_math(browser).keys() == {"X", "W"}
     browser.save_screenshot(str(tmp_path / "example.png"))
 
     # nothing was loaded from anywhere but this server

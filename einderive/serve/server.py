@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import signal
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -139,6 +140,12 @@ class PageServer(ThreadingHTTPServer):
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         return response
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a page that stopped waiting (a newer request, a closed tab) is not an error to print
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
 
     def server_close(self) -> None:
         super().server_close()

@@ -13,7 +13,7 @@ const PALETTE = [
 ];
 
 const $ = (id) => document.getElementById(id);
-const state = { answer: null, tab: "numpy", request: 0 };
+const state = { answer: null, tab: "numpy", request: 0, controller: null };
 
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -65,15 +65,17 @@ function formFromUrl() {
 
 // ---- talking to the server -------------------------------------------------------------------
 
-async function post(path, values) {
+async function post(path, values, signal) {
   let response;
   try {
     response = await fetch(path, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(values),
+      signal,
     });
   } catch (error) {
+    if (error.name === "AbortError") return { aborted: true };
     return { error: { kind: "ServerError", message: "the server does not answer; is `einderive serve` running?" } };
   }
   try {
@@ -86,13 +88,16 @@ async function post(path, values) {
 async function derive(pushUrl = true) {
   const values = formValues();
   const number = ++state.request;
+  // a newer request makes the older one's answers useless: stop waiting for them
+  if (state.controller) state.controller.abort();
+  const controller = (state.controller = new AbortController());
   const url = urlFromForm(values);
   if (pushUrl && url !== location.pathname + location.search) history.pushState(null, "", url);
   clearErrorMarks();
   $("derive").disabled = true;
   showStatus("Deriving…");
-  const answer = await post("/api/derive", values);
-  if (number !== state.request) return; // a newer request has been sent
+  const answer = await post("/api/derive", values, controller.signal);
+  if (number !== state.request || answer.aborted) return; // a newer request has been sent
   $("derive").disabled = false;
   showStatus(null);
   if (answer.error) {
@@ -102,8 +107,8 @@ async function derive(pushUrl = true) {
   $("error").hidden = true;
   render(answer);
   setBadge("pending", "verifying…", null);
-  const verification = await post("/api/verify", values);
-  if (number !== state.request) return;
+  const verification = await post("/api/verify", values, controller.signal);
+  if (number !== state.request || verification.aborted) return;
   showVerification(verification);
 }
 
