@@ -816,25 +816,31 @@ def transposition(derivation: Derivation, tensor: str, forward: ConvPullback | N
     def read(printer: NotationPrinter) -> str:
         return type(printer)(variables_of(statement)).expr(kernel_read)
 
+    def ones(entries: Sequence[object]) -> bool:
+        return all(sympy.sympify(e) == 1 for e in entries)
+
+    strided = not ones(before.stride)
     lines: list[Line] = [
-        [f"{name} is the transposed convolution of the forward (conv_transpose in PyTorch; "
-         f"the gradient of a strided convolution): the kernel {before.w} run backwards over "
-         f"the cotangent {seed}"],
-        ["its fill (", values(after.fill), ") is the forward's stride (", values(before.stride),
-         f"): fill - 1 zeros go between neighbouring elements of {seed}, as the forward's "
-         "outputs stand stride input positions apart"],
-        ["its flip is the kernel's reversal: the pullback reads ", read,
-         f", so {before.w} is walked backwards as the position in {seed} rises"],
+        [f"{name} is the transposed convolution of the forward (conv_transpose in PyTorch"
+         + ("; the gradient of a strided convolution" if strided else "")
+         + f"): the kernel {before.w} run backwards over the cotangent {seed}"],
     ]  # fmt: skip
-    if same(after.dilation, before.dilation):
+    if strided:
         lines.append(
-            [
-                "its dilation (",
-                values(after.dilation),
-                ") is the forward's: the taps stay as far apart",
-            ]
-        )
-    if same(after.stride, before.fill):
+            ["its fill (", values(after.fill), ") is the forward's stride (",
+             values(before.stride), f"): fill - 1 zeros go between neighbouring elements of "
+             f"{seed}, as the forward's outputs stand stride input positions apart"]
+        )  # fmt: skip
+    lines.append(
+        ["its flip is the kernel's reversal: the pullback reads ", read,
+         f", so {before.w} is walked backwards as the position in {seed} rises"]
+    )  # fmt: skip
+    if not ones(before.dilation) and same(after.dilation, before.dilation):
+        lines.append(
+            ["its dilation (", values(after.dilation), ") is the forward's: the taps stay as "
+             "far apart"]
+        )  # fmt: skip
+    if not ones(before.fill) and same(after.stride, before.fill):
         lines.append(["its stride (", values(after.stride), ") is the forward's fill"])
     return lines
 

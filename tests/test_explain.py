@@ -240,7 +240,8 @@ def test_strided_input_pullback_is_called_a_transposed_convolution():
     assert "dX is the transposed convolution of the forward" in text
     assert "its fill (2) is the forward's stride (2)" in text
     assert "its flip is the kernel's reversal: the pullback reads W[p - 2*i + 1]" in text
-    assert "its dilation (1) is the forward's" in text
+    # a role swap of ones is not worth a line: stride 1 of the forward's fill, dilation 1
+    assert "its dilation" not in text and "its stride" not in text
     # the kernel's pullback is a convolution, not the transposed one
     (kernel,) = [s for s in found if s.tensor == "W" and "convolution" in s.title]
     assert kernel.title == "dW: a convolution" and "transposed" not in "\n".join(kernel.lines)
@@ -254,6 +255,10 @@ def test_dilated_symbolic_stride_says_which_roles_swap():
     text = "\n".join(lines_of(found, "X", "transposed"))
     assert "its fill (s) is the forward's stride (s)" in text
     assert "its dilation (d) is the forward's" in text
+    unit = "\n".join(lines_of(steps(ed.derive("Y[i] = W[m]*X[i+m-1]")), "X", "transposed"))
+    assert "(conv_transpose in PyTorch)" in unit and "its fill" not in unit
+    filled = "\n".join(lines_of(steps(ed.derive("Y[i] = W[m]*X[2*i+m-1]")), "X", "transposed"))
+    assert "strided" in filled
 
 
 def test_paddings_are_in_the_input_and_kernel_sizes():
