@@ -43,6 +43,7 @@ CASES = [
     ("Y[b,o,i,j] = W[o,c,m,n]*X[b,c,i+2*m,j+2*n]", {"X": (2, 2, 8, 7), "W": (3, 2, 2, 2)}),
     # depthwise: the kernel gets a unit axis, groups = channels
     ("Y[b,c,i,j] = W[c,m,n]*X[b,c,2*i+m-1,2*j+n-1]", {"X": (2, 3, 8, 8), "W": (3, 3, 3)}),
+    # (with a batch: the kernel's pullback sums each channel's own batch, batch groups)
     ("Y[b,c,i] = W[c,m]*X[b,c,i+m-1]", {"X": (2, 3, 7), "W": (3, 3)}),
     # 3-D
     (
@@ -54,6 +55,10 @@ CASES = [
     ("Y[b,i,o] = W[m,c,o]*X[b,2*i+m,c]", {"X": (2, 9, 3), "W": (3, 3, 4)}),
     # no batch axis: channels only
     ("Y[o,i] = W[o,c,m]*X[c,i+m]", {"X": (3, 8), "W": (2, 3, 3)}),
+    # grouped, several channels per group: operands merged, the result split back
+    ("Y[b,g,o,i] = W[g,o,c,m]*X[b,g,c,i+m]", {"X": (2, 2, 2, 6), "W": (2, 3, 2, 3)}),
+    # an input read reversed on one axis (the output's shape declared)
+    ("Y[i,j] = W[m,n]*X[i-m+2, 7-j-n]", {"X": (6, 8), "W": (3, 3), "Y": (6, 8)}),
 ]
 
 
@@ -80,13 +85,15 @@ def _inputs(derivation: ed.Derivation, seed: int) -> dict[str, np.ndarray]:
 Arrays = dict[str, np.ndarray]
 
 
-def _check_adjoint(text: str, inputs: Arrays, cotangent: np.ndarray, pullbacks: Arrays) -> None:
+def _check_adjoint(
+    text: str, inputs: Arrays, cotangent: np.ndarray, pullbacks: Arrays, declared: dict
+) -> None:
     rng = np.random.default_rng(7)
-    base = ed.evaluate(text, inputs)
+    base = ed.evaluate(text, inputs, shapes=declared)
     for name, pullback in pullbacks.items():
         assert pullback.shape == inputs[name].shape, name
         direction = rng.standard_normal(inputs[name].shape)
-        moved = ed.evaluate(text, {**inputs, name: inputs[name] + direction})
+        moved = ed.evaluate(text, {**inputs, name: inputs[name] + direction}, shapes=declared)
         expected = float(np.sum(cotangent * (moved - base)))
         got = float(np.sum(pullback * direction))
         assert got == pytest.approx(expected, rel=1e-9, abs=1e-9), name
@@ -148,7 +155,8 @@ def test_printed_call_runs_as_pasted(
     derivation = ed.derive(text, shapes=None if symbolic else shapes)
     inputs = _inputs(ed.derive(text, shapes=shapes), 0)
     sizes = _sizes(derivation, inputs) if symbolic else {}
-    output = ed.evaluate(text, inputs)
+    declared = {k: v for k, v in shapes.items() if k not in inputs}  # an output's shape
+    output = ed.evaluate(text, inputs, shapes=declared)
     cotangent = np.random.default_rng(1).standard_normal(output.shape)
     seed = derivation.backward.seeds[0]
     names = {derivation.pullbacks[n].name: n for n in derivation.pullbacks}
@@ -165,4 +173,4 @@ def test_printed_call_runs_as_pasted(
                 arrays = {**inputs, seed: cotangent}
                 pullbacks[names[target]] = _run(framework, statement, arrays, sizes)
             assert pullbacks, source
-            _check_adjoint(text, inputs, cotangent, pullbacks)
+            _check_adjoint(text, inputs, cotangent, pullbacks, declared)
