@@ -18,7 +18,9 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+import os
 import re
+import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -93,6 +95,18 @@ def fresh(name: str, taken: set[str]) -> sympy.Symbol:
         candidate = f"{name}{k}"
     taken.add(candidate)
     return sympy.Symbol(candidate, integer=True)
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside einderive: a warning points at the
+    user's call, not at the analysis."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def _size_symbol(name: str) -> sympy.Symbol:
@@ -504,6 +518,7 @@ class _Analyser:
             if symbol in self.size_symbols or symbol in self.definitions:
                 self.unify(symbol, value, what, self._first_span(node, name))
             else:
+                self.taken.add(name)  # no later size may take the name: it means this one
                 self.replacements.append((symbol, value))
                 mapping = {symbol: value}
                 for tensor, shape in self.shapes.items():
@@ -1137,7 +1152,7 @@ class _Analyser:
             f"sum_{{{','.join(sorted(summed))}}}({written}); to sum inside the "
             f"function{'s' if len(calls) > 1 else ''}, write {explicit}",
             ImplicitSumWarning,
-            stacklevel=2,
+            stacklevel=_caller_level(),
         )
 
     def value(

@@ -60,6 +60,13 @@ def derive_program(program: Program, wrt: Iterable[str] | None = None) -> Deriva
         raise nothing_to_differentiate(program)
     if wrt is not None:
         unknown = [name for name in wrt if name not in program.inputs]
+        integers = [p.name for p in program.params if p.name in unknown and p.is_integer]
+        if integers:
+            raise ArgumentError(
+                f"cannot differentiate with respect to {', '.join(map(repr, integers))}: "
+                "used in an index, a parameter is an integer (a stride, a dilation, an "
+                "offset); only one used as a value (alpha*X[i]) can be learned"
+            )
         if unknown:
             raise ArgumentError(
                 f"cannot differentiate with respect to {', '.join(map(repr, unknown))}: "

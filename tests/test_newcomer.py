@@ -614,3 +614,23 @@ def test_a_name_given_as_a_parameter_stays_a_parameter():
     derivation = ed.derive("Y[t] = W[k]*X[t + k - K]", params={"K": None})
     assert [p.name for p in derivation.program.params] == ["K"]
     assert derivation.program.shapes["W"] != (sympy.Symbol("K", integer=True, positive=True),)
+
+
+def test_the_warning_points_at_the_callers_line():
+    with pytest.warns(ed.ImplicitSumWarning) as caught:
+        ed.derive("Y[i] = sigmoid(U[m]*X[i+m])")
+    assert caught[0].filename == __file__
+
+
+def test_an_extent_named_and_replaced_by_a_number_leaves_its_name_to_no_other_size():
+    program = ed.derive(
+        "Y[t] = W[k]*X[t - K + 1 + k]; Z[j] = Y[j]*V[k]", shapes={"W": (3,)}
+    ).program
+    assert program.shapes["W"] == (3,)
+    assert program.shapes["V"] != (3,)  # V's size is its own, not the K that meant 3
+    assert "K" not in {s.name for s in program.sizes}
+
+
+def test_wrt_an_index_parameter_says_it_is_an_integer():
+    with pytest.raises(ed.ArgumentError, match="used in an index, a parameter is an integer"):
+        ed.derive("Y[i] = X[s*i]", wrt=["s"])
