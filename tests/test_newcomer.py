@@ -424,6 +424,12 @@ def test_second_order_at_padded_reads_matches_jax():
             np.testing.assert_allclose(
                 grads[name], np.asarray(want), atol=1e-9, err_msg=f"{backend} dd{name}"
             )
+    for kind in EMITTED:  # the emitted modules of the second derivation, too
+        grads = emitted_pullbacks(twice, kind, arrays, np.asarray(ddW))
+        for name, want in zip(("W", "X", "dY"), expected, strict=True):
+            np.testing.assert_allclose(
+                grads[name], np.asarray(want), atol=1e-9, err_msg=f"emitted {kind} dd{name}"
+            )
 
 
 # ---- item 6(f): a new index is never named like a tensor, a parameter or a size ------
