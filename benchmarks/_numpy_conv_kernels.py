@@ -7,7 +7,7 @@ The forward, in einderive's index notation::
 
 The best formulation ("phase-flat": a polyphase split of the padded X, each tap a flat
 shifted window, both pullbacks as a few large ``np.matmul`` calls on views fed by one
-im2col block of dY) is the package's own kernel, ``einderive.backends.numpy_conv``
+im2col block of dY) is the package's own kernel, ``einderive/emit/runtime/numpy_conv.py``
 (its module comment and ``_pullbacks`` explain it); the emitted NumPy module carries
 its source. This file imports it and adds the formulations it was chosen over.
 
@@ -23,9 +23,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from einderive.backends.numpy_conv import (  # the phase-flat kernel and its geometry
-    IntPair,
-    PadSpec,
+from einderive.emit.runtime.numpy_conv import (  # the phase-flat kernel and its geometry
+    _conv2d_dw as conv2d_dw,
+)
+from einderive.emit.runtime.numpy_conv import (
+    _conv2d_dx as conv2d_dx,
+)
+from einderive.emit.runtime.numpy_conv import (
+    _conv2d_vjp as conv2d_backward,
+)
+from einderive.emit.runtime.numpy_conv import (
     _every,
     _fill_flat_dy,
     _fill_phases_x,
@@ -34,12 +41,19 @@ from einderive.backends.numpy_conv import (  # the phase-flat kernel and its geo
     _Plan,
     _plan,
     _workspace,
-    conv2d_dw,
-    conv2d_dx,
-    output_shape,
-    output_shape_of,
 )
-from einderive.backends.numpy_conv import conv2d_vjp as conv2d_backward
+from einderive.emit.runtime.numpy_conv import (
+    _IntPair as IntPair,
+)
+from einderive.emit.runtime.numpy_conv import (
+    _output_shape as output_shape,
+)
+from einderive.emit.runtime.numpy_conv import (
+    _output_shape_of as output_shape_of,
+)
+from einderive.emit.runtime.numpy_conv import (
+    _PadSpec as PadSpec,
+)
 
 
 def conv2d_dw_tap_gemms(

@@ -129,7 +129,7 @@ def _sweep(job: int, jobs: int, count: int, seed: int, frameworks_every: int) ->
     from hypothesis import HealthCheck, given, settings
     from strategies import ConvConfig, conv_configs, conv_problems
 
-    from einderive.backends import installed
+    from einderive.run.compile import installed
 
     everything = tuple(installed())
     seen: set[tuple] = set()

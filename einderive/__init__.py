@@ -6,8 +6,7 @@
 dX[p, q] = sum_{i,j}(dY[i, j] * W[p - s*i + 1, q - s*j + 1])
 """
 
-from .api import derive, evaluate, vjp
-from .derivation import Derivation, Pullback
+from .api import Derivation, Pullback, compile, derive, evaluate, vjp
 from .errors import (
     ArgumentError,
     BackendMissingError,
@@ -37,6 +36,7 @@ __all__ = [
     "Pullback",
     "Report",
     "VerificationError",
+    "compile",
     "derive",
     "derive_jvp",
     "derive_twice",

@@ -15,7 +15,6 @@ The rules are those of the README's "The notation":
 
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
 import os
@@ -23,7 +22,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import sympy
@@ -37,7 +36,9 @@ from .errors import (
     IndexNotationError,
     Span,
 )
-from .ir import expand
+from .functions import FUNCTIONS
+from .ir import expand, fresh
+from .model import Program
 from .parse import (
     SAccess,
     SBinary,
@@ -57,44 +58,6 @@ from .parse import syntax_nodes as _syntax_nodes
 ParamValues = Mapping[str, int | float | None]
 ShapeValues = Mapping[str, Sequence[int]]
 RangeValues = Mapping[str, int]
-
-
-@dataclass(frozen=True)
-class Program:
-    """An analysed program: gather-form statements over tensors of known shape."""
-
-    text: str
-    statements: tuple[ir.Statement, ...]
-    shapes: dict[str, tuple[sympy.Expr, ...]]
-    inputs: tuple[str, ...]
-    params: tuple[sympy.Symbol, ...]
-    sizes: tuple[sympy.Symbol, ...]
-    values: dict[str, int | float] = field(default_factory=dict)
-    extents: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
-    definitions: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
-
-    @property
-    def output(self) -> str:
-        return self.statements[-1].target
-
-    @property
-    def symbols(self) -> tuple[sympy.Symbol, ...]:
-        """The symbols a numeric evaluation must be given: parameters, then sizes."""
-        return self.params + self.sizes
-
-
-_fresh_counter = itertools.count()
-
-
-def fresh(name: str, taken: set[str]) -> sympy.Symbol:
-    """An integer symbol named after ``name`` that is not in ``taken`` (and then is)."""
-    candidate = name
-    for k in itertools.count(1):
-        if candidate not in taken:
-            break
-        candidate = f"{name}{k}"
-    taken.add(candidate)
-    return sympy.Symbol(candidate, integer=True)
 
 
 def _caller_level() -> int:
@@ -1188,9 +1151,9 @@ class _Analyser:
             value = self._arithmetic(node, variables, extents, bound)
             return self._checked_constant(value, node.span)
         if isinstance(node, SCall):
-            if node.name not in ir.FUNCTIONS:
+            if node.name not in FUNCTIONS:
                 raise IndexNotationError(
-                    f"unknown function {node.name!r}; known: {', '.join(ir.FUNCTIONS)}",
+                    f"unknown function {node.name!r}; known: {', '.join(FUNCTIONS)}",
                     node.name_span,
                     self.text,
                 )

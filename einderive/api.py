@@ -1,4 +1,9 @@
-"""The public entry points: derive, evaluate, vjp (verify lives in verify.py)."""
+"""The public entry points and objects: derive, evaluate, vjp, compile; Derivation, Pullback.
+
+The core builds plain records (``model``); this is where they meet the features
+that are functions of them (printers, recognition, explanation, the matrix view),
+offered as methods of the public ``Derivation`` and ``Pullback``.
+"""
 
 from __future__ import annotations
 
@@ -8,36 +13,111 @@ from typing import Any
 
 import numpy as np
 
-from . import backends
-from .analysis import (
-    ParamValues,
-    Program,
-    RangeValues,
-    ShapeValues,
-    analyse,
-    input_names,
-    learnable_scalars,
-)
-from .derivation import Derivation, Pullback
-from .derive import pullbacks
+from . import model
+from .analysis import ParamValues, RangeValues, ShapeValues, analyse, learnable_scalars
+from .conv.recognise import Recognition, convolutions
+from .derive import derivation as derive_record
+from .emit.latex import derivation_latex, statement_latex
+from .emit.outputs import source as emitted_source
+from .emit.text import derivation_text, statement_text
 from .errors import ArgumentError, EinderiveError
-from .evaluate import run_statements
+from .explain import Explanation, Step, explain, steps
+from .matrix import Im2col, Jacobian, im2col, jacobian
+from .run.compile import Compiled, _frozen
+from .run.compile import compile as compile_text
 
 
-def _frozen(mapping: Mapping | None) -> tuple | None:
-    """A hashable key for the derivation cache (TypeError if the values are not hashable)."""
-    if mapping is None:
-        return None
-    if not isinstance(mapping, Mapping):
-        raise ArgumentError(f"expected a mapping of names, not {mapping!r}")
-    key = tuple(
-        sorted(
-            ((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in mapping.items()),
-            key=lambda item: str(item[0]),
-        )
-    )
-    hash(key)
-    return key
+class Pullback(model.Pullback):
+    """The pullback (vector-Jacobian product) into one tensor, in gather form."""
+
+    def notation(self) -> str:
+        """The pullback in the notation, on one line (reads out of range are zero)."""
+        return statement_text(self.statement, with_domain=False)
+
+    def latex(self) -> str:
+        return statement_latex(self.statement)
+
+    def _repr_latex_(self) -> str:
+        return f"$\\displaystyle {self.latex()}$"
+
+    def __str__(self) -> str:
+        return statement_text(self.statement)
+
+    def __repr__(self) -> str:
+        return f"Pullback({self.notation()!r})"
+
+
+class Derivation(model.Derivation):
+    """A forward program and the pullbacks of its inputs, printable and runnable."""
+
+    pullbacks: Mapping[str, Pullback]
+
+    @property
+    def intermediates(self) -> tuple[Pullback, ...]:
+        """The pullbacks into intermediate tensors (their cotangents), in evaluation order.
+
+        >>> derive("H[i] = W[m]*X[i+m]; Y[i] = tanh(H[i])").intermediates
+        (Pullback('dH[p] = dY[p] * (1 - tanh(H[p])**2)'),)
+        """
+        return tuple(Pullback(p.tensor, p.statement, p.cotangent) for p in super().intermediates)
+
+    @property
+    def convolutions(self) -> dict[str, Recognition]:
+        """Each pullback recognised as a generic convolution call, or why it is not one."""
+        return convolutions(self)
+
+    def source(self, kind: str = "loops") -> str:
+        """Standalone Python source of the forward and every pullback.
+
+        ``kind`` is ``"loops"`` (NumPy loops with the exact bounds), ``"numpy"``
+        (vectorized NumPy), ``"jax"`` or ``"torch"`` (the convolution calls, einsum
+        elsewhere).
+        """
+        return emitted_source(self, kind)
+
+    def steps(self) -> list[Step]:
+        """The derivation as numbered steps."""
+        return steps(self)
+
+    def explain(self) -> Explanation:
+        """The steps, printable as text (``.text()``) and LaTeX (``.latex()``)."""
+        return explain(self)
+
+    def jacobian(self, wrt: str, **options: Any) -> Jacobian:
+        """The Jacobian of the output in ``wrt`` over the flattened tensors (numeric sizes)."""
+        return jacobian(self, wrt, **options)
+
+    def im2col(self) -> Im2col:
+        """The im2col view of a convolution: the unfolded input and the reshaped kernel."""
+        return im2col(self)
+
+    def latex(self) -> str:
+        return derivation_latex(self)
+
+    def _repr_latex_(self) -> str:
+        return f"$\\displaystyle {self.latex()}$"
+
+    def __str__(self) -> str:
+        return derivation_text(self)
+
+    def __repr__(self) -> str:
+        names = ", ".join(p.name for p in self.pullbacks.values())
+        return f"Derivation({self.program.text!r} -> {names})"
+
+
+def public(record: model.Derivation) -> Derivation:
+    """The record as the public object (its pullbacks too)."""
+    if isinstance(record, Derivation):
+        return record
+    pullbacks = {
+        name: Pullback(p.tensor, p.statement, p.cotangent) for name, p in record.pullbacks.items()
+    }
+    return Derivation(record.program, record.backward, pullbacks)
+
+
+def derive_program(program: model.Program, wrt: Iterable[str] | None = None) -> Derivation:
+    """The pullbacks of an analysed program."""
+    return public(derive_record(program, wrt))
 
 
 @functools.lru_cache(maxsize=256)
@@ -52,55 +132,6 @@ def _derive_cached(
         learnable_scalars(text, wrt),
     )
     return derive_program(program, wrt)
-
-
-def derive_program(program: Program, wrt: Iterable[str] | None = None) -> Derivation:
-    """The pullbacks of an analysed program."""
-    if not program.inputs:
-        raise nothing_to_differentiate(program)
-    if wrt is not None:
-        unknown = [name for name in wrt if name not in program.inputs]
-        integers = [p.name for p in program.params if p.name in unknown and p.is_integer]
-        if integers:
-            raise ArgumentError(
-                f"cannot differentiate with respect to {', '.join(map(repr, integers))}: "
-                "used in an index, a parameter is an integer (a stride, a dilation, an "
-                "offset); only one used as a value (alpha*X[i]) can be learned"
-            )
-        if unknown:
-            raise ArgumentError(
-                f"cannot differentiate with respect to {', '.join(map(repr, unknown))}: "
-                f"the inputs are {', '.join(program.inputs)}"
-            )
-    backward = pullbacks(program, wrt)
-    result = {
-        name: Pullback(
-            name,
-            next(s for s in backward.statements if s.target == backward.cotangents[name]),
-            backward.seeds[0],
-        )
-        for name in program.inputs
-        if wrt is None or name in wrt
-    }
-    return Derivation(program, backward, result)
-
-
-def nothing_to_differentiate(program: Program) -> ArgumentError:
-    """The error for a program that reads no tensor, with the way to make one."""
-    statement = program.statements[-1]
-    named = sorted({p.name for p in program.params} | set(program.values))
-    if not named:
-        return ArgumentError("nothing to differentiate: the expression reads no tensor")
-    names = ", ".join(named)
-    first = named[0]
-    return ArgumentError(
-        f"nothing to differentiate: the expression reads no tensor ({names} "
-        f"{'is a parameter' if len(named) == 1 else 'are parameters'}); write {first}[] "
-        f"for a 0-d tensor, or differentiate with respect to it (--wrt {first}, "
-        f"wrt=[{first!r}])",
-        statement.span,
-        program.text,
-    )
 
 
 def derive(
@@ -129,96 +160,51 @@ def derive(
         raise error.with_text(text) from None
 
 
-def _as_array(name: str, value: object) -> np.ndarray:
-    detach = getattr(value, "detach", None)  # a torch tensor that requires grad
-    if callable(detach):
-        value = detach().cpu()
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (ValueError, TypeError):
-        raise ArgumentError(f"{name!r} must be a numeric array") from None
-    return array
-
-
-def _input_shapes(
-    text: str, inputs: Mapping[str, np.ndarray], shapes: ShapeValues | None
-) -> dict[str, tuple[int, ...]]:
-    merged: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in (shapes or {}).items()}
-    for name, array in inputs.items():
-        shape = tuple(np.shape(_as_array(name, array)))
-        if name in merged and tuple(merged[name]) != shape:
-            raise ArgumentError(
-                f"{name!r} has shape {shape}, but shapes= says {tuple(merged[name])}"
-            )
-        merged[name] = shape
-    return merged
-
-
-def _check_inputs(program: Program, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    missing = [name for name in program.inputs if name not in inputs]
-    if missing:
-        raise ArgumentError(f"no array given for {', '.join(map(repr, missing))}")
-    extra = [name for name in inputs if name not in program.inputs]
-    if extra:
-        raise ArgumentError(
-            f"arrays given for {', '.join(map(repr, extra))}, which the expression does not read"
-        )
-    return {name: _as_array(name, inputs[name]) for name in program.inputs}
-
-
-def numeric_program(
+def compile(  # noqa: A001 - the name users expect, as re.compile
     text: str,
-    inputs: Mapping[str, np.ndarray],
-    params: ParamValues | None,
-    shapes: ShapeValues | None,
-    ranges: RangeValues | None,
-) -> Program:
-    """The program with every size taken from the arrays; every parameter must have a number."""
-    if not isinstance(inputs, Mapping):
+    params: ParamValues | None = None,
+    shapes: ShapeValues | None = None,
+    ranges: RangeValues | None = None,
+    backend: str = "numpy",
+) -> Compiled:
+    """``text`` planned once for ``backend``: ``.forward(**inputs)``, ``.vjp(dY, **inputs)``.
+
+    The printed module of ``backend`` (``"numpy"``, ``"jax"``, ``"torch"``; ``"loops"``
+    is the reference interpreter) is compiled once per input shapes and cached, per
+    text, parameters, shapes, ranges and backend.
+
+    >>> c = compile("Y[i] = W[m]*X[i+m]")
+    >>> c.forward(W=np.array([1.0, 2.0]), X=np.array([1.0, 0.0, 3.0]))
+    array([1., 6.])
+    """
+    return compile_text(text, params, shapes, ranges, backend)
+
+
+def _inputs(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    if not isinstance(inputs, Mapping) or not all(isinstance(k, str) for k in inputs):
         raise ArgumentError("inputs must map tensor names to arrays")
-    try:
-        names = input_names(text)
-    except EinderiveError as error:
-        raise error.with_text(text) from None
-    # an array for a parameter used as a value makes it a 0-d input (a learnable scalar)
-    scalars = learnable_scalars(text, [name for name in inputs if name not in names])
-    extra = [name for name in inputs if name not in names and name not in scalars]
-    if extra:
-        raise ArgumentError(
-            f"arrays given for {', '.join(map(repr, extra))}, which the expression does not read"
-        )
-    try:
-        program = analyse(text, params, _input_shapes(text, inputs, shapes), ranges, scalars)
-    except EinderiveError as error:
-        raise error.with_text(text) from None
-    if program.params:
-        symbolic = ", ".join(p.name for p in program.params)
-        raise ArgumentError(f"give a number for every parameter: params={{...}} for {symbolic}")
-    return program
+    return inputs
 
 
 def evaluate(
     text: str,
-    inputs: Mapping[str, np.ndarray],
+    inputs: Mapping[str, Any],
     params: ParamValues | None = None,
     shapes: ShapeValues | None = None,
     ranges: RangeValues | None = None,
 ) -> np.ndarray:
-    """The forward value of ``text`` (its last statement) by direct interpretation.
+    """The forward value of ``text`` (its last statement) by the reference interpreter.
 
     >>> evaluate("Y[i] = W[m]*X[i+m]", {"W": [1.0, 2.0], "X": [1.0, 0.0, 3.0]})
     array([1., 6.])
     """
-    program = numeric_program(text, inputs, params, shapes, ranges)
-    arrays = _check_inputs(program, inputs)
-    values = run_statements(program.statements, program.shapes, arrays)
-    return values[program.output]
+    return compile_text(text, params, shapes, ranges, "loops").forward(**_inputs(inputs))
 
 
 def vjp(
     text: str,
-    inputs: Mapping[str, np.ndarray],
-    cotangent: np.ndarray,
+    inputs: Mapping[str, Any],
+    cotangent: Any,
     params: ParamValues | None = None,
     shapes: ShapeValues | None = None,
     ranges: RangeValues | None = None,
@@ -226,50 +212,11 @@ def vjp(
 ) -> dict[str, Any]:
     """The pullback of ``cotangent`` into every input, computed by ``backend``.
 
-    NumPy arrays, or with ``backend="torch"`` (``"jax"``) torch tensors (jax arrays) for
-    the inputs given as such, in their dtype.
+    NumPy arrays in give NumPy arrays out; the backend's own arrays (torch tensors,
+    JAX arrays) give the backend's arrays.
 
     >>> grads = vjp("Y[i] = W[m]*X[i+m]", {"W": [1.0, 2.0], "X": [1.0, 0.0, 3.0]}, [1.0, 1.0])
     >>> grads["X"]
     array([1., 3., 2.])
     """
-    program = numeric_program(text, inputs, params, shapes, ranges)
-    arrays = _check_inputs(program, inputs)
-    derivation = derive_program(program)
-    output_shape = tuple(int(n) for n in program.shapes[program.output])
-    cotangent = _as_array("cotangent", cotangent)
-    if cotangent.shape != output_shape:
-        raise ArgumentError(
-            f"the cotangent has shape {cotangent.shape}; the output "
-            f"{program.output!r} has shape {output_shape}"
-        )
-    grads = backends.run(backend, derivation, arrays, cotangent)
-    return _as_given(grads, inputs, backend)
-
-
-def _as_given(
-    grads: dict[str, np.ndarray], inputs: Mapping[str, Any], backend: str
-) -> dict[str, Any]:
-    """The torch (jax) backend's pullbacks as torch tensors (jax arrays) where the inputs
-    were: each in its input's dtype and device, as the framework's own gradients are."""
-    if backend == "torch":
-        import torch
-
-        return {
-            name: torch.from_numpy(np.ascontiguousarray(grad)).to(
-                device=inputs[name].device, dtype=inputs[name].dtype
-            )
-            if isinstance(inputs[name], torch.Tensor)
-            else grad
-            for name, grad in grads.items()
-        }
-    if backend == "jax":
-        import jax
-
-        return {
-            name: jax.numpy.asarray(grad, dtype=inputs[name].dtype)
-            if isinstance(inputs[name], jax.Array)
-            else grad
-            for name, grad in grads.items()
-        }
-    return grads
+    return compile_text(text, params, shapes, ranges, backend).vjp(cotangent, **_inputs(inputs))

@@ -21,7 +21,10 @@ from dataclasses import dataclass, replace
 import sympy
 
 from . import affine, ir
-from .analysis import Program, fresh
+from .errors import ArgumentError
+from .functions import derivative
+from .ir import fresh
+from .model import Backward, Derivation, Program, Pullback
 from .solve import gather
 
 _rename_counter = itertools.count()
@@ -39,28 +42,6 @@ class Contribution:
 
 def _neg(node: ir.Node) -> ir.Node:
     return ir.make_mul([ir.Const(sympy.Integer(-1)), node])
-
-
-def function_derivative(func: str, arg: ir.Node) -> ir.Node:
-    """``f'(arg)`` as an IR expression; ``relu'(0) = 0``."""
-    call = ir.Call(func, arg)
-    if func == "exp":
-        return call
-    if func == "log":
-        return ir.make_pow(arg, sympy.Integer(-1))
-    if func == "sqrt":
-        return ir.make_mul([ir.Const(sympy.Rational(1, 2)), ir.make_pow(call, sympy.Integer(-1))])
-    if func == "abs":
-        return ir.Call("sign", arg)
-    if func == "tanh":
-        return ir.make_add([ir.ONE, _neg(ir.make_pow(call, sympy.Integer(2)))])
-    if func == "sigmoid":
-        return ir.make_mul([call, ir.make_add([ir.ONE, _neg(call)])])
-    if func == "relu":
-        return ir.Call("step", arg)
-    if func in ("step", "sign"):
-        return ir.ZERO
-    raise ValueError(f"no derivative for {func!r}")  # pragma: no cover - FUNCTIONS is closed
 
 
 def _may_be_infinite(node: ir.Node) -> bool:
@@ -141,7 +122,7 @@ def backprop(
         local = ir.make_mul([ir.Const(node.exponent), ir.make_pow(node.base, node.exponent - 1)])
         backprop(node.base, ir.make_mul([seed, local]), scope, where, wrt, taken, out)
     elif isinstance(node, ir.Call):
-        local = function_derivative(node.func, node.arg)
+        local = derivative(node.func, node.arg)
         backprop(node.arg, ir.make_mul([seed, local]), scope, where, wrt, taken, out)
     elif isinstance(node, ir.Reduce):
         # the reduced variables join the scope under fresh names (the seed may mention the old)
@@ -169,15 +150,6 @@ def cotangent_name(name: str, taken: set[str]) -> str:
 def axis_names(rank: int) -> list[str]:
     letters = ["p", "q", "r", "t", "u", "v", "w", "z"]
     return letters[:rank] if rank <= len(letters) else [f"p{k}" for k in range(rank)]
-
-
-@dataclass(frozen=True)
-class Backward:
-    """The backward program: cotangent statements in evaluation order."""
-
-    statements: tuple[ir.Statement, ...]
-    cotangents: dict[str, str]  # tensor name -> its cotangent's name
-    seeds: tuple[str, ...]  # the cotangents given from outside (the output's)
 
 
 def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
@@ -382,3 +354,52 @@ def _drop_box_guards(term: ir.Node, boxes: dict[sympy.Symbol, sympy.Expr]) -> ir
     if not term.variables and not where:
         return term.body
     return replace(term, where=where)
+
+
+def derivation(program: Program, wrt: Iterable[str] | None = None) -> Derivation:
+    """The pullbacks of an analysed program, as the plain record."""
+    if not program.inputs:
+        raise nothing_to_differentiate(program)
+    if wrt is not None:
+        unknown = [name for name in wrt if name not in program.inputs]
+        integers = [p.name for p in program.params if p.name in unknown and p.is_integer]
+        if integers:
+            raise ArgumentError(
+                f"cannot differentiate with respect to {', '.join(map(repr, integers))}: "
+                "used in an index, a parameter is an integer (a stride, a dilation, an "
+                "offset); only one used as a value (alpha*X[i]) can be learned"
+            )
+        if unknown:
+            raise ArgumentError(
+                f"cannot differentiate with respect to {', '.join(map(repr, unknown))}: "
+                f"the inputs are {', '.join(program.inputs)}"
+            )
+    backward = pullbacks(program, wrt)
+    result = {
+        name: Pullback(
+            name,
+            next(s for s in backward.statements if s.target == backward.cotangents[name]),
+            backward.seeds[0],
+        )
+        for name in program.inputs
+        if wrt is None or name in wrt
+    }
+    return Derivation(program, backward, result)
+
+
+def nothing_to_differentiate(program: Program) -> ArgumentError:
+    """The error for a program that reads no tensor, with the way to make one."""
+    statement = program.statements[-1]
+    named = sorted({p.name for p in program.params} | set(program.values))
+    if not named:
+        return ArgumentError("nothing to differentiate: the expression reads no tensor")
+    names = ", ".join(named)
+    first = named[0]
+    return ArgumentError(
+        f"nothing to differentiate: the expression reads no tensor ({names} "
+        f"{'is a parameter' if len(named) == 1 else 'are parameters'}); write {first}[] "
+        f"for a 0-d tensor, or differentiate with respect to it (--wrt {first}, "
+        f"wrt=[{first!r}])",
+        statement.span,
+        program.text,
+    )

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import sympy
 
 from . import ir
+from .conv.recognise import convolutions
 from .derive import _drop_box_guards, _order, _summed_first, backprop, rename_bound
 from .emit.latex import LatexPrinter, statement_latex
 from .emit.printer import MUL, NotationPrinter
@@ -36,7 +37,7 @@ from .solve import Bounds, gather, implied_by_box, loop_bounds
 if TYPE_CHECKING:
     from .conv.calls import GenericConv
     from .conv.recognise import ConvPullback, Recognition
-    from .derivation import Derivation
+    from .model import Derivation
 
 
 @dataclass(frozen=True)
@@ -786,7 +787,7 @@ def transposition(derivation: Derivation, tensor: str, forward: ConvPullback | N
     """
     from .conv.recognise import ConvPullback
 
-    pullback = derivation.convolutions.get(tensor)
+    pullback = convolutions(derivation).get(tensor)
     if forward is None or not isinstance(pullback, ConvPullback) or tensor != forward.call.x:
         return []
     before, after = forward.call, pullback.call
@@ -891,7 +892,7 @@ def steps(derivation: Derivation) -> list[Step]:
             result += _read_steps(work, read)
         result.append(_pullback_step(work, derived[work.name]))
         if work.tensor in derivation.pullbacks:
-            recognition = derivation.convolutions[work.tensor]
+            recognition = convolutions(derivation)[work.tensor]
             step = conv_step(
                 work.name,
                 recognition,

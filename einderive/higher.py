@@ -21,16 +21,15 @@ import numpy as np
 from . import ir
 from .analysis import (
     ParamValues,
-    Program,
     RangeValues,
     ShapeValues,
     analyse,
     learnable_scalars,
 )
-from .api import derive_program
-from .derivation import Derivation
+from .api import Derivation, derive_program
 from .emit.text import statement_text
 from .errors import ArgumentError, EinderiveError
+from .model import Program
 from .verify import (
     Check,
     Report,

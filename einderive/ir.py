@@ -12,6 +12,7 @@ divisibility conditions left by eliminating a Kronecker delta).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -152,9 +153,6 @@ def coefficient(expr: sympy.Expr, var: sympy.Symbol) -> sympy.Expr:
 ReduceOp = Literal["sum", "max", "min"]
 ConstraintKind = Literal["ge", "eq", "div"]
 
-# Elementwise functions of the notation, and the two that derivatives introduce.
-FUNCTIONS = ("exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "step", "sign")
-
 
 @dataclass(frozen=True)
 class Constraint:
@@ -273,7 +271,7 @@ class Pow(Node):
 
 @dataclass(frozen=True)
 class Call(Node):
-    """An elementwise function of ``FUNCTIONS``."""
+    """An elementwise function, by its name in ``functions.FUNCTIONS``."""
 
     func: str
     arg: Node
@@ -449,3 +447,14 @@ def make_pow(base: Node, exponent: sympy.Expr) -> Node:
     if isinstance(base, Const):
         return Const(base.value**exponent)
     return Pow(base, exponent)
+
+
+def fresh(name: str, taken: set[str]) -> sympy.Symbol:
+    """An integer symbol named after ``name`` that is not in ``taken`` (and then is)."""
+    candidate = name
+    for k in itertools.count(1):
+        if candidate not in taken:
+            break
+        candidate = f"{name}{k}"
+    taken.add(candidate)
+    return sympy.Symbol(candidate, integer=True)

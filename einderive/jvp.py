@@ -5,7 +5,7 @@ For ``T[o] = rhs`` the tangent statement is
     tT[o] = sum over every read A[e] in rhs of (d rhs / d A[e]) * tA[e]
 
 built node by node (the product rule per occurrence, the chain rule through
-``derive.function_derivative``). It is a gather already: it reads ``tA`` where
+``functions.FUNCTIONS``). It is a gather already: it reads ``tA`` where
 the forward reads ``A``, so no delta is eliminated. A ``sum_{v}`` passes the
 tangent inside; a ``max_{v}``/``min_{v}`` passes the tangent of its body at the
 first extremum in row-major order, as ``sum_{v}([v = argmax_{v'} body] * t(body))``.
@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import sympy
 
-from . import backends, ir
+from . import ir
 from .analysis import (
     ParamValues,
     Program,
@@ -33,11 +33,15 @@ from .analysis import (
     learnable_scalars,
     substitute,
 )
-from .api import _check_inputs, derive_program, nothing_to_differentiate, numeric_program
-from .derive import factor_reads_in_range, function_derivative, rename_bound
+from .derive import derivation as derive_record
+from .derive import factor_reads_in_range, nothing_to_differentiate, rename_bound
 from .emit.text import statement_text
 from .errors import ArgumentError, EinderiveError
-from .evaluate import run_statements
+from .functions import derivative
+from .run.compile import run
+from .run.inputs import check_inputs as _check_inputs
+from .run.inputs import numeric_program
+from .run.interpret import run_statements
 from .verify import Check, Report, _plain, _random_inputs, draw_values
 
 STEP = 1e-6
@@ -100,7 +104,7 @@ def tangent(
         moved = moving(node.arg)
         if moved == ir.ZERO:
             return ir.ZERO
-        return chain(function_derivative(node.func, node.arg), moved)
+        return chain(derivative(node.func, node.arg), moved)
     if isinstance(node, ir.Reduce):
         if node.op == "sum":
             moved = moving(node.body)
@@ -375,7 +379,7 @@ def _check_draw(
         Check(name, "jvp", trial, given, error, error <= TOLERANCE, "finite differences", "t")
     ]
     cotangent = generator.standard_normal(derived.shape)
-    pulled = backends.run("loops", derive_program(program), arrays, cotangent)
+    pulled = run("loops", derive_record(program), arrays, cotangent)
     left = float(np.sum(cotangent * derived))
     right = sum(float(np.sum(pulled[n] * directions[n])) for n in arrays)
     error = abs(left - right) / (float(np.sum(np.abs(cotangent * derived))) + abs(right) + 1e-12)

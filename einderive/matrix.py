@@ -29,13 +29,15 @@ import numpy as np
 import sympy
 
 from . import ir
-from .analysis import ParamValues, Program, RangeValues, ShapeValues, analyse
+from .analysis import ParamValues, RangeValues, ShapeValues, analyse
+from .derive import derivation as derive_record
 from .errors import ArgumentError, BackendMissingError, EinderiveError
-from .evaluate import numeric_shape, run_statements
+from .model import Derivation, Program
+from .run.compile import run
+from .run.interpret import numeric_shape, run_statements
 
 if TYPE_CHECKING:
     from .conv.recognise import ConvPullback
-    from .derivation import Derivation
 
 # how many forward evaluations the symbolic entries may cost before they are left out
 SYMBOLIC_BUDGET = 4000
@@ -53,9 +55,6 @@ def numeric_derivation(
     ranges: RangeValues | None = None,
 ) -> Derivation:
     """``source`` derived with numbers for every size and parameter (an error says which lack)."""
-    from .api import derive_program
-    from .derivation import Derivation
-
     if isinstance(source, Derivation):
         program = source.program
         if params is None and shapes is None and ranges is None and _is_numeric(program):
@@ -80,7 +79,7 @@ def numeric_derivation(
             "the matrix needs numbers: give the shape of "
             f"{', '.join(symbolic)} (shapes=, --shape X=3x3)"
         )
-    return derive_program(program)
+    return derive_record(program)
 
 
 def _numbers(shape: Sequence[sympy.Expr]) -> bool:
@@ -158,13 +157,11 @@ class Jacobian:
 
     def transpose_error(self, trials: int = 3, seed: int = 0, backend: str = "loops") -> float:
         """The largest ``|dX - J^T dY|`` over random cotangents ``dY``: the pullback is ``J^T``."""
-        from . import backends
-
         generator = np.random.default_rng(seed)
         worst = 0.0
         for _ in range(trials):
             cotangent = generator.standard_normal(self.output_shape)
-            pulled = backends.run(backend, self.derivation, self.point, cotangent)[self.wrt]
+            pulled = run(backend, self.derivation, self.point, cotangent)[self.wrt]
             expected = self.matrix.T @ cotangent.ravel()
             worst = max(worst, float(np.max(np.abs(pulled.ravel() - expected), initial=0.0)))
         return worst
@@ -702,14 +699,14 @@ def im2col(
     >>> print(view.lines()[1])
     X~[(c, m, n), (i, j)] = X[c, i + m, j + n]    (zero outside X)
     """
-    from .api import derive
-    from .derivation import Derivation
-
     if isinstance(source, Derivation) and params is None and shapes is None and ranges is None:
         derivation = source
     else:
         text = source.program.text if isinstance(source, Derivation) else source
-        derivation = derive(text, params, shapes, ranges)
+        try:
+            derivation = derive_record(analyse(text, params, shapes, ranges))
+        except EinderiveError as error:
+            raise error.with_text(text) from None
     found = forward_convolution(derivation)
     return _im2col(derivation, found.conv, found.term, found.rest)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import IndexNotationError, NotationSyntaxError, Span
-from .ir import FUNCTIONS
+from .functions import FUNCTIONS
 
 if TYPE_CHECKING:
     import lark

@@ -20,21 +20,20 @@ from typing import Any
 import numpy as np
 import sympy
 
-from . import backends, ir
+from . import ir
 from .analysis import (
     ParamValues,
-    Program,
     RangeValues,
     ShapeValues,
     analyse,
     learnable_scalars,
     substitute,
 )
-from .api import derive_program
-from .backends.dense import DenseEvaluator, numpy_ops
-from .derivation import Derivation, Pullback
-from .derive import Backward
+from .derive import derivation as derive_record
 from .errors import ArgumentError, EinderiveError
+from .model import Backward, Derivation, Program
+from .run.compile import installed, run
+from .run.interpret import run_statements
 
 STEP = 1e-6
 TOLERANCE = 1e-6
@@ -161,24 +160,19 @@ def instantiate(derivation: Derivation, values: Mapping[sympy.Symbol, sympy.Expr
     )
     backward = Backward(statements, derivation.backward.cotangents, derivation.backward.seeds)
     pullbacks = {
-        name: Pullback(name, next(s for s in statements if s.target == p.name), p.cotangent)
+        name: type(p)(name, next(s for s in statements if s.target == p.name), p.cotangent)
         for name, p in derivation.pullbacks.items()
     }
     return replace(derivation, program=numeric, backward=backward, pullbacks=pullbacks)
 
 
 def _forward(program: Program, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The forward by dense evaluation of the forward statements (not by any pullback)."""
-    values = dict(arrays)
-    ops = numpy_ops()
-    for statement in program.statements:
-        shape = tuple(int(n) for n in program.shapes[statement.target])
-        values[statement.target] = DenseEvaluator(ops, values).statement(statement, shape)
-    return np.asarray(values[program.output])
+    """The forward by the interpreter, over the forward statements (not by any pullback)."""
+    return run_statements(program.statements, program.shapes, arrays)[program.output]
 
 
 def available_backends() -> list[str]:
-    return backends.installed()
+    return installed()
 
 
 def verify(
@@ -203,7 +197,7 @@ def verify(
         raise ArgumentError(f"trials must be a positive integer, not {trials!r}")
     try:
         program = analyse(text, params, shapes, ranges, learnable_scalars(text, wrt))
-        derivation = derive_program(program)
+        derivation = derive_record(program)
     except EinderiveError as error:
         raise error.with_text(text) from None
     names = list(backends_to_check) if backends_to_check is not None else available_backends()
@@ -245,7 +239,7 @@ def _check_draw(
     arrays = _random_inputs(program, generator)
     output_shape = tuple(int(n) for n in program.shapes[program.output])
     cotangent = generator.standard_normal(output_shape)
-    reference = backends.run("loops", derivation, arrays, cotangent)
+    reference = run("loops", derivation, arrays, cotangent)
     checks = []
     for name in derivation.pullbacks:
         errors, passes = [], []
@@ -277,7 +271,7 @@ def _check_draw(
     for backend in names:
         if backend == "loops":
             continue
-        result = backends.run(backend, derivation, arrays, cotangent)
+        result = run(backend, derivation, arrays, cotangent)
         for name in derivation.pullbacks:
             expected = reference[name]
             scale = float(np.max(np.abs(expected))) + 1e-12

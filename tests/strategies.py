@@ -407,9 +407,8 @@ def conv_problems(config: ConvConfig, backends: tuple[str, ...]) -> list[str]:
     import random
 
     import einderive as ed
-    from einderive.backends.plan import Einsum
-    from einderive.backends.vectorized import plans
     from einderive.conv.recognise import ConvPullback
+    from einderive.lower.plan import Einsum, plans
     from einderive.verify import draw_values, instantiate
 
     derivation = ed.derive(config.text, config.params, config.shapes, config.ranges)

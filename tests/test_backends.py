@@ -9,9 +9,9 @@ import sympy
 from test_pullbacks import CASES, Case
 
 import einderive as ed
-from einderive.backends.plan import Dense, Einsum, Terms
-from einderive.backends.vectorized import plans
 from einderive.conv.recognise import ConvPullback, NotConvolution
+from einderive.lower.plan import Dense, Einsum, Terms, plans
+from einderive.run.compile import run
 from einderive.verify import draw_values, instantiate
 
 CONV_CASES = [
@@ -61,8 +61,8 @@ def test_backends_agree_with_loops(case: Case, backend: str) -> None:
         }
         shape = tuple(int(n) for n in program.shapes[program.output])
         cotangent = generator.standard_normal(shape)
-        expected = ed.backends.run("loops", numeric, arrays, cotangent)
-        actual = ed.backends.run(backend, numeric, arrays, cotangent)
+        expected = run("loops", numeric, arrays, cotangent)
+        actual = run(backend, numeric, arrays, cotangent)
         for name in expected:
             scale = max(1.0, float(np.max(np.abs(expected[name]), initial=0.0)))
             np.testing.assert_allclose(actual[name], expected[name], atol=1e-10 * scale, rtol=0)
@@ -124,8 +124,8 @@ def test_a_sum_of_convolutions_is_computed_term_by_term(backend: str) -> None:
     generator = np.random.default_rng(3)
     arrays = {name: generator.standard_normal(case.shapes[name]) for name in ("W", "X", "V")}
     cotangent = generator.standard_normal(case.shapes["Y"])
-    expected = ed.backends.run("loops", derivation, arrays, cotangent)
-    actual = ed.backends.run(backend, derivation, arrays, cotangent)
+    expected = run("loops", derivation, arrays, cotangent)
+    actual = run(backend, derivation, arrays, cotangent)
     for name in expected:
         np.testing.assert_allclose(actual[name], expected[name], atol=1e-10)
 
@@ -142,7 +142,7 @@ def test_a_sum_of_convolutions_is_computed_term_by_term(backend: str) -> None:
     ],
 )
 def test_forward_sums_with_a_fast_term_are_planned_term_by_term(text, shapes, kinds) -> None:
-    from einderive.backends.plan import plan
+    from einderive.lower.plan import plan
 
     derivation = ed.derive(text, shapes=shapes)
     (statement,) = derivation.program.statements
@@ -152,7 +152,7 @@ def test_forward_sums_with_a_fast_term_are_planned_term_by_term(text, shapes, ki
 
 
 def test_a_sum_of_dense_terms_stays_one_dense_grid() -> None:
-    from einderive.backends.plan import plan
+    from einderive.lower.plan import plan
 
     derivation = ed.derive("Y[i] = X[i]*X[i+1] + X[i+1]*X[i+2]", shapes={"X": (6,)})
     (statement,) = derivation.program.statements
@@ -163,7 +163,7 @@ def test_a_pooling_pullback_sums_over_a_window_of_outputs() -> None:
     """``dX[p] = sum_i dY[i] * [p - 2*i = argmax]`` with ``p - 2 <= 2*i <= p``: ``i`` is
     ``p//2`` or ``p//2 - 1``, and the dense evaluator's grid spans those two, not every
     output; it still agrees with the loops interpreter."""
-    from einderive.backends.window import window_size
+    from einderive.lower.window import window_size
 
     text = "Y[i,j] = max_{a,b}(X[2*i+a, 2*j+b])"
     ranges = {"a": 3, "b": 3}

@@ -16,6 +16,7 @@ from einderive.cli import run
 from einderive.conv import table
 from einderive.conv.calls import GenericConv
 from einderive.conv.recognise import ConvPullback
+from einderive.run.compile import run as run_backend
 from einderive.verify import draw_values, instantiate
 
 
@@ -111,7 +112,7 @@ def test_two_dimensional_multichannel_calls(text: str, shapes: dict) -> None:
         n: rng.standard_normal(tuple(int(k) for k in program.shapes[n])) for n in program.inputs
     }
     cotangent = rng.standard_normal(tuple(int(k) for k in program.shapes[program.output]))
-    expected = ed.backends.run("loops", numeric, arrays, cotangent)
+    expected = run_backend("loops", numeric, arrays, cotangent)
     tensors = {**arrays, numeric.backward.seeds[0]: cotangent}
     for name, recognition in numeric.convolutions.items():
         assert isinstance(recognition, ConvPullback), str(recognition)

@@ -24,8 +24,9 @@ import pytest
 import sympy
 
 import einderive as ed
-from einderive.analysis import Program, substitute
+from einderive.analysis import substitute
 from einderive.emit.loops import LoopsPrinter, loops_source
+from einderive.model import Program
 
 # (text, params given to derive, ranges, largest size drawn, inputs drawn positive)
 CASES = [

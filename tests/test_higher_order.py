@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import einderive as ed
-from einderive import backends
 from einderive.errors import ArgumentError
 from einderive.higher import backward_program, derive_twice, verify_twice
+from einderive.run.compile import run
 
 STRIDED = "Y[i] = W[m]*X[s*i+m-1]"
 STRIDED_2D = "Y[i,j] = W[m,n]*X[s*i+m-1, s*j+n-1]"
@@ -76,7 +76,7 @@ def _second_order(text, first, second, inputs, seed, cotangent, params):
     shapes = {k: v.shape for k, v in inputs.items()}
     derivation = derive_twice(text, first, second, params=params, shapes=shapes)
     arrays = {**inputs, derivation.program.inputs[-1]: seed}
-    return backends.run("loops", derivation, arrays, cotangent)
+    return run("loops", derivation, arrays, cotangent)
 
 
 @pytest.mark.parametrize(("stride", "n", "k"), [(1, 6, 3), (2, 7, 3), (3, 10, 2), (2, 9, 4)])

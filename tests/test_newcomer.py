@@ -412,13 +412,13 @@ def test_second_order_at_padded_reads_matches_jax():
         return jnp.sum(ddW * dW)
 
     expected = jax.grad(penalty, argnums=(0, 1, 2))(W, X, dY)
-    from einderive import backends
+    from einderive.run.compile import run
 
     twice = ed.derive_twice(text, "W", shapes={"W": (3,), "X": (4,)})
     assert twice.program.inputs == ("W", "X", "dY")
     arrays = {"W": POSITIVE["W"], "X": POSITIVE["X"], "dY": np.asarray(dY)}
     for backend in BACKENDS:
-        grads = backends.run(backend, twice, arrays, np.asarray(ddW))
+        grads = run(backend, twice, arrays, np.asarray(ddW))
         for name, want in zip(("W", "X", "dY"), expected, strict=True):
             assert np.all(np.isfinite(grads[name])), (backend, name)
             np.testing.assert_allclose(

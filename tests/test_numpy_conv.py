@@ -1,4 +1,4 @@
-"""The NumPy 2-D convolution backward kernel (``backends.numpy_conv``) against a direct sum.
+"""The NumPy 2-D convolution backward kernel (``emit/runtime/numpy_conv.py``) against a direct sum.
 
 The emitter tests run it inside emitted modules; these drive its entry points over the
 geometries that change its schedule: phases sharing im2col rows of dY (stride 2), phases
@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 import pytest
 
-from einderive.backends import numpy_conv
+from einderive.emit.runtime import numpy_conv
 
 
 def _reference(dy, x, w, stride, padding, dilation):  # type: ignore[no-untyped-def]
@@ -68,7 +68,7 @@ CASES = {
 def test_pullbacks_match_the_direct_sum(name: str, dtype: type) -> None:
     x_shape, w_shape, stride, padding, dilation = CASES[name]
     rng = np.random.default_rng(len(name))
-    y_shape = numpy_conv.output_shape(x_shape, w_shape, stride, padding, dilation)
+    y_shape = numpy_conv._output_shape(x_shape, w_shape, stride, padding, dilation)
     for axis in (0, 1):  # (size + padding - dilated kernel) // stride + 1
         extent = x_shape[2 + axis] + sum(padding[axis]) - dilation[axis] * (w_shape[2 + axis] - 1)
         assert y_shape[2 + axis] == (extent - 1) // stride[axis] + 1
@@ -78,10 +78,10 @@ def test_pullbacks_match_the_direct_sum(name: str, dtype: type) -> None:
     )
     tol = 1e-12 if dtype == np.float64 else 1e-5
     got = {
-        "vjp": numpy_conv.conv2d_vjp(dy, x, w, stride, padding, dilation),
+        "vjp": numpy_conv._conv2d_vjp(dy, x, w, stride, padding, dilation),
         "apart": (
-            numpy_conv.conv2d_dx(dy, w, stride, padding, x_shape, dilation),
-            numpy_conv.conv2d_dw(dy, x, stride, padding, w_shape, dilation),
+            numpy_conv._conv2d_dx(dy, w, stride, padding, x_shape, dilation),
+            numpy_conv._conv2d_dw(dy, x, stride, padding, w_shape, dilation),
         ),
     }
     for how, (dx, dw) in got.items():

@@ -30,7 +30,8 @@ from strategies import AffineStatement, ConvConfig, affine_statements, conv_conf
 import einderive as ed
 from einderive.analysis import analyse
 from einderive.api import derive_program
-from einderive.backends import installed
+from einderive.run.compile import installed
+from einderive.run.compile import run as run_backend
 
 FAST_EXAMPLES = int(os.environ.get("EINDERIVE_PROPERTY_EXAMPLES", "250"))
 FRAMEWORK_EXAMPLES = int(os.environ.get("EINDERIVE_FRAMEWORK_EXAMPLES", "20"))
@@ -191,10 +192,10 @@ def test_loops_backend_memory_is_proportional_to_the_tensors(size: int) -> None:
     cotangent = rng.standard_normal(output)
     # inputs, cotangent and the gradients, which are shaped like the inputs
     tensors = 2 * sum(a.nbytes for a in arrays.values()) + cotangent.nbytes
-    ed.backends.run("loops", derivation, arrays, cotangent)  # imports, sympy caches
+    run_backend("loops", derivation, arrays, cotangent)  # imports, sympy caches
     tracemalloc.start()
     try:
-        ed.backends.run("loops", derivation, arrays, cotangent)
+        run_backend("loops", derivation, arrays, cotangent)
         _, backend_peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         ed.vjp(MEMORY_CONV, arrays, cotangent, backend="loops")
@@ -225,7 +226,9 @@ TINY_DB = (
 
 def test_verify_allows_the_rounding_of_a_tiny_derivative() -> None:
     text, params, shapes = TINY_DB
-    report = ed.verify(text, params=params, shapes=shapes, trials=1, seed=688)
+    # a draw whose dB is tiny next to the output (the seed that showed it, for the
+    # interpreter's summation order in the forward)
+    report = ed.verify(text, params=params, shapes=shapes, trials=1, seed=670)
     assert report.ok, str(report)
     assert "within their rounding" in str(report)
 
@@ -234,13 +237,13 @@ def test_verify_catches_a_pullback_wrong_by_one_part_in_ten_thousand(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     verify_module = importlib.import_module("einderive.verify")  # ed.verify is the function
-    run = verify_module.backends.run
+    run = verify_module.run
 
     def off(backend, derivation, arrays, cotangent):  # type: ignore[no-untyped-def]
         results = run(backend, derivation, arrays, cotangent)
         return {name: value * (1 + 1e-4) for name, value in results.items()}
 
-    monkeypatch.setattr(verify_module.backends, "run", off)
+    monkeypatch.setattr(verify_module, "run", off)
     for case in (TINY_DB, ("Y[i] = W[m]*X[2*i+m]", None, None)):
         text, params, shapes = case
         report = ed.verify(text, params=params, shapes=shapes, trials=2, seed=688)

@@ -27,6 +27,7 @@ import sympy
 
 from .. import ir
 from ..ir import expand
+from ..model import Derivation
 from ..solve import gather, simplify_constraints
 from .calls import GenericConv
 
@@ -152,6 +153,18 @@ Recognition = ConvPullback | NotConvolution
 
 def _lone(expr: sympy.Expr) -> sympy.Symbol | None:
     return expr if isinstance(expr, sympy.Symbol) else None
+
+
+def convolutions(derivation: Derivation) -> dict[str, Recognition]:
+    """Each pullback of ``derivation`` recognised, or why it is not a convolution (kept)."""
+    found = derivation.memo.get("convolutions")
+    if found is None:
+        found = {
+            name: recognise(pullback.statement, derivation.shapes, derivation.kernels)
+            for name, pullback in derivation.pullbacks.items()
+        }
+        derivation.memo["convolutions"] = found
+    return found  # type: ignore[return-value]
 
 
 def recognise(
@@ -469,6 +482,4 @@ def _match(
 
 
 def _fresh(name: str, taken: set[str]) -> sympy.Symbol:
-    from ..analysis import fresh
-
-    return fresh(name, taken)
+    return ir.fresh(name, taken)

@@ -31,10 +31,10 @@ import numpy as np
 import sympy
 
 from .. import ir
-from ..analysis import Program
-from ..api import derive_program
+from ..derive import derivation as derive_record
+from ..model import Program
 from .calls import GenericConv
-from .recognise import ConvPullback
+from .recognise import ConvPullback, convolutions
 
 N, K = sympy.symbols("N K", integer=True, positive=True)
 p_l, p_r = sympy.symbols("p_l p_r", integer=True, nonnegative=True)
@@ -193,10 +193,10 @@ class Row:
 
 def derived_calls(family: Family) -> tuple[ConvPullback, ConvPullback]:
     """The pullbacks as generic calls, derived by einderive, in N, K, p_l, p_r, s, d, f."""
-    derivation = derive_program(forward_program(family))
+    derivation = derive_record(forward_program(family))
     calls = []
     for name in ("X", "W"):
-        recognition = derivation.convolutions[name]
+        recognition = convolutions(derivation)[name]
         if not isinstance(recognition, ConvPullback):
             raise AssertionError(f"{family.key}: d{name} is not a convolution: {recognition}")
         recognition = recognition.subs({I: output_size(family.fixed)})

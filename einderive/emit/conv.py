@@ -9,11 +9,18 @@ import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
 from ..conv.calls import jax_call, torch_call
-from ..conv.recognise import ConvPullback, Layout, NotConvolution, flat_axes, has_merges
+from ..conv.recognise import (
+    ConvPullback,
+    Layout,
+    NotConvolution,
+    convolutions,
+    flat_axes,
+    has_merges,
+)
 from .printer import NotationPrinter
 
 if TYPE_CHECKING:
-    from ..derivation import Derivation
+    from ..model import Derivation
 
 
 Framework = Literal["jax", "torch"]
@@ -115,7 +122,7 @@ def _floor_as_remainder(floor: sympy.Expr) -> sympy.Expr:
 
 def describe(derivation: Derivation, name: str) -> list[str]:
     """The lines of ``--emit conv`` for one pullback."""
-    recognition = derivation.convolutions[name]
+    recognition = convolutions(derivation)[name]
     pullback = derivation.pullbacks[name].name
     if isinstance(recognition, NotConvolution):
         return [f"{pullback}: not a convolution: {recognition.reason}"]
@@ -149,7 +156,7 @@ def conv_text(derivation: Derivation) -> str:
 
 def conv_data(derivation: Derivation, name: str) -> dict[str, Any]:
     """The ``conv`` entry of a pullback in JSON: generic, jax and torch (null if not a conv)."""
-    recognition = derivation.convolutions[name]
+    recognition = convolutions(derivation)[name]
     if isinstance(recognition, NotConvolution):
         return {"generic": None, "jax": None, "torch": None, "reason": recognition.reason}
     in_sizes = recognition.subs(_numbers(derivation))

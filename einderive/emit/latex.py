@@ -7,22 +7,13 @@ from typing import TYPE_CHECKING
 import sympy
 
 from .. import ir
+from ..functions import FUNCTIONS
 from ..solve import Bounds, loop_bounds
 from .printer import ATOM, MUL, NotationPrinter
 from .text import terms_of, variables_of
 
 if TYPE_CHECKING:
-    from ..derivation import Derivation
-
-_FUNCTION_LATEX = {
-    "exp": r"\exp",
-    "log": r"\log",
-    "tanh": r"\tanh",
-    "sigmoid": r"\sigma",
-    "relu": r"\operatorname{relu}",
-    "step": r"\operatorname{step}",
-    "sign": r"\operatorname{sign}",
-}
+    from ..model import Derivation
 
 
 def _name(name: str) -> str:
@@ -63,11 +54,7 @@ class LatexPrinter(NotationPrinter):
         return f"{{{self.expr(node.base, ATOM)}}}^{{{self.scalar(node.exponent)}}}", ATOM
 
     def _print_Call(self, node: ir.Call) -> tuple[str, int]:
-        if node.func == "sqrt":
-            return rf"\sqrt{{{self.expr(node.arg)}}}", ATOM
-        if node.func == "abs":
-            return rf"\left|{self.expr(node.arg)}\right|", ATOM
-        return rf"{_FUNCTION_LATEX[node.func]}\left({self.expr(node.arg)}\right)", ATOM
+        return FUNCTIONS[node.func].spell("latex", x=self.expr(node.arg)), ATOM
 
     def _print_Reduce(self, node: ir.Reduce) -> tuple[str, int]:
         if not node.variables:

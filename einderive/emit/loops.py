@@ -36,7 +36,6 @@ import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sympy
@@ -54,12 +53,13 @@ from sympy.codegen.ast import (
 from sympy.printing.pycode import PythonCodePrinter
 
 from .. import ir
-from ..solve import Bounds
+from ..functions import FUNCTIONS
+from ..solve import Bounds, definition_facts, lowest, proves, quotient
 from ..solve import loop_bounds as _loop_bounds
 from .text import statement_text, variables_of
 
 if TYPE_CHECKING:
-    from ..derivation import Derivation
+    from ..model import Derivation
 
 WIDTH = 99  # the longest line printed, indentation included
 NodeT = TypeVar("NodeT", bound=ir.Node)
@@ -141,7 +141,7 @@ class ElementwiseBase(sympy.Function):
 
 
 ELEMENTWISE = {
-    name: type(f"Notation_{name}", (ElementwiseBase,), {"notation": name}) for name in ir.FUNCTIONS
+    name: type(f"Notation_{name}", (ElementwiseBase,), {"notation": name}) for name in FUNCTIONS
 }
 
 
@@ -217,14 +217,6 @@ def _inverse(power: sympy.Pow) -> sympy.Expr:
     """``1 / power`` for a negative exponent: ``x**-2 -> x**2``, ``x**-1 -> x``."""
     base, exponent = power.args
     return base if exponent == -1 else sympy.Pow(base, -exponent, evaluate=False)
-
-
-@functools.lru_cache(maxsize=4096)
-def _quotient(expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr]:
-    numerator, denominator = sympy.fraction(sympy.together(expr))
-    if denominator.is_number and denominator < 0:
-        numerator, denominator = -numerator, -denominator
-    return ir.expand(numerator), denominator
 
 
 class LoopsPrinter(PythonCodePrinter):
@@ -382,7 +374,7 @@ class LoopsPrinter(PythonCodePrinter):
             return MUL
         if isinstance(expr, sympy.Number):
             return UNARY if expr < 0 else ATOM
-        if isinstance(expr, ElementwiseBase) and expr.notation == "sigmoid":
+        if isinstance(expr, ElementwiseBase) and not FUNCTIONS[expr.notation].is_atom(self.target):
             return MUL
         return ATOM
 
@@ -517,23 +509,20 @@ class LoopsPrinter(PythonCodePrinter):
         numerator, denominator = expr.args
         return f"{self._operand(numerator, UNARY)} / {self._operand(denominator, MUL)}"
 
+    target = "loops"  # the spelling of FUNCTIONS this printer uses
+
     def _print_ElementwiseBase(self, expr: ElementwiseBase) -> str:
+        function = FUNCTIONS[expr.notation]
+        spelling = getattr(function, self.target)
+        if "math." in spelling:
+            self._module_format("math." + expr.notation)  # the module imports math
         arg = expr.args[0]
-        text = self._print(arg)
-        name = expr.notation
-        if name in ("exp", "log", "sqrt", "tanh"):
-            return f"{self._module_format('math.' + name)}({text})"
-        if name == "abs":
-            return f"abs({text})"
-        if name == "relu":
-            return f"max({text}, 0.0)"
-        if name == "step":
-            return f"(1.0 if {text} > 0 else 0.0)"
-        if name == "sign":
-            return f"np.sign({text})"
-        # sigmoid; np.exp gives inf rather than an OverflowError for a large negative argument
-        minus = self._print(sympy.Mul(-1, arg, evaluate=False))
-        return f"1 / (1 + np.exp({minus}))"
+        argument = {"x": self._print(arg)}
+        if "{x_operand}" in spelling:
+            argument["x_operand"] = self._operand(arg, MUL)
+        if "{minus_x}" in spelling:
+            argument["minus_x"] = self._print(sympy.Mul(-1, arg, evaluate=False))
+        return function.spell(self.target, **argument)
 
     def _print_Indexed(self, expr: sympy.Indexed) -> str:
         indices = [self._print(i) for i in expr.indices]
@@ -552,13 +541,13 @@ class LoopsPrinter(PythonCodePrinter):
         return text if simple else f"({text})"
 
     def _print_floor(self, expr: sympy.floor) -> str:
-        numerator, denominator = _quotient(expr.args[0])
+        numerator, denominator = quotient(expr.args[0])
         if denominator == 1:
             return self._print(numerator)
         return f"{self._numerator(numerator)} // {self._operand(denominator, MUL)}"
 
     def _print_ceiling(self, expr: sympy.ceiling) -> str:
-        numerator, denominator = _quotient(expr.args[0])
+        numerator, denominator = quotient(expr.args[0])
         if denominator == 1:
             return self._print(numerator)
         # ceil(a / b) == -(-a // b)
@@ -644,156 +633,6 @@ def loop_bounds(
     return _loop_bounds(variables, where)
 
 
-# The prover works on polynomials as {monomial: coefficient}, a monomial being a sorted
-# tuple of symbols: plain dictionaries, where sympy's expand and assumptions are slow.
-Monomial = tuple[sympy.Symbol, ...]
-Poly = dict[Monomial, Fraction]
-
-
-@functools.lru_cache(maxsize=4096)
-def _poly(expr: sympy.Expr) -> tuple[tuple[Monomial, Fraction], ...]:
-    terms: Poly = {}
-    for monomial, coefficient in ir.expand(expr).as_coefficients_dict().items():
-        factors: list[sympy.Symbol] = []
-        for factor in sympy.Mul.make_args(monomial):
-            base, exponent = factor.as_base_exp()
-            if not (base.is_Symbol or base == 1) or not exponent.is_Integer or exponent < 0:
-                raise ValueError(f"{expr} is not a polynomial")
-            factors += [base] * int(exponent) if base.is_Symbol else []
-        key = tuple(sorted(factors, key=lambda s: s.name))
-        terms[key] = terms.get(key, Fraction(0)) + Fraction(int(coefficient.p), int(coefficient.q))
-    return tuple((k, v) for k, v in terms.items() if v)
-
-
-def _combine(*scaled: tuple[Poly, Poly]) -> Poly:
-    """The sum of ``factor * poly`` over the pairs given."""
-    out: Poly = {}
-    for factor, poly in scaled:
-        for m1, c1 in factor.items():
-            for m2, c2 in poly.items():
-                key = tuple(sorted(m1 + m2, key=lambda s: s.name))
-                out[key] = out.get(key, Fraction(0)) + c1 * c2
-    return {k: v for k, v in out.items() if v}
-
-
-def _lowest(poly: Poly) -> Fraction | None:
-    """A lower bound over positive integer symbols (each at least 1), None if unbounded."""
-    lowest = Fraction(0)
-    for monomial, coefficient in poly.items():
-        positive = all(s.is_positive and s.is_integer for s in monomial)
-        if monomial and (coefficient < 0 or not positive):
-            return None
-        lowest += coefficient
-    return lowest
-
-
-def _sign(poly: Poly) -> int:
-    """+1 or -1 where the sign is known for all sizes and parameters, else 0."""
-    if (low := _lowest(poly)) is not None and low > 0:
-        return 1
-    if (low := _lowest({k: -v for k, v in poly.items()})) is not None and low > 0:
-        return -1
-    return 0
-
-
-def _split(poly: Poly, var: sympy.Symbol) -> tuple[Poly, Poly] | None:
-    """``poly`` as ``coefficient * var + rest``; None if ``var`` appears squared."""
-    coefficient: Poly = {}
-    rest: Poly = {}
-    for monomial, value in poly.items():
-        count = monomial.count(var)
-        if count > 1:
-            return None
-        if count:
-            position = monomial.index(var)
-            coefficient[monomial[:position] + monomial[position + 1 :]] = value
-        else:
-            rest[monomial] = value
-    return coefficient, rest
-
-
-ONE: Poly = {(): Fraction(1)}
-
-
-@functools.lru_cache(maxsize=8192)
-def _proves(
-    expr: sympy.Expr, facts: tuple[sympy.Expr, ...], order: tuple[sympy.Symbol, ...]
-) -> bool:
-    """Whether ``expr >= 0`` follows from ``fact >= 0`` for every fact.
-
-    The innermost loop variable of ``expr`` is replaced by its worst bound among the
-    facts (a lower bound where its coefficient is positive), until a fact or the
-    signs of the sizes settle it: ``N_X0 - 1 - 2*i - m`` with ``m <= 1``,
-    ``i <= I - 1`` and ``N_X0 - 2*I >= 0`` holds.
-    """
-    try:
-        known = [dict(_poly(f)) for f in facts]
-        target = dict(_poly(expr))
-    except ValueError:
-        return False
-    budget = [200]
-
-    def settled(poly: Poly) -> bool:
-        if (low := _lowest(poly)) is not None and low >= 0:
-            return True
-        for fact in known:
-            difference = _combine((ONE, poly), ({(): Fraction(-1)}, fact))
-            if (low := _lowest(difference)) is not None and low >= 0:
-                return True
-        return False
-
-    def prove(poly: Poly) -> bool:
-        budget[0] -= 1
-        if budget[0] < 0:
-            return False
-        if settled(poly):
-            return True
-        present = [v for v in order if any(v in m for m in poly)]
-        if not present:
-            return False
-        var = present[-1]
-        split = _split(poly, var)
-        if split is None or not (sign := _sign(split[0])):
-            return False
-        coefficient, rest = split
-        inner = set(order[order.index(var) :])
-        for fact in known:
-            bound = _split(fact, var)
-            if bound is None or _sign(bound[0]) != sign:
-                continue
-            a, remainder = bound
-            if any(s in inner for m in remainder for s in m):
-                continue
-            # c*var >= -c*r/a from a*var + r >= 0 (a of the sign of c): times |a| > 0
-            magnitude = a if sign > 0 else {k: -v for k, v in a.items()}
-            minus_c = {k: -v * sign for k, v in coefficient.items()}
-            if prove(_combine((magnitude, rest), (minus_c, remainder))):
-                return True
-        return False
-
-    return prove(target)
-
-
-def _definition_facts(symbol: sympy.Symbol, definition: sympy.Expr) -> list[sympy.Expr]:
-    """What ``symbol = floor(n/d) + c`` (or a min of such) says as affine facts ``>= 0``."""
-    facts = []
-    parts = definition.args if isinstance(definition, sympy.Min) else (definition,)
-    for part in parts:
-        floors = [t for t in sympy.Add.make_args(part) if isinstance(t, sympy.floor)]
-        if not floors:
-            facts.append(ir.expand(part - symbol))
-        if len(floors) != 1:
-            continue
-        offset = ir.expand(part - floors[0])
-        numerator, denominator = _quotient(floors[0].args[0])
-        scaled = ir.expand(denominator * (symbol - offset))
-        # d*(symbol - c) <= n, and > n - d when the definition is a single floor
-        facts.append(ir.expand(numerator - scaled))
-        if len(parts) == 1:
-            facts.append(ir.expand(scaled - numerator + denominator - 1))
-    return facts
-
-
 def _canonical(node: ir.Node, depth: int = 0) -> ir.Node:
     """``node`` with bound variables renamed by position, so equal reductions compare equal."""
     if isinstance(node, ir.Reduce | ir.IsExtremum):
@@ -845,7 +684,7 @@ def _nonempty(variables: Sequence[sympy.Symbol], where: Sequence[ir.Constraint])
         return False
     for bound in bounds:
         try:
-            low = _lowest(dict(_poly(bound.high - bound.low)))
+            low = lowest(bound.high - bound.low)
         except ValueError:
             return False
         if low is None or low < 0:
@@ -906,7 +745,7 @@ class _Builder:
             for s, d in definitions.items()
             if not d.has(sympy.floor, sympy.ceiling, sympy.Min, sympy.Max)
         }
-        facts = [f for s, d in definitions.items() for f in _definition_facts(s, d)]
+        facts = [f for s, d in definitions.items() for f in definition_facts(s, d)]
         self.taken = set(taken)
         self.chain = [_Block([], facts=tuple(ir.expand(f.xreplace(self.exact)) for f in facts))]
         self._accumulator: sympy.Symbol | None = None
@@ -1002,7 +841,7 @@ class _Builder:
     def holds(self, constraint: ir.Constraint) -> bool:
         block = self.chain[-1]
         expr = ir.normalise(constraint).expr.xreplace(self.exact)
-        return _proves(ir.expand(expr), block.facts, block.bound)
+        return proves(ir.expand(expr), block.facts, block.bound)
 
     def divisible(self, numerator: sympy.Expr, denominator: sympy.Expr) -> bool:
         for fact in self.chain[-1].divisors:
@@ -1021,7 +860,7 @@ class _Builder:
 
     def integer_index(self, expr: sympy.Expr) -> tuple[sympy.Expr, Condition | None]:
         """An index as integer arithmetic, and the divisibility test it needs (if not known)."""
-        numerator, denominator = _quotient(expr)
+        numerator, denominator = quotient(expr)
         if denominator == 1:
             return ir.expand(expr), None
         index = sympy.floor(numerator / denominator, evaluate=False)
@@ -1123,7 +962,7 @@ class _Builder:
         position = self.hoisted(replace(node, at=()), self.search)
         at = []
         for expr in node.at:
-            numerator, denominator = _quotient(expr)
+            numerator, denominator = quotient(expr)
             if denominator == 1 or self.divisible(numerator, denominator):
                 at.append(self.integer_index(expr)[0])
             else:

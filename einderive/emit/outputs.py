@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..derivation import Derivation
+from ..errors import ArgumentError
+from ..model import Derivation
 
 
 def text(derivation: Derivation) -> str:
-    return str(derivation)
+    from .text import derivation_text
+
+    return derivation_text(derivation)
 
 
 def latex(derivation: Derivation) -> str:
-    return derivation.latex()
+    from .latex import derivation_latex
+
+    return derivation_latex(derivation)
 
 
 def numpy_loops(derivation: Derivation) -> str:
@@ -52,7 +56,9 @@ def as_data(derivation: Derivation) -> dict[str, Any]:
     """Everything as JSON-ready data: the forward, its shapes, and every pullback with its
     notation, LaTeX and convolution calls (``conv.{generic,jax,torch}``, null if none)."""
     from .conv import conv_data
+    from .latex import statement_latex
     from .printer import NotationPrinter
+    from .text import statement_text
 
     program = derivation.program
     printer = NotationPrinter()
@@ -68,14 +74,18 @@ def as_data(derivation: Derivation) -> dict[str, Any]:
         "definitions": {s.name: printer.scalar(v) for s, v in program.definitions.items()},
         "cotangent": derivation.backward.seeds[0],
         "intermediates": [
-            {"notation": p.notation(), "text": str(p)} for p in derivation.intermediates
+            {
+                "notation": statement_text(p.statement, with_domain=False),
+                "text": statement_text(p.statement),
+            }
+            for p in derivation.intermediates
         ],
         "pullbacks": {
             name: {
                 "name": pullback.name,
-                "notation": pullback.notation(),
-                "text": str(pullback),
-                "latex": pullback.latex(),
+                "notation": statement_text(pullback.statement, with_domain=False),
+                "text": statement_text(pullback.statement),
+                "latex": statement_latex(pullback.statement),
                 "conv": conv_data(derivation, name),
             }
             for name, pullback in derivation.pullbacks.items()
@@ -87,9 +97,28 @@ def as_json(derivation: Derivation) -> str:
     return json.dumps(as_data(derivation), indent=2)
 
 
+# the kinds of source a derivation prints as: the names that d.source(kind), --emit and
+# the backends of ed.compile share (a backend runs exactly its kind's source)
+SOURCES: dict[str, Callable[[Derivation], str]] = {
+    "loops": numpy_loops,
+    "numpy": numpy,
+    "jax": jax,
+    "torch": torch,
+}
+
+
+def source(derivation: Derivation, kind: str = "loops") -> str:
+    """Standalone Python source of the forward and every pullback of ``derivation``."""
+    if kind not in SOURCES:
+        choices = ", ".join(map(repr, SOURCES))
+        raise ArgumentError(f"unknown source kind {kind!r}; choose {choices}")
+    return SOURCES[kind](derivation)
+
+
 EMITTERS: dict[str, Callable[[Derivation], str]] = {
     "text": text,
     "latex": latex,
+    "loops": numpy_loops,
     "numpy-loops": numpy_loops,
     "numpy": numpy,
     "conv": conv,

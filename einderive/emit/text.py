@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import sympy
 
 from .. import ir
+from ..model import Derivation, Program
 from .printer import NotationPrinter
 
 
@@ -44,4 +45,49 @@ def statement_text(statement: ir.Statement, with_domain: bool = True) -> str:
                 continue
             label = f"term {k}: " if len(terms) > 1 else ""
             lines.append(f"    {label}{'; '.join(domain)}")
+    return "\n".join(lines)
+
+
+def forward_lines(program: Program) -> list[str]:
+    """Each forward statement, its free and summed indices, and its domain."""
+    lines = []
+    for statement in program.statements:
+        first, *domain = statement_text(statement).splitlines()
+        lines.append(first)
+        printer = NotationPrinter(variables_of(statement))
+        free = ", ".join(printer.symbol(v) for v in statement.indices) or "none"
+        summed = [
+            printer.symbol(v)
+            for node in ir.walk(statement.rhs)
+            if isinstance(node, ir.Reduce)
+            for v in node.variables
+        ]
+        lines.append(f"    free: {free}; summed: {', '.join(summed) or 'none'}")
+        lines += domain
+    return lines
+
+
+def derivation_text(derivation: Derivation) -> str:
+    """The forward (indices, parameters, shapes) and every statement of the backward."""
+    program = derivation.program
+    printer = NotationPrinter()
+    lines = ["forward:"]
+    lines += ["  " + line for line in forward_lines(program)]
+    if program.params:
+        lines.append(f"  parameters: {', '.join(p.name for p in program.params)}")
+    if program.values:
+        given = ", ".join(f"{k}={v}" for k, v in program.values.items())
+        lines.append(f"  given: {given}")
+    shapes = "; ".join(
+        f"{name}: ({', '.join(printer.scalar(n) for n in shape)})"
+        for name, shape in program.shapes.items()
+    )
+    lines.append(f"  shapes: {shapes}")
+    for symbol, definition in program.definitions.items():
+        lines.append(f"    {symbol.name} = {printer.scalar(definition)}")
+    seed = derivation.backward.seeds[0]
+    lines.append(f"pullbacks ({seed} is the cotangent of {program.output}):")
+    for statement in derivation.backward.statements:
+        for line in statement_text(statement).splitlines():
+            lines.append("  " + line)
     return "\n".join(lines)

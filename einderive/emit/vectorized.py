@@ -1,10 +1,10 @@
 """Vectorized sources: the forward and every pullback as NumPy, JAX or PyTorch array code.
 
-Each statement is computed the way the vectorized backends compute it
-(``backends/plan.py``): a contraction is one ``einsum``; a convolution is one call
+Each statement is computed as its plan says
+(``lower/plan.py``): a contraction is one ``einsum``; a convolution is one call
 (``_conv``, the package's own NumPy kernel copied into the module, or
 ``jax.lax.conv_general_dilated`` / ``torch.nn.functional.conv*d``); anything else is
-evaluated over a dense grid of its index variables, as ``backends/dense.py`` does::
+evaluated over a dense grid of its index variables::
 
     # dX[p] = dY[p] * X[p + 1] + dY[p - 1] * X[p - 1]
     p = np.arange(I)
@@ -24,12 +24,8 @@ checks, the docstring, parameters as keyword-only arguments) is the loops emitte
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import functools
-import inspect
 import itertools
-import re
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,12 +36,13 @@ import sympy
 from sympy.codegen.ast import Assignment, Return, String, Token
 
 from .. import ir
-from ..backends import numpy_conv
-from ..backends.plan import Einsum, Method, Terms, plan
-from ..backends.window import narrowed
 from ..conv.calls import jax_call, torch_call
 from ..conv.recognise import ConvPullback
 from ..errors import EinderiveError
+from ..lower.plan import Einsum, Method, Terms, plans
+from ..lower.window import narrowed
+from ..solve import bound_of, quotient
+from . import runtime
 from .conv import operand_code, result_code
 from .loops import (
     _RESERVED,
@@ -54,7 +51,6 @@ from .loops import (
     AtLeastZero,
     Condition,
     Divides,
-    ElementwiseBase,
     IsZero,
     LoopsPrinter,
     PythonFunction,
@@ -63,14 +59,13 @@ from .loops import (
     _canonical,
     _fill,
     _plus_one,
-    _quotient,
     _Source,
     _Value,
 )
 from .text import statement_text, variables_of
 
 if TYPE_CHECKING:
-    from ..derivation import Derivation
+    from ..model import Derivation
 
 # ---- statements ------------------------------------------------------------------------------
 
@@ -180,7 +175,7 @@ class NumpyPrinter(LoopsPrinter):
     """
 
     array = "np"
-    functions = {"relu": "np.maximum({}, 0.0)", "sigmoid": "0.5 * (1.0 + np.tanh(0.5 * {}))"}
+    target = "numpy"
     reserved_words = LoopsPrinter.reserved_words | {"jnp", "jax", "torch"}
 
     # ---- statements --------------------------------------------------------------------------
@@ -377,15 +372,6 @@ class NumpyPrinter(LoopsPrinter):
 
     # ---- numbers and functions ---------------------------------------------------------------
 
-    def _print_ElementwiseBase(self, expr: ElementwiseBase) -> str:
-        arg = expr.args[0]
-        name = expr.notation
-        if name == "step":
-            return f"({self._print(arg)} > 0)"
-        if name in self.functions:
-            return self.functions[name].format(self._operand(arg, MUL_LEVEL))
-        return f"{self.array}.{name}({self._print(arg)})"
-
     def _print_Pow(self, expr: sympy.Pow, rational: bool = False) -> str:
         base, exponent = expr.args
         if exponent == sympy.S.Half:
@@ -407,7 +393,7 @@ class JaxPrinter(NumpyPrinter):
     """``jnp`` for the data; ``jax.nn.sigmoid``; grids and masks stay NumPy."""
 
     array = "jnp"
-    functions = {"relu": "jnp.maximum({}, 0.0)", "sigmoid": "jax.nn.sigmoid({})"}
+    target = "jax"
 
     def _parts_Contraction(self, expr: Contraction) -> tuple[str, list[Piece]]:
         subscripts, *operands = expr.args
@@ -443,7 +429,7 @@ class TorchPrinter(JaxPrinter):
     """``torch`` for the data, float64 tensors; index arrays become tensors where they meet data."""
 
     array = "torch"
-    functions = {"relu": "torch.relu({})", "sigmoid": "torch.sigmoid({})"}
+    target = "torch"
 
     def _parts_Contraction(self, expr: Contraction) -> tuple[str, list[Piece]]:
         subscripts, *operands = expr.args
@@ -683,7 +669,7 @@ class _DenseStatement:
             return tensor
         indices = []
         for expr in node.indices:
-            numerator, denominator = _quotient(expr)
+            numerator, denominator = quotient(expr)
             indices.append(TrueDivide(numerator, denominator) if denominator != 1 else expr)
         return Read(tensor, *indices)
 
@@ -710,13 +696,9 @@ class _DenseStatement:
         for constraint in where:
             inside = constraint.expr.free_symbols & self.index_vars
             if constraint.kind == "ge" and len(inside) == 1 and (var := next(iter(inside))) in lows:
-                coefficient = constraint.expr.coeff(var)
-                remainder = ir.expand(constraint.expr - coefficient * var)
-                if coefficient.is_positive:
-                    lows[var].append(sympy.ceiling(-remainder / coefficient))
-                    continue
-                if coefficient.is_negative:
-                    highs[var].append(sympy.floor(remainder / -coefficient))
+                bound = bound_of(constraint, var)
+                if bound is not None:
+                    (lows if bound[0] > 0 else highs)[var].append(bound[1])
                     continue
             rest.append(constraint)
         bounds: Bounds = {}
@@ -745,7 +727,7 @@ class _DenseStatement:
 
     def reduction(self, node: ir.Reduce, depth: int) -> sympy.Expr:
         """``sum_`` / ``max_`` / ``min_`` over the leading axes of its variables (over a
-        window of a variable that the variables around pin, see ``backends/window.py``)."""
+        window of a variable that the variables around pin, see ``lower/window.py``)."""
 
         def size(var: sympy.Symbol) -> int | None:
             low, high = self.box([var], node.where)[0][var]
@@ -798,7 +780,7 @@ class _DenseStatement:
         valid: list[ir.Constraint] = []
         for var, at in zip(node.variables, node.at, strict=True):
             low, high = bounds[var]
-            numerator, denominator = _quotient(at)
+            numerator, denominator = quotient(at)
             index = at
             if denominator != 1:
                 valid.append(ir.Constraint("div", numerator, denominator))
@@ -893,201 +875,15 @@ def _is_copy(method: Einsum) -> bool:
     return len(method.operands) == 1 and inputs == output
 
 
-def _methods(derivation: Derivation) -> dict[str, Method]:
-    """How each statement is computed, as the vectorized backends do (``backends/plan.py``)."""
-    program = derivation.program
-    shapes = derivation.shapes
-    kernels = [t for t in program.shapes if t != program.output]
-    methods = {s.target: plan(s, shapes) for s in program.statements}
-    methods.update({s.target: plan(s, shapes, kernels) for s in derivation.backward.statements})
-    return methods
+# ---- runtime code copied into the module ----------------------------------------------------
 
-
-# ---- helpers copied into the module ----------------------------------------------------------
-
-_POSITIONS = '''
-def _positions(shape, indices):
-    """Where index arrays fall inside ``shape`` at an integer, and the indices clipped into it."""
-    indices = np.broadcast_arrays(*indices)
-    inside = np.ones(indices[0].shape, dtype=bool)
-    clipped = []
-    for index, size in zip(indices, shape):
-        whole = np.floor(index)
-        inside &= (index == whole) & (whole >= 0) & (whole < size)
-        clipped.append(np.clip(whole, 0, max(size - 1, 0)).astype(np.int64))
-    return inside, tuple(clipped)
-'''
-
-_READ = {
-    "numpy": '''
-def _read(array, *indices):
-    """``array[indices]`` for arrays of indices: zero outside ``array`` and at a fraction."""
-    inside, positions = _positions(array.shape, indices)
-    if array.size == 0:
-        return np.zeros(inside.shape)
-    return np.where(inside, array[positions], 0.0)
-''',
-    "jax": '''
-def _read(array, *indices):
-    """``array[indices]`` for arrays of indices: zero outside ``array`` and at a fraction."""
-    inside, positions = _positions(array.shape, indices)
-    return jnp.where(inside, jnp.asarray(array)[positions], 0.0)
-''',
-    "torch": '''
-def _read(array, *indices):
-    """``array[indices]`` for arrays of indices: zero outside ``array`` and at a fraction."""
-    inside, positions = _positions(tuple(array.shape), indices)
-    values = array[tuple(torch.as_tensor(p) for p in positions)]
-    return torch.where(torch.as_tensor(inside), values, 0.0)
-''',
+# the runtime definitions a module may call, and the runtime modules they come from
+_RUNTIME_CALLS = ("_read", "_argmax", "_argmin", "_conv", "_conv2d_vjp")
+_RUNTIME_MODULES = {
+    "numpy": ("numpy_helpers", "numpy_conv"),
+    "jax": ("jax_helpers", "numpy_helpers"),
+    "torch": ("torch_helpers", "numpy_helpers", "numpy_conv"),
 }
-
-_SEARCH = {
-    "numpy": '''
-def _arg{op}(values, *grids):
-    """The row-major position of the first {largest} value over the leading axes, one per grid."""
-    shape = np.broadcast_shapes(np.shape(values), *(np.shape(grid) for grid in grids))
-    flat = np.broadcast_to(values, shape).reshape((-1, *shape[len(grids):]))
-    return np.arg{op}(flat, axis=0)
-''',
-    "jax": '''
-def _arg{op}(values, *grids):
-    """The row-major position of the first {largest} value over the leading axes, one per grid."""
-    shape = np.broadcast_shapes(np.shape(values), *(np.shape(grid) for grid in grids))
-    flat = jnp.broadcast_to(values, shape).reshape((-1, *shape[len(grids):]))
-    return jnp.arg{op}(flat, axis=0)
-''',
-    "torch": '''
-def _arg{op}(values, *grids):
-    """The row-major position of the first {largest} value over the leading axes, one per grid."""
-    shape = np.broadcast_shapes(tuple(values.shape), *(np.shape(grid) for grid in grids))
-    flat = values.broadcast_to(shape).reshape((-1, *shape[len(grids):]))
-    return torch.arg{op}(flat, dim=0)
-''',
-}
-
-_CONV = '''
-class _Call:
-    """The parameters of one generic convolution call, as the kernel reads them."""
-
-    def __init__(
-        self,
-        padding,
-        stride,
-        dilation,
-        fill,
-        flip_kernel,
-        permute_kernel,
-        permute_input,
-        groups,
-        batch_groups,
-    ):
-        self.padding = padding
-        self.stride = stride
-        self.dilation = dilation
-        self.fill = fill
-        self.flip_kernel = flip_kernel
-        self.permute_kernel = permute_kernel
-        self.permute_input = permute_input
-        self.groups = groups
-        self.batch_groups = batch_groups
-        self.rank = len(padding)
-
-
-def _conv(
-    x,
-    w,
-    padding,
-    stride,
-    dilation,
-    fill,
-    flip_kernel,
-    permute_kernel,
-    permute_input,
-    groups,
-    batch_groups,
-):
-    """The generic convolution: ``x`` is ``(B, C_in, N...)``, ``w`` is ``(C_out, C_in, K...)``.
-
-    In order: ``permute_input`` swaps the first two axes of ``x``, ``permute_kernel``
-    those of ``w``; ``flip_kernel`` reverses ``w`` along every spatial axis; ``fill``
-    puts fill-1 zeros between neighbours of ``x``; ``padding`` adds ``lo`` zeros before
-    and ``hi`` after (negative: crops); then
-    ``out[b, o, i] = sum_{c, m} w[o, c, m] * x[b, c, stride*i + dilation*m]``, over the
-    input channels of ``o``'s group (``groups``) and, with ``batch_groups``, over the
-    batch's block of ``o``'s block.
-    """
-    call = _Call(
-        padding,
-        stride,
-        dilation,
-        fill,
-        flip_kernel,
-        permute_kernel,
-        permute_input,
-        groups,
-        batch_groups,
-    )
-    return _generic_conv(call, x, w)
-'''
-
-
-_KERNELS = {"generic_conv": "_conv", "conv2d_vjp": "_conv2d_vjp"}
-"""The kernel functions a module may call (their own names: the module's names for them)."""
-
-
-@functools.cache
-def conv_kernel(roots: tuple[str, ...] = ("generic_conv",)) -> tuple[tuple[str, ...], str]:
-    """The package's NumPy convolution kernel, as module source: its imports, its functions.
-
-    The functions ``roots`` of ``numpy_conv`` (``generic_conv``, ``conv2d_vjp``) and the
-    functions and constants of its module that they use, their text taken with
-    ``inspect.getsource`` and renamed private; the imports are those of NumPy they need
-    (the record ``GenericConv`` becomes the module's ``_Call``).
-    """
-    module_text = inspect.getsource(numpy_conv)
-    tree = ast.parse(module_text)
-    definitions: dict[str, ast.stmt] = {}
-    for statement in tree.body:
-        if isinstance(statement, ast.FunctionDef | ast.ClassDef):
-            definitions[statement.name] = statement
-        elif isinstance(statement, ast.Assign | ast.AnnAssign):
-            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
-            for target in targets:
-                if isinstance(target, ast.Name):
-                    definitions[target.id] = statement
-    wanted: set[str] = set()
-    names: set[str] = set()
-    queue = list(roots)
-    while queue:
-        name = queue.pop()
-        if name in wanted:
-            continue
-        wanted.add(name)
-        used = {n.id for n in ast.walk(definitions[name]) if isinstance(n, ast.Name)}
-        names |= used
-        queue += [n for n in used if n in definitions and n not in wanted]
-    imports = []
-    for statement in tree.body:
-        if isinstance(statement, ast.Import | ast.ImportFrom):
-            module = statement.module if isinstance(statement, ast.ImportFrom) else None
-            modules = [module] if module else [a.name for a in statement.names]
-            bound = {(a.asname or a.name).split(".")[0] for a in statement.names}
-            standard = ("numpy", "functools", "itertools", "collections", "typing")
-            if all(m.split(".")[0] in standard for m in modules) and bound & names:
-                imports.append(ast.get_source_segment(module_text, statement) or "")
-    pieces = []
-    for statement in tree.body:
-        if isinstance(statement, ast.FunctionDef | ast.ClassDef):
-            if statement.name in wanted:
-                pieces.append(inspect.getsource(getattr(numpy_conv, statement.name)).rstrip())
-        elif any(definitions[name] is statement for name in wanted):
-            pieces.append(ast.get_source_segment(module_text, statement) or "")
-    text = "\n\n\n".join(pieces)
-    renames = {n: f"_{n}" for n in wanted if not n.startswith("_")} | {"GenericConv": "_Call"}
-    for old, new in renames.items():
-        text = re.sub(rf"\b{old}\b", new, text)
-    return tuple(imports), text
 
 
 @dataclass(frozen=True)
@@ -1144,26 +940,22 @@ def _module(derivation: Derivation, framework: _Framework) -> str:
         taken |= {v.name for v in _bound_variables(statement.rhs)}
     printer = framework.printer(order)
     source = _VectorSource(
-        derivation, printer, dict(shapes), taken, _methods(derivation), framework.name == "numpy"
+        derivation, printer, dict(shapes), taken, plans(derivation), framework.name == "numpy"
     )
     functions = source.functions()
     functions.append(_vjp(derivation, source, functions[1:], framework.name))
     texts = [printer.doprint(f) for f in functions]
     code = "\n".join(texts)
     imports = list(framework.imports)
-    helpers = []
-    if "_read(" in code:
-        helpers += [_POSITIONS.strip(), _READ[framework.name].strip()]
-    for op, largest in (("max", "largest"), ("min", "smallest")):
-        if f"_arg{op}(" in code:
-            helpers.append(_SEARCH[framework.name].format(op=op, largest=largest).strip())
     future = []
-    roots = tuple(r for r, used in _KERNELS.items() if f"{used}(" in code)
+    roots = tuple(name for name in _RUNTIME_CALLS if f"{name}(" in code)
+    helpers: list[str] = []
     if roots:
-        kernel_imports, kernel = conv_kernel(roots)
-        imports += [line for line in kernel_imports if line not in imports]
-        helpers += [_CONV.strip(), kernel] if "_conv(" in code else [kernel]
-        future = ["from __future__ import annotations", ""]
+        runtime_imports, definitions = runtime.definitions(_RUNTIME_MODULES[framework.name], roots)
+        imports += [line for line in runtime_imports if line not in imports]
+        helpers = list(definitions)
+        if any("->" in text for text in definitions):  # annotated: keep annotations lazy
+            future = ["from __future__ import annotations", ""]
     summary = "\n".join(
         _fill(
             f"The forward and the pullbacks of `{program.text}`, vectorized with {framework.title}."

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 import einderive as ed
-from einderive.cli import parse_params, parse_ranges, parse_shapes
 from einderive.emit.outputs import EMITTERS
+from einderive.options import parse_params, parse_ranges, parse_shapes
 
 # The page's limits: the text a person types, and tensors small enough to draw and check.
 MAX_EXPRESSION = 4000

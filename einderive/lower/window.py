@@ -16,6 +16,7 @@ from dataclasses import replace
 import sympy
 
 from .. import ir
+from ..solve import linear_part
 
 
 def window_size(
@@ -34,8 +35,7 @@ def window_size(
         symbols = constraint.expr.free_symbols
         if constraint.kind != "ge" or var not in symbols or not symbols & outer or symbols & others:
             continue
-        coefficient = constraint.expr.coeff(var)
-        remainder = ir.expand(constraint.expr - coefficient * var)
+        coefficient, remainder = linear_part(constraint, var)
         if coefficient.is_Integer and coefficient < 0:
             tops.append((remainder, -coefficient))
         elif coefficient.is_Integer and coefficient > 0:

@@ -15,6 +15,7 @@ import sympy
 
 from .. import ir
 from ..conv.recognise import ConvPullback, recognise
+from ..model import Derivation
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,12 @@ def plan(
                 fast.append((replace(statement, rhs=rhs), Dense()))
             return Terms(tuple(fast))
     return Dense()
+
+
+def plans(derivation: Derivation) -> dict[str, Method]:
+    """How each statement of a derivation is computed: forward ones, then the backward's."""
+    shapes = derivation.shapes
+    methods = {s.target: plan(s, shapes) for s in derivation.program.statements}
+    kernels = derivation.kernels
+    methods.update({s.target: plan(s, shapes, kernels) for s in derivation.backward.statements})
+    return methods

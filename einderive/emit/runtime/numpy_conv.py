@@ -1,59 +1,87 @@
 """The generic convolution call in NumPy: strided windows and one tensordot (no Python loop
-over elements)."""
+over elements), and the two 2-D pullback shapes as phase-flat GEMMs.
+
+A runtime module: emitted NumPy modules carry the definitions they call, copied
+verbatim (``emit.vectorized.conv_kernel``), so it imports nothing of einderive and
+its names are the private names the emitted code uses.
+"""
 
 from __future__ import annotations
 
 import functools
 import itertools
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..conv.calls import GenericConv
-from ..conv.recognise import ConvPullback, Layout, flat_axes, has_merges
+
+class _Call:
+    """The parameters of one generic convolution call, as the kernel reads them."""
+
+    def __init__(
+        self,
+        padding: Sequence[Sequence[int]],
+        stride: Sequence[int],
+        dilation: Sequence[int],
+        fill: Sequence[int],
+        flip_kernel: bool,
+        permute_kernel: bool,
+        permute_input: bool,
+        groups: int,
+        batch_groups: int = 1,
+    ) -> None:
+        self.padding = padding
+        self.stride = stride
+        self.dilation = dilation
+        self.fill = fill
+        self.flip_kernel = flip_kernel
+        self.permute_kernel = permute_kernel
+        self.permute_input = permute_input
+        self.groups = groups
+        self.batch_groups = batch_groups
+        self.rank = len(padding)
 
 
-def arrange(array: Any, layout: Layout, permute: Any, flip: Any = None) -> Any:
-    """A tensor as a call operand: reversed, its axes moved into place, merged, units inserted.
+def _conv(
+    x: np.ndarray,
+    w: np.ndarray,
+    padding: Sequence[Sequence[int]],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    fill: Sequence[int],
+    flip_kernel: bool,
+    permute_kernel: bool,
+    permute_input: bool,
+    groups: int,
+    batch_groups: int = 1,
+) -> np.ndarray:
+    """The generic convolution: ``x`` is ``(B, C_in, N...)``, ``w`` is ``(C_out, C_in, K...)``.
 
-    ``permute(array, axes)`` is the framework's transpose and ``flip(array, axes)`` its
-    reversal; unit axes are inserted by indexing with None, and merged axes by
-    ``reshape``, which NumPy, JAX and PyTorch all understand.
+    In order: ``permute_input`` swaps the first two axes of ``x``, ``permute_kernel``
+    those of ``w``; ``flip_kernel`` reverses ``w`` along every spatial axis; ``fill``
+    puts fill-1 zeros between neighbours of ``x``; ``padding`` adds ``lo`` zeros before
+    and ``hi`` after (negative: crops); then
+    ``out[b, o, i] = sum_{c, m} w[o, c, m] * x[b, c, stride*i + dilation*m]``, over the
+    input channels of ``o``'s group (``groups``) and, with ``batch_groups``, over the
+    batch's block of ``o``'s block.
     """
-    if layout.flips:
-        if flip is None:
-            raise ValueError("this operand is read reversed: arrange needs a flip")
-        array = flip(array, layout.flips)
-    present = flat_axes(layout.axes)
-    if has_merges(layout.axes):
-        shape = tuple(array.shape)
-        sizes = [int(np.prod([shape[a] for a in flat_axes([e])], dtype=int)) for e in layout.axes]
-        return permute(array, present).reshape(tuple(sizes))
-    if present != sorted(present):
-        array = permute(array, present)
-    index = tuple(None if a is None else slice(None) for a in layout.axes)
-    return array[index] if None in index else array
+    call = _Call(
+        padding,
+        stride,
+        dilation,
+        fill,
+        flip_kernel,
+        permute_kernel,
+        permute_input,
+        groups,
+        batch_groups,
+    )
+    return _generic_conv(call, x, w)
 
 
-def finish(result: Any, conv: ConvPullback, permute: Any) -> Any:
-    """The call's output in the pullback's axes: merged axes split, unit axes dropped,
-    transposed."""
-    split = conv.split_shape
-    if split is not None:
-        result = result.reshape(tuple(int(n) for n in split))
-        index = tuple(0 if unit else slice(None) for unit in conv.split_units)
-    else:
-        index = tuple(0 if a is None else slice(None) for a in conv.out_axes)
-    if 0 in index:
-        result = result[index]
-    if conv.transpose is not None:
-        result = permute(result, list(conv.transpose))
-    return result
-
-
-def _fill_pad(x: np.ndarray, call: GenericConv) -> np.ndarray:
+def _fill_pad(x: np.ndarray, call: _Call) -> np.ndarray:
     """Insert fill-1 zeros between samples, then pad (negative: crop), per spatial axis."""
     for k in range(call.rank):
         axis = 2 + k
@@ -78,8 +106,8 @@ def _fill_pad(x: np.ndarray, call: GenericConv) -> np.ndarray:
     return x
 
 
-def generic_conv(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The generic call (conv/calls.py) on operands ``(B, C, N...)``, ``(O, C/g, K...)``."""
+def _generic_conv(call: _Call, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The generic call on operands ``(B, C, N...)``, ``(O, C/g, K...)``."""
     fast = _conv2d_pullback(call, x, w)
     if fast is not None:
         return fast
@@ -131,7 +159,7 @@ def generic_conv(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out.reshape(batch, out_channels, *outputs)
 
 
-def _conv2d_pullback(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndarray | None:
+def _conv2d_pullback(call: _Call, x: np.ndarray, w: np.ndarray) -> np.ndarray | None:
     """The call by a phase-flat kernel when it has one of the two 2-D pullback shapes.
 
     ``conv(dY, W, fill=s, dilation=d, flip, permute_kernel)`` is the input pullback of a
@@ -167,7 +195,7 @@ def _conv2d_pullback(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndar
         if min(sizes) < 1:
             return None
         x_shape = (x.shape[0], w.shape[1], *sizes)
-        return conv2d_dx(x, w, _two(fills), (pads[0], pads[1]), x_shape, _two(dilations))
+        return _conv2d_dx(x, w, _two(fills), (pads[0], pads[1]), x_shape, _two(dilations))
     if into_kernel:
         # x = X (B, C, H, W), w = dY (B, O, Ho, Wo): per axis, the forward's kernel size
         kernel, pads = [], []
@@ -180,7 +208,7 @@ def _conv2d_pullback(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndar
         if min(kernel) < 1:
             return None
         w_shape = (w.shape[1], x.shape[1], *kernel)
-        dw = conv2d_dw(w, x, _two(dilations), (pads[0], pads[1]), w_shape, _two(strides))
+        dw = _conv2d_dw(w, x, _two(dilations), (pads[0], pads[1]), w_shape, _two(strides))
         return dw.transpose(1, 0, 2, 3)
     return None
 
@@ -188,17 +216,6 @@ def _conv2d_pullback(call: GenericConv, x: np.ndarray, w: np.ndarray) -> np.ndar
 def _two(values: Sequence[int]) -> tuple[int, int]:
     first, second = values
     return first, second
-
-
-def run_conv(conv: ConvPullback, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """A recognised pullback computed in NumPy from the raw tensors."""
-
-    def permute(array: np.ndarray, axes: list[int]) -> np.ndarray:
-        return np.transpose(array, axes)
-
-    operand_x = arrange(x, conv.x_layout, permute, np.flip)
-    operand_w = arrange(w, conv.w_layout, permute, np.flip)
-    return finish(generic_conv(conv.call, operand_x, operand_w), conv, permute)
 
 
 # The two 2-D shapes that a convolution's pullbacks take, as "phase-flat" GEMM kernels.
@@ -213,8 +230,8 @@ def run_conv(conv: ConvPullback, x: np.ndarray, w: np.ndarray) -> np.ndarray:
 # Each phase's GEMMs cover only its grid rows that hold input (the padding rows of every
 # image lie together at the ends of the flat axis, since the batch is inside the rows).
 
-IntPair = int | tuple[int, int]
-PadSpec = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]
+_IntPair = int | tuple[int, int]
+_PadSpec = int | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]
 
 _CHUNK_BYTES = 1 << 21
 """Largest im2col block of dY (per chunk of the flat axis); measured best at 1-2 MiB."""
@@ -223,14 +240,14 @@ _CHUNK_BYTES = 1 << 21
 # Geometry.
 
 
-def _pair(value: IntPair, name: str) -> tuple[int, int]:
+def _pair(value: _IntPair, name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int | np.integer) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int | np.integer) for v in pair):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     return int(pair[0]), int(pair[1])
 
 
-def _pads(padding: PadSpec) -> tuple[tuple[int, int], tuple[int, int]]:
+def _pads(padding: _PadSpec) -> tuple[tuple[int, int], tuple[int, int]]:
     """``((ph_lo, ph_hi), (pw_lo, pw_hi))`` from an int, ``(ph, pw)`` or per-side pairs."""
     if isinstance(padding, int | np.integer):
         return (int(padding), int(padding)), (int(padding), int(padding))
@@ -329,9 +346,9 @@ class _Plan(NamedTuple):
 def _plan(
     x_shape: Sequence[int],
     w_shape: Sequence[int],
-    stride: IntPair,
-    padding: PadSpec,
-    dilation: IntPair,
+    stride: _IntPair,
+    padding: _PadSpec,
+    dilation: _IntPair,
 ) -> _Plan:
     batch, c_in, height, width = x_shape
     c_out, c_in_w, kh, kw = w_shape
@@ -366,19 +383,19 @@ def _plan_of(
     )
 
 
-def output_shape(
+def _output_shape(
     x_shape: Sequence[int],
     w_shape: Sequence[int],
-    stride: IntPair = 1,
-    padding: PadSpec = 0,
-    dilation: IntPair = 1,
+    stride: _IntPair = 1,
+    padding: _PadSpec = 0,
+    dilation: _IntPair = 1,
 ) -> tuple[int, int, int, int]:
     """Shape of the forward output ``Y`` (``(B, O, Ho, Wo)``)."""
     plan = _plan(x_shape, w_shape, stride, padding, dilation)
     return plan.batch, plan.c_out, plan.rows.out, plan.cols.out
 
 
-def output_shape_of(plan: _Plan) -> tuple[int, int, int, int]:
+def _output_shape_of(plan: _Plan) -> tuple[int, int, int, int]:
     return plan.batch, plan.c_out, plan.rows.out, plan.cols.out
 
 
@@ -444,8 +461,8 @@ def _fill_flat_dy(dyb: np.ndarray, dy: np.ndarray, plan: _Plan) -> np.ndarray:
     negative shifts.
     """
     ax_h, ax_w = plan.rows, plan.cols
-    if dy.shape != output_shape_of(plan):
-        raise ValueError(f"dy has shape {dy.shape}, expected {output_shape_of(plan)}")
+    if dy.shape != _output_shape_of(plan):
+        raise ValueError(f"dy has shape {dy.shape}, expected {_output_shape_of(plan)}")
     dyb = dyb.reshape(plan.c_out, plan.margin + plan.flat)
     dyb.fill(0)
     grid = dyb[:, plan.margin :].reshape(plan.c_out, ax_h.grid, plan.batch, ax_w.grid)
@@ -628,13 +645,13 @@ def _pullbacks(
 # Public entry points.
 
 
-def conv2d_dx(
+def _conv2d_dx(
     dy: np.ndarray,
     w: np.ndarray,
-    stride: IntPair,
-    padding: PadSpec,
+    stride: _IntPair,
+    padding: _PadSpec,
     x_shape: Sequence[int],
-    dilation: IntPair = 1,
+    dilation: _IntPair = 1,
 ) -> np.ndarray:
     """Pullback of ``conv2d`` with respect to its input: ``dX`` of shape ``x_shape``."""
     plan = _plan(x_shape, w.shape, stride, padding, dilation)
@@ -646,13 +663,13 @@ def conv2d_dx(
     return dx
 
 
-def conv2d_dw(
+def _conv2d_dw(
     dy: np.ndarray,
     x: np.ndarray,
-    stride: IntPair,
-    padding: PadSpec,
+    stride: _IntPair,
+    padding: _PadSpec,
     w_shape: Sequence[int],
-    dilation: IntPair = 1,
+    dilation: _IntPair = 1,
 ) -> np.ndarray:
     """Pullback of ``conv2d`` with respect to its kernel: ``dW`` of shape ``w_shape``."""
     plan = _plan(x.shape, w_shape, stride, padding, dilation)
@@ -664,20 +681,20 @@ def conv2d_dw(
     return dw
 
 
-def conv2d_vjp(
+def _conv2d_vjp(
     dy: np.ndarray,
     x: np.ndarray,
     w: np.ndarray,
-    stride: IntPair,
-    padding: PadSpec,
-    dilation: IntPair = 1,
+    stride: _IntPair,
+    padding: _PadSpec,
+    dilation: _IntPair = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Both pullbacks of ``conv2d`` at once, ``(dX, dW)``: one im2col block of ``dY`` per
     chunk feeds the GEMM of each (about a quarter less work than the two apart)."""
     plan = _plan(x.shape, w.shape, stride, padding, dilation)
-    if output_shape_of(plan) != dy.shape:
+    if _output_shape_of(plan) != dy.shape:
         raise ValueError(
-            f"dY has shape {dy.shape}; the forward's output is {output_shape_of(plan)}"
+            f"dY has shape {dy.shape}; the forward's output is {_output_shape_of(plan)}"
         )
     dtype = np.result_type(dy, x, w)
     if 0 in dy.shape or 0 in x.shape or 0 in w.shape:

@@ -14,26 +14,14 @@ from fractions import Fraction
 import numpy as np
 import sympy
 
-from . import ir
-from .errors import ArgumentError
+from .. import ir
+from ..errors import ArgumentError
+from ..functions import FUNCTIONS
+from ..solve import linear_part
 
 Env = dict[sympy.Symbol, int]
 Tensors = Mapping[str, np.ndarray]
 Affine = Callable[[Env], int | Fraction]
-
-_FUNCTIONS: dict[str, Callable[[float], float]] = {
-    "exp": math.exp,
-    "log": lambda a: math.log(a) if a > 0 else (-math.inf if a == 0 else math.nan),
-    "sqrt": lambda a: math.sqrt(a) if a >= 0 else math.nan,
-    "abs": abs,
-    "tanh": math.tanh,
-    "sigmoid": lambda a: (
-        1.0 / (1.0 + math.exp(-a)) if a >= 0 else math.exp(a) / (1.0 + math.exp(a))
-    ),
-    "relu": lambda a: a if a > 0 else 0.0,
-    "step": lambda a: 1.0 if a > 0 else 0.0,
-    "sign": lambda a: float((a > 0) - (a < 0)),
-}
 
 
 def affine(expr: sympy.Expr) -> Affine:
@@ -110,10 +98,10 @@ class _Domain:
                 continue
             level = max(owners)
             var = self.variables[level]
-            coefficient = sympy.expand(constraint.expr).coeff(var)
+            coefficient, remainder = linear_part(constraint, var)
             if constraint.kind == "ge" and coefficient.is_number and coefficient != 0:
                 c = _number(coefficient)
-                rest = affine(sympy.expand(constraint.expr - coefficient * var))
+                rest = affine(remainder)
                 (self.lower if c > 0 else self.upper)[level].append((c, rest))
             else:
                 self.filters[level].append(check)
@@ -194,7 +182,7 @@ def compile_node(node: ir.Node, tensors: Tensors) -> Callable[[Env], float]:
 
         return power
     if isinstance(node, ir.Call):
-        function = _FUNCTIONS[node.func]
+        function = FUNCTIONS[node.func].value
         argument = compile_node(node.arg, tensors)
         return lambda env: function(argument(env))
     if isinstance(node, ir.Reduce):

@@ -1,0 +1,27 @@
+"""Helpers of emitted PyTorch modules: reads through index arrays, first-extremum searches."""
+
+import numpy as np
+import torch
+
+from .numpy_helpers import _positions
+
+
+def _read(array, *indices):
+    """``array[indices]`` for arrays of indices: zero outside ``array`` and at a fraction."""
+    inside, positions = _positions(tuple(array.shape), indices)
+    values = array[tuple(torch.as_tensor(p) for p in positions)]
+    return torch.where(torch.as_tensor(inside), values, 0.0)
+
+
+def _argmax(values, *grids):
+    """The row-major position of the first largest value over the leading axes, one per grid."""
+    shape = np.broadcast_shapes(tuple(values.shape), *(np.shape(grid) for grid in grids))
+    flat = values.broadcast_to(shape).reshape((-1, *shape[len(grids) :]))
+    return torch.argmax(flat, dim=0)
+
+
+def _argmin(values, *grids):
+    """The row-major position of the first smallest value over the leading axes, one per grid."""
+    shape = np.broadcast_shapes(tuple(values.shape), *(np.shape(grid) for grid in grids))
+    flat = values.broadcast_to(shape).reshape((-1, *shape[len(grids) :]))
+    return torch.argmin(flat, dim=0)

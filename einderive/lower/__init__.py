@@ -1,0 +1,1 @@
+"""The lowering stage: each statement once, as an array program the vectorized printers print."""

@@ -1,0 +1,1 @@
+"""Running derivations: printed modules compiled once (``compile``), and the interpreter."""

@@ -1,0 +1,438 @@
+"""Compile once, call many times: a derivation's printed module, cached per input shapes.
+
+``compile(text, backend="numpy")`` analyses nothing until it sees arrays; the first
+call with a given signature (the shape of every input) derives the pullbacks for
+those sizes, prints the ``backend``'s module and compiles it (``run.load``). Every
+later call with the same signature goes straight to the compiled functions, as
+``jax.jit`` does per shape. The ``loops`` backend is the reference interpreter
+(``run.interpret``), planned once per signature the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import ir
+from ..analysis import input_names, learnable_scalars
+from ..derive import derivation
+from ..emit.outputs import source
+from ..errors import ArgumentError, BackendMissingError, EinderiveError
+from ..model import Derivation
+from .inputs import numeric_program
+from .interpret import run_statements
+from .load import load_source
+
+BACKENDS = ("loops", "numpy", "jax", "torch")
+
+
+def installed() -> list[str]:
+    """The backends whose framework can be imported here."""
+    return [
+        name
+        for name in BACKENDS
+        if name in ("loops", "numpy") or importlib.util.find_spec(name) is not None
+    ]
+
+
+def check_backend(name: str) -> None:
+    if name not in BACKENDS:
+        raise ArgumentError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name in ("jax", "torch"):
+        _framework_module(name)
+
+
+def _framework_module(name: str) -> Any:
+    """jax or torch, imported; a missing one says which extra installs it."""
+    try:
+        __import__(name)
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise BackendMissingError(
+            f'the {name} backend needs {name}: pip install "einderive[{name}]"'
+        ) from error
+
+
+@dataclass(frozen=True)
+class Framework:
+    """How arrays cross into one backend's modules and back."""
+
+    name: str
+    native: Callable[[Any], bool]  # is this already an array of the framework?
+    to_native: Callable[[Any], Any]  # float64 array of the framework
+    to_numpy: Callable[[Any], np.ndarray]
+    # a result as the caller gave the matching input: the framework's array in its
+    # dtype and device where the input was one, NumPy otherwise
+    as_given: Callable[[Any, Any], Any]
+
+
+def _float64(array: Any) -> np.ndarray:
+    detach = getattr(array, "detach", None)  # a torch tensor, perhaps requiring grad
+    if callable(detach):
+        array = detach().cpu()
+    return np.asarray(array, dtype=np.float64)
+
+
+_FRAMEWORKS: dict[str, Framework] = {}
+
+
+def framework(name: str) -> Framework:
+    """The array conversions of a backend (jax and torch imported here, on first use)."""
+    found = _FRAMEWORKS.get(name)
+    if found is None:
+        found = _FRAMEWORKS[name] = _make_framework(name)
+    return found
+
+
+def _make_framework(name: str) -> Framework:
+    """The array conversions of a backend (jax and torch imported here, on first use)."""
+    check_backend(name)
+    if name == "torch":
+        torch = _framework_module("torch")
+        return Framework(
+            "torch",
+            torch.is_tensor,
+            lambda a: (
+                a.detach().to(torch.float64)
+                if torch.is_tensor(a)
+                else torch.from_numpy(np.array(a, dtype=np.float64))
+            ),
+            lambda a: a.detach().cpu().numpy(),
+            lambda result, given: (
+                result.to(device=given.device, dtype=given.dtype)
+                if torch.is_tensor(given)
+                else result.detach().cpu().numpy()
+            ),
+        )
+    if name == "jax":
+        jax = _framework_module("jax")
+        jax.config.update("jax_enable_x64", True)  # as the emitted module does on import
+        return Framework(
+            "jax",
+            lambda a: isinstance(a, jax.Array),
+            lambda a: jax.numpy.asarray(a, dtype=jax.numpy.float64),
+            lambda a: np.asarray(a, dtype=np.float64),
+            lambda result, given: (
+                result.astype(given.dtype)
+                if isinstance(given, jax.Array)
+                else np.asarray(result, dtype=np.float64)
+            ),
+        )
+    return Framework(
+        name,
+        lambda a: isinstance(a, np.ndarray),
+        _float64,
+        _float64,
+        lambda result, given: result,
+    )
+
+
+# ---------------------------------------------------------------- one derivation
+
+
+class Runner:
+    """A numeric derivation made runnable by one backend: forward, pullbacks, vjp."""
+
+    def __init__(
+        self, derivation: Derivation, backend: str, source: str | None, namespace: dict[str, Any]
+    ) -> None:
+        self.derivation = derivation
+        self.backend = backend
+        self.source = source  # the printed module (None: the interpreter)
+        self.namespace = namespace
+        program = derivation.program
+        self.inputs = tuple(program.inputs)
+        self.pullbacks = tuple(derivation.pullbacks)
+        self.output_shape = tuple(int(n) for n in program.shapes[program.output])
+        self._vjp = namespace.get("vjp")
+        self._forward = namespace.get("forward")
+
+    def forward(self, arrays: Mapping[str, Any]) -> Any:
+        if self._forward is None:
+            program = self.derivation.program
+            values = run_statements(program.statements, program.shapes, arrays)
+            return values[program.output]
+        return self._forward(*[arrays[name] for name in self.inputs])
+
+    def vjp(self, cotangent: Any, arrays: Mapping[str, Any]) -> dict[str, Any]:
+        if self._vjp is None:
+            return _interpret_vjp(self.derivation, arrays, cotangent)
+        results = self._vjp(cotangent, *[arrays[name] for name in self.inputs])
+        return dict(zip(self.pullbacks, results, strict=True))
+
+    def pullback(self, tensor: str, cotangent: Any, arrays: Mapping[str, Any]) -> Any:
+        if self.source is None:
+            return _interpret_vjp(self.derivation, arrays, cotangent)[tensor]
+        function = self.namespace[f"pullback_{tensor}"]
+        return function(cotangent, *[arrays[name] for name in self.inputs])
+
+
+def _interpret_vjp(
+    derivation: Derivation, arrays: Mapping[str, Any], cotangent: Any
+) -> dict[str, np.ndarray]:
+    """Every pullback by the interpreter: forward intermediates, then the backward."""
+    program, backward = derivation.program, derivation.backward
+    values = dict(arrays)
+    written = {s.target for s in program.statements}
+    read = {a.tensor for s in backward.statements for a in ir.accesses(s.rhs)}
+    if read & written:
+        values = run_statements(program.statements, program.shapes, values)
+    values[backward.seeds[0]] = cotangent
+    values = run_statements(backward.statements, derivation.shapes, values)
+    return {name: values[p.name] for name, p in derivation.pullbacks.items()}
+
+
+_RUNNERS: OrderedDict[tuple[int, str], Runner] = OrderedDict()
+_RUNNERS_KEPT = 64
+
+
+def runner(derivation: Derivation, backend: str) -> Runner:
+    """The runner of a numeric derivation; its printed module is compiled once."""
+    key = (id(derivation), backend)
+    found = _RUNNERS.get(key)
+    if found is not None and found.derivation is derivation:
+        _RUNNERS.move_to_end(key)
+        return found
+    check_backend(backend)
+    if backend == "loops":
+        made = Runner(derivation, backend, None, {})
+    else:
+        text = source(derivation, backend)
+        made = Runner(derivation, backend, text, load_source(text, backend))
+    _RUNNERS[key] = made  # the runner holds the derivation, so its id stays its own
+    while len(_RUNNERS) > _RUNNERS_KEPT:
+        _RUNNERS.popitem(last=False)
+    return made
+
+
+def run(
+    backend: str, derivation: Derivation, arrays: Mapping[str, Any], cotangent: Any
+) -> dict[str, np.ndarray]:
+    """The pullbacks of ``cotangent`` into every input, by the named backend, as NumPy."""
+    convert = framework(backend)
+    made = runner(derivation, backend)
+    native = {name: convert.to_native(a) for name, a in arrays.items()}
+    results = made.vjp(convert.to_native(cotangent), native)
+    shapes = derivation.shapes
+    return {
+        name: convert.to_numpy(value).reshape(tuple(int(n) for n in shapes[name]))
+        for name, value in results.items()
+    }
+
+
+# ---------------------------------------------------------------- compile
+
+
+def _frozen(mapping: Mapping | None) -> tuple | None:
+    """A hashable key for a mapping of names (TypeError if its values are not hashable)."""
+    if mapping is None:
+        return None
+    if not isinstance(mapping, Mapping):
+        raise ArgumentError(f"expected a mapping of names, not {mapping!r}")
+    key = tuple(
+        sorted(
+            ((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in mapping.items()),
+            key=lambda item: str(item[0]),
+        )
+    )
+    hash(key)
+    return key
+
+
+class Compiled:
+    """``text`` compiled for one backend: ``forward``, ``vjp`` and each pullback.
+
+    Planned once per input signature (the shapes of the inputs) and cached, so
+    repeated calls cost the printed module's own time plus a dictionary look-up.
+
+    >>> import numpy as np
+    >>> c = compile("Y[i] = W[m]*X[i+m]", backend="numpy")
+    >>> c.vjp(np.ones(2), W=np.array([1.0, 2.0]), X=np.array([1.0, 0.0, 3.0]))["X"]
+    array([1., 3., 2.])
+    """
+
+    def __init__(
+        self,
+        text: str,
+        params: Mapping[str, Any] | None = None,
+        shapes: Mapping[str, Any] | None = None,
+        ranges: Mapping[str, Any] | None = None,
+        backend: str = "numpy",
+    ) -> None:
+        if not isinstance(text, str):
+            raise ArgumentError(f"the expression must be a string, not {type(text).__name__}")
+        check_backend(backend)
+        self._framework = framework(backend)
+        self.text = text
+        self.backend = backend
+        self.params = dict(params) if params is not None else None
+        self.shapes = dict(shapes) if shapes is not None else None
+        self.ranges = dict(ranges) if ranges is not None else None
+        try:
+            self._names = tuple(input_names(text))
+        except EinderiveError as error:
+            raise error.with_text(text) from None
+        self._name_set = frozenset(self._names)
+        self._runners: dict[tuple, Runner] = {}
+        self._last: Runner | None = None
+        if self.shapes is not None and all(name in self.shapes for name in self._names):
+            given = {name: tuple(self.shapes[name]) for name in self._names}
+            if all(isinstance(n, int) for shape in given.values() for n in shape):
+                self._last = self._runner_for(given)
+
+    def __repr__(self) -> str:
+        return f"Compiled({self.text!r}, backend={self.backend!r})"
+
+    # the planning, once per signature
+
+    def _runner_for(self, signature_shapes: Mapping[str, tuple[int, ...]]) -> Runner:
+        placeholders = {name: np.empty(shape) for name, shape in signature_shapes.items()}
+        program = numeric_program(self.text, placeholders, self.params, self.shapes, self.ranges)
+        missing = [name for name in program.inputs if name not in signature_shapes]
+        if missing:
+            raise ArgumentError(f"no array given for {', '.join(map(repr, missing))}")
+        made = runner(derivation(program), self.backend)
+        self._runners[self._key(signature_shapes)] = made
+        return made
+
+    def _key(self, shapes: Mapping[str, tuple[int, ...]]) -> tuple:
+        """The cache key of a signature: the shapes, and the names where not all are given."""
+        key = tuple(shapes.values())
+        return key if tuple(shapes) == self._names else (tuple(shapes), key)
+
+    def _prepare(self, inputs: Mapping[str, Any]) -> tuple[Runner, dict[str, Any], bool]:
+        """The runner for these inputs, the inputs as the backend's arrays, and whether
+        the caller gave the backend's own arrays (then results stay in the framework)."""
+        names = self._names
+        if inputs.keys() != self._name_set:
+            names = self._given(inputs)
+        convert = self._framework
+        native = True
+        arrays = {}
+        for name in names:
+            value = inputs[name]
+            native = native and convert.native(value)
+            try:
+                arrays[name] = convert.to_native(value)
+            except (ValueError, TypeError):
+                raise ArgumentError(f"{name!r} must be a numeric array") from None
+        signature = tuple([tuple(a.shape) for a in arrays.values()])
+        made = self._runners.get(signature if names is self._names else (names, signature))
+        if made is None:
+            made = self._runner_for(dict(zip(names, signature, strict=True)))
+        self._last = made
+        return made, arrays, native
+
+    def _given(self, inputs: Mapping[str, Any]) -> tuple[str, ...]:
+        """The names given, in reading order; an error names one the text does not read.
+
+        A tensor the text reads may be left out where the program does not need it
+        (``0*B[j]`` folds away); planning then says if it was needed."""
+        extra = [name for name in inputs if name not in self._name_set]
+        # an array for a parameter used as a value makes it a 0-d input (a learnable scalar)
+        scalars = learnable_scalars(self.text, extra) if extra else ()
+        unread = [name for name in extra if name not in scalars]
+        if unread:
+            raise ArgumentError(
+                f"arrays given for {', '.join(map(repr, unread))}, "
+                "which the expression does not read"
+            )
+        return tuple(name for name in self._names if name in inputs) + tuple(
+            name for name in extra if name in scalars
+        )
+
+    def _cotangent(self, made: Runner, cotangent: Any) -> Any:
+        try:
+            value = self._framework.to_native(cotangent)
+        except (ValueError, TypeError):
+            raise ArgumentError("the cotangent must be a numeric array") from None
+        if tuple(value.shape) != made.output_shape:
+            raise ArgumentError(
+                f"the cotangent has shape {tuple(value.shape)}; the output "
+                f"{made.derivation.program.output!r} has shape {made.output_shape}"
+            )
+        return value
+
+    def _out(self, value: Any, native: bool) -> Any:
+        return value if native else self._framework.to_numpy(value)
+
+    # the calls
+
+    def forward(self, **inputs: Any) -> Any:
+        """The output of the last statement."""
+        made, arrays, native = self._prepare(inputs)
+        return self._out(made.forward(arrays), native)
+
+    def vjp(self, cotangent: Any, /, **inputs: Any) -> dict[str, Any]:
+        """Every pullback of ``cotangent`` (shaped like the output), by input name."""
+        made, arrays, native = self._prepare(inputs)
+        results = made.vjp(self._cotangent(made, cotangent), arrays)
+        if self.backend in ("numpy", "loops"):
+            return results
+        as_given = self._framework.as_given
+        return {name: as_given(value, inputs[name]) for name, value in results.items()}
+
+    def pullback(self, tensor: str, cotangent: Any, /, **inputs: Any) -> Any:
+        """One pullback: ``d<tensor>`` given the output's cotangent."""
+        if tensor not in self._name_set:
+            raise ArgumentError(
+                f"{tensor!r} is not an input; the inputs are {', '.join(self._names)}"
+            )
+        made, arrays, _ = self._prepare(inputs)
+        result = made.pullback(tensor, self._cotangent(made, cotangent), arrays)
+        return self._framework.as_given(result, inputs[tensor])
+
+    @property
+    def derivation(self) -> Derivation:
+        """The numeric derivation of the last signature run (or of ``shapes=``)."""
+        return self._ready().derivation
+
+    @property
+    def source(self) -> str:
+        """The printed module that runs (of the last signature, or of ``shapes=``)."""
+        made = self._ready()
+        if made.source is None:
+            return source(made.derivation, "loops")
+        return made.source
+
+    def _ready(self) -> Runner:
+        if self._last is None:
+            raise ArgumentError(
+                "nothing is compiled yet: call forward or vjp once, or give shapes= for "
+                f"every input ({', '.join(self._names)})"
+            )
+        return self._last
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(
+    text: str, params: tuple | None, shapes: tuple | None, ranges: tuple | None, backend: str
+) -> Compiled:
+    def unfrozen(key: tuple | None) -> dict | None:
+        return dict(key) if key is not None else None
+
+    return Compiled(text, unfrozen(params), unfrozen(shapes), unfrozen(ranges), backend)
+
+
+def compile(  # noqa: A001 - the name users expect, as re.compile
+    text: str,
+    params: Mapping[str, Any] | None = None,
+    shapes: Mapping[str, Any] | None = None,
+    ranges: Mapping[str, Any] | None = None,
+    backend: str = "numpy",
+) -> Compiled:
+    """``text`` compiled for ``backend``, cached per text, parameters, shapes and backend."""
+    try:
+        key = (_frozen(params), _frozen(shapes), _frozen(ranges))
+    except TypeError:
+        return Compiled(text, params, shapes, ranges, backend)
+    if not isinstance(text, str):
+        raise ArgumentError(f"the expression must be a string, not {type(text).__name__}")
+    return _compiled(text, *key, backend)

@@ -1,0 +1,94 @@
+"""Arrays given to a derivation: their names and shapes checked, sizes read from them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..analysis import (
+    ParamValues,
+    RangeValues,
+    ShapeValues,
+    analyse,
+    input_names,
+    learnable_scalars,
+)
+from ..errors import ArgumentError, EinderiveError
+from ..model import Program
+
+
+def as_array(name: str, value: object) -> np.ndarray:
+    detach = getattr(value, "detach", None)  # a torch tensor, perhaps requiring grad
+    if callable(detach):
+        value = detach().cpu()
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise ArgumentError(f"{name!r} must be a numeric array") from None
+
+
+def _shape_of(name: str, value: Any) -> tuple[int, ...]:
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        shape = as_array(name, value).shape
+    return tuple(int(n) for n in shape)
+
+
+def _input_shapes(
+    inputs: Mapping[str, Any], shapes: ShapeValues | None
+) -> dict[str, tuple[int, ...]]:
+    merged: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in (shapes or {}).items()}
+    for name, array in inputs.items():
+        shape = _shape_of(name, array)
+        if name in merged and tuple(merged[name]) != shape:
+            raise ArgumentError(
+                f"{name!r} has shape {shape}, but shapes= says {tuple(merged[name])}"
+            )
+        merged[name] = shape
+    return merged
+
+
+def numeric_program(
+    text: str,
+    inputs: Mapping[str, Any],
+    params: ParamValues | None,
+    shapes: ShapeValues | None,
+    ranges: RangeValues | None,
+) -> Program:
+    """The program with every size taken from the arrays; every parameter must have a number."""
+    if not isinstance(inputs, Mapping):
+        raise ArgumentError("inputs must map tensor names to arrays")
+    try:
+        names = input_names(text)
+    except EinderiveError as error:
+        raise error.with_text(text) from None
+    # an array for a parameter used as a value makes it a 0-d input (a learnable scalar)
+    scalars = learnable_scalars(text, [name for name in inputs if name not in names])
+    extra = [name for name in inputs if name not in names and name not in scalars]
+    if extra:
+        raise ArgumentError(
+            f"arrays given for {', '.join(map(repr, extra))}, which the expression does not read"
+        )
+    try:
+        program = analyse(text, params, _input_shapes(inputs, shapes), ranges, scalars)
+    except EinderiveError as error:
+        raise error.with_text(text) from None
+    if program.params:
+        symbolic = ", ".join(p.name for p in program.params)
+        raise ArgumentError(f"give a number for every parameter: params={{...}} for {symbolic}")
+    return program
+
+
+def check_inputs(program: Program, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The inputs of ``program`` as float64 arrays (an error names a missing or extra one)."""
+    missing = [name for name in program.inputs if name not in inputs]
+    if missing:
+        raise ArgumentError(f"no array given for {', '.join(map(repr, missing))}")
+    extra = [name for name in inputs if name not in program.inputs]
+    if extra:
+        raise ArgumentError(
+            f"arrays given for {', '.join(map(repr, extra))}, which the expression does not read"
+        )
+    return {name: as_array(name, inputs[name]) for name in program.inputs}
