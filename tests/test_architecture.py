@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "einderive"
 # the stages, in order: a module may import its own stage or an earlier one
 STAGES: list[tuple[str, ...]] = [
     ("errors",),
-    ("ir", "functions", "solve"),  # the IR and the affine reasoning over it
+    ("ir", "affine", "functions", "solve"),  # the IR and the affine reasoning over it
     ("model",),  # plain records: Program, Backward, Derivation, Pullback
     ("parse", "analysis", "front"),  # text -> Program
     ("derive",),  # the core: reverse accumulation, gather form

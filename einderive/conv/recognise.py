@@ -159,8 +159,9 @@ def convolutions(derivation: Derivation) -> dict[str, Recognition]:
     """Each pullback of ``derivation`` recognised, or why it is not a convolution (kept)."""
     found = derivation.memo.get("convolutions")
     if found is None:
+        shapes, kernels = derivation.shapes, derivation.kernels
         found = {
-            name: recognise(pullback.statement, derivation.shapes, derivation.kernels)
+            name: recognise(pullback.statement, shapes, kernels)
             for name, pullback in derivation.pullbacks.items()
         }
         derivation.memo["convolutions"] = found
