@@ -78,6 +78,12 @@ def factor_reads_in_range(
 
 def rename_bound(node: ir.Node, taken: set[str]) -> ir.Node:
     """Give every variable bound inside ``node`` a fresh name, so substitution cannot capture."""
+    if not any(isinstance(n, ir.Reduce | ir.IsExtremum) for n in ir.walk(node)):
+        return node  # nothing bound: the tree as it is (a product's seed has n factors)
+    return _rename_bound(node, taken)
+
+
+def _rename_bound(node: ir.Node, taken: set[str]) -> ir.Node:
     if isinstance(node, ir.Access | ir.Const):
         return node
     if isinstance(node, ir.Reduce | ir.IsExtremum):
@@ -85,10 +91,10 @@ def rename_bound(node: ir.Node, taken: set[str]) -> ir.Node:
         return replace(
             node,
             variables=tuple(mapping[v] for v in node.variables),
-            body=rename_bound(ir.subs(node.body, mapping), taken),
+            body=_rename_bound(ir.subs(node.body, mapping), taken),
             where=tuple(c.subs(mapping) for c in node.where),
         )
-    return ir.map_children(node, lambda child: rename_bound(child, taken))
+    return ir.map_children(node, lambda child: _rename_bound(child, taken))
 
 
 def _stem(var: sympy.Symbol) -> str:

@@ -94,22 +94,46 @@ def _linear(expr: sympy.Expr) -> Linear | None:
     return tuple(terms), constant
 
 
-def substitute(expr: sympy.Expr, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> sympy.Expr:
+def _linear_values(mapping: Mapping[sympy.Symbol, sympy.Expr]) -> dict[sympy.Symbol, Linear | None]:
+    return {
+        symbol: _linear(value if isinstance(value, sympy.Basic) else sympy.sympify(value))
+        for symbol, value in mapping.items()
+    }
+
+
+def substitute(
+    expr: sympy.Expr,
+    mapping: Mapping[sympy.Symbol, sympy.Expr],
+    values: Mapping[sympy.Symbol, Linear | None] | None = None,
+) -> sympy.Expr:
     """``expand(expr.xreplace(mapping))``; an affine ``expr`` and affine values are combined
-    term by term in exact numbers, and the result is built once from its terms."""
+    term by term in exact numbers, and the result is built once from its terms.
+    ``values`` are the mapping's values read as affine forms, if already known."""
     linear = _linear(expr)
     if linear is None:
         return expand(expr.xreplace(mapping))
+    if values is None:
+        values = _linear_values(mapping)
     terms, constant = linear
+    if len(terms) == 1:  # one variable, as most indices: no collecting
+        symbol, factor = terms[0]
+        if symbol not in values:
+            return expr
+        inner = values[symbol]
+        if inner is None:
+            return expand(expr.xreplace(mapping))
+        inner_terms, inner_constant = inner
+        if factor != 1:
+            inner_terms = tuple((other, factor * f) for other, f in inner_terms)
+        return _affine(inner_terms, constant + factor * inner_constant)
     combined: dict[sympy.Expr, Exact] = {}  # symbol -> coefficient
     changed = False
     for symbol, factor in terms:
-        value = mapping.get(symbol)
-        if value is None:
+        if symbol not in values:
             combined[symbol] = combined.get(symbol, 0) + factor
             continue
         changed = True
-        inner = _linear(value if isinstance(value, sympy.Basic) else sympy.sympify(value))
+        inner = values[symbol]
         if inner is None:
             return expand(expr.xreplace(mapping))
         for other, other_factor in inner[0]:
@@ -368,12 +392,22 @@ def subs(node: Node, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Node:
     """
     if not mapping:
         return node
+    return _subs(node, mapping, _linear_values(mapping))
+
+
+def _subs(
+    node: Node,
+    mapping: Mapping[sympy.Symbol, sympy.Expr],
+    values: Mapping[sympy.Symbol, Linear | None],
+) -> Node:
+    """``subs`` with the mapping's values read as affine forms once, not once per read."""
+    if type(node) is Access:
+        indices = tuple(substitute(e, mapping, values) for e in node.indices)
+        return Access(node.tensor, indices, node.span)
     if isinstance(node, Const):
         return replace(node, value=node.value.xreplace(mapping))
-    if isinstance(node, Access):
-        return Access(node.tensor, tuple(substitute(e, mapping) for e in node.indices), node.span)
     if isinstance(node, Add | Mul | Pow | Call):
-        return map_children(node, lambda child: subs(child, mapping))
+        return map_children(node, lambda child: _subs(child, mapping, values))
     if isinstance(node, Reduce | IsExtremum):
         inner = {k: v for k, v in mapping.items() if k not in node.variables}
         updated = replace(

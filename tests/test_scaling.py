@@ -219,6 +219,21 @@ def test_a_sum_of_two_hundred_shifted_tensors_derives_quickly():
     assert _cpu_seconds(shifted_sum(200), timeout=120) < 2.0
 
 
+def test_a_product_of_a_hundred_factors_derives_quickly():
+    # 100 pullbacks of 99 reads each; the target is 0.5 s (about 0.3 s of CPU today)
+    text = "Y[i] = " + "*".join(f"X{k}[i+{k}]" for k in range(100))
+    assert _cpu_seconds(text, timeout=120) < 1.0
+
+
+def test_a_program_of_a_hundred_statements_derives_quickly():
+    statements = [
+        f"Z{k}[i] = W{k}[m]*Z{k - 1}[i+m]" if k % 2 else f"Z{k}[i] = relu(Z{k - 1}[i])"
+        for k in range(1, 101)
+    ]
+    text = "Z0[i] = X[i]; " + "; ".join(statements)
+    assert _cpu_seconds(text, timeout=120) < 5.0
+
+
 @pytest.mark.sweep
 def test_a_sum_of_a_thousand_shifted_tensors_derives_within_ten_seconds():
     assert _cpu_seconds(shifted_sum(1000), timeout=300) < 10.0
