@@ -387,7 +387,7 @@ def accesses(node: Node) -> Iterator[Access]:
 def subs(node: Node, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Node:
     """Substitute index variables (or parameters) everywhere in ``node``.
 
-    Bound variables are unique by construction (see ``analysis.fresh``), so
+    Bound variables are unique by construction (see ``ir.fresh``), so
     they are never captured; they are still shielded from the mapping.
     """
     if not mapping:

@@ -25,11 +25,9 @@ import sympy
 from . import ir
 from .analysis import (
     ParamValues,
-    Program,
     RangeValues,
     ShapeValues,
     analyse,
-    fresh,
     learnable_scalars,
     substitute,
 )
@@ -38,6 +36,8 @@ from .derive import factor_reads_in_range, nothing_to_differentiate, rename_boun
 from .emit.text import statement_text
 from .errors import ArgumentError, EinderiveError
 from .functions import derivative
+from .ir import fresh
+from .model import Program
 from .run.compile import run
 from .run.inputs import check_inputs as _check_inputs
 from .run.inputs import numeric_program
