@@ -270,6 +270,7 @@ class Compiled:
             raise ArgumentError(f"the expression must be a string, not {type(text).__name__}")
         check_backend(backend)
         self._framework = framework(backend)
+        self._numpy = backend in ("numpy", "loops")  # float64 ndarrays pass as they are
         self.text = text
         self.backend = backend
         self.params = dict(params) if params is not None else None
@@ -318,12 +319,15 @@ class Compiled:
         arrays = {}
         for name in names:
             value = inputs[name]
+            if self._numpy and type(value) is np.ndarray and value.dtype == np.float64:
+                arrays[name] = value  # already what the module takes: no conversion
+                continue
             native = native and convert.native(value)
             try:
                 arrays[name] = convert.to_native(value)
             except (ValueError, TypeError):
                 raise ArgumentError(f"{name!r} must be a numeric array") from None
-        signature = tuple([tuple(a.shape) for a in arrays.values()])
+        signature = tuple([a.shape for a in arrays.values()])
         made = self._runners.get(signature if names is self._names else (names, signature))
         if made is None:
             made = self._runner_for(dict(zip(names, signature, strict=True)))
@@ -349,10 +353,13 @@ class Compiled:
         )
 
     def _cotangent(self, made: Runner, cotangent: Any) -> Any:
-        try:
-            value = self._framework.to_native(cotangent)
-        except (ValueError, TypeError):
-            raise ArgumentError("the cotangent must be a numeric array") from None
+        if self._numpy and type(cotangent) is np.ndarray and cotangent.dtype == np.float64:
+            value = cotangent
+        else:
+            try:
+                value = self._framework.to_native(cotangent)
+            except (ValueError, TypeError):
+                raise ArgumentError("the cotangent must be a numeric array") from None
         if tuple(value.shape) != made.output_shape:
             raise ArgumentError(
                 f"the cotangent has shape {tuple(value.shape)}; the output "
