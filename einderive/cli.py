@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to print: " + ", ".join(_emitters()) + " (default: text)",
     )
     parser.add_argument(
+        "--params-of",
+        default="",
+        metavar="W,B",
+        help="with --emit torch-function: the inputs that are the nn.Module's parameters",
+    )
+    parser.add_argument(
         "--then",
         action="append",
         default=[],
@@ -275,7 +281,13 @@ def _derive_and_print(
             if args.verify
             else None
         )
-        print(_emitted(args.emit, derivation, report, emitters))
+        if args.params_of:
+            from .emit.framework_ops import torch_function_source
+
+            params_of = [name.strip() for name in args.params_of.split(",") if name.strip()]
+            print(torch_function_source(derivation, params_of))
+        else:
+            print(_emitted(args.emit, derivation, report, emitters))
         return report
     if not args.verify:
         return None
@@ -309,6 +321,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         emitters = _emitters()
         if args.emit not in emitters:
             raise ArgumentError(f"--emit {args.emit!r}: choose one of {', '.join(emitters)}")
+        if args.params_of and args.emit != "torch-function":
+            raise ArgumentError("--params-of goes with --emit torch-function")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ImplicitSumWarning)
             report = _derive_and_print(args, text, params, shapes, ranges, emitters)

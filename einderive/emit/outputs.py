@@ -46,6 +46,18 @@ def torch(derivation: Derivation) -> str:
     return torch_source(derivation)
 
 
+def torch_function(derivation: Derivation) -> str:
+    from .framework_ops import torch_function_source
+
+    return torch_function_source(derivation)
+
+
+def jax_custom_vjp(derivation: Derivation) -> str:
+    from .framework_ops import jax_custom_vjp_source
+
+    return jax_custom_vjp_source(derivation)
+
+
 def conv(derivation: Derivation) -> str:
     from .conv import conv_text
 
@@ -104,6 +116,8 @@ SOURCES: dict[str, Callable[[Derivation], str]] = {
     "numpy": numpy,
     "jax": jax,
     "torch": torch,
+    "torch-function": torch_function,
+    "jax-custom-vjp": jax_custom_vjp,
 }
 
 
@@ -124,5 +138,7 @@ EMITTERS: dict[str, Callable[[Derivation], str]] = {
     "conv": conv,
     "jax": jax,
     "torch": torch,
+    "torch-function": torch_function,
+    "jax-custom-vjp": jax_custom_vjp,
     "json": as_json,
 }

@@ -14,7 +14,7 @@ import functools
 import importlib
 import importlib.util
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +153,15 @@ class Runner:
         self.output_shape = tuple(int(n) for n in program.shapes[program.output])
         self._vjp = namespace.get("vjp")
         self._forward = namespace.get("forward")
+        self._ops: dict[str, Callable[..., Any]] = {}
+
+    def op(self, kind: str) -> Callable[..., Any]:
+        """The ``op`` of the module ``kind`` prints ("torch-function", "jax-custom-vjp"):
+        the framework's differentiable op over the printed pullbacks, loaded once."""
+        found = self._ops.get(kind)
+        if found is None:
+            found = self._ops[kind] = load_source(source(self.derivation, kind), kind)["op"]
+        return found
 
     def forward(self, arrays: Mapping[str, Any]) -> Any:
         if self._forward is None:
@@ -229,6 +238,27 @@ def run(
 
 # ---------------------------------------------------------------- compile
 
+# the module kind whose ``op`` a backend's ``Compiled.function`` applies
+OP_KINDS = {"torch": "torch-function", "jax": "jax-custom-vjp"}
+
+
+def _bind(names: Sequence[str], arrays: Sequence[Any], named: Mapping[str, Any]) -> list[Any]:
+    """Positional and keyword arrays, in the order of ``names`` (an error names a
+    missing, repeated or unknown one)."""
+    if len(arrays) > len(names):
+        raise ArgumentError(f"{len(arrays)} arrays given; the op takes {', '.join(names)}")
+    given = dict(zip(names, arrays, strict=False))  # checked: no more arrays than names
+    for name, value in named.items():
+        if name not in names:
+            raise ArgumentError(f"{name!r} is not an input; the inputs are {', '.join(names)}")
+        if name in given:
+            raise ArgumentError(f"{name!r} given twice")
+        given[name] = value
+    missing = [name for name in names if name not in given]
+    if missing:
+        raise ArgumentError(f"no array given for {', '.join(map(repr, missing))}")
+    return [given[name] for name in names]
+
 
 def _frozen(mapping: Mapping | None) -> tuple | None:
     """A hashable key for a mapping of names (TypeError if its values are not hashable)."""
@@ -283,6 +313,7 @@ class Compiled:
         self._name_set = frozenset(self._names)
         self._runners: dict[tuple, Runner] = {}
         self._last: Runner | None = None
+        self._function: Callable[..., Any] | None = None
         if self.shapes is not None and all(name in self.shapes for name in self._names):
             given = {name: tuple(self.shapes[name]) for name in self._names}
             if all(isinstance(n, int) for shape in given.values() for n in shape):
@@ -397,6 +428,61 @@ class Compiled:
         return self._framework.as_given(result, inputs[tensor])
 
     @property
+    def function(self) -> Callable[..., Any]:
+        """The op autograd differentiates: ``function(*inputs)`` (or by name).
+
+        PyTorch: applies the ``torch.autograd.Function`` of ``--emit torch-function``;
+        JAX: calls the ``jax.custom_vjp`` function of ``--emit jax-custom-vjp`` (it works
+        under ``jax.jit``, ``jax.grad`` and ``jax.vmap``). The arrays stay the
+        framework's, on their device and in their dtype; each signature (the inputs'
+        shapes, static under ``jit`` and per example under ``vmap``) gets its own op,
+        derived for those sizes once.
+        """
+        if self.backend not in OP_KINDS:
+            raise ArgumentError(
+                f"the {self.backend} backend has no autograd op; .function needs "
+                'backend="torch" or backend="jax"'
+            )
+        if self._function is None:
+            kind, names = OP_KINDS[self.backend], self._names
+
+            def function(*arrays: Any, **named: Any) -> Any:
+                given = _bind(names, arrays, named)
+                signature = tuple(tuple(int(n) for n in a.shape) for a in given)
+                made = self._runners.get(signature)
+                if made is None:
+                    made = self._runner_for(dict(zip(names, signature, strict=True)))
+                self._last = made
+                return made.op(kind)(*given)
+
+            function.__name__ = function.__qualname__ = "op"
+            function.__doc__ = f"`{self.text}` as a differentiable {self.backend} op."
+            self._function = function
+        return self._function
+
+    def module(self, params_of: Sequence[str] = ()) -> type:
+        """A ``torch.nn.Module`` class of the op whose parameters are the inputs
+        ``params_of``: construct it with their initial values (positional, in that
+        order, or by name); call it with the other inputs.
+
+        >>> import torch
+        >>> Layer = compile("Y[i] = W[m]*X[i+m]", backend="torch").module(params_of=["W"])
+        >>> layer = Layer(torch.ones(2, dtype=torch.float64))
+        >>> layer(torch.arange(4.0, dtype=torch.float64))
+        tensor([1., 3., 5.], dtype=torch.float64, grad_fn=<OpBackward>)
+        """
+        if self.backend != "torch":
+            raise ArgumentError('.module needs backend="torch" (an nn.Module)')
+        unknown = [name for name in params_of if name not in self._name_set]
+        if unknown:
+            raise ArgumentError(
+                f"params_of names {', '.join(map(repr, unknown))}, which "
+                f"{'is' if len(unknown) == 1 else 'are'} not an input; the inputs are "
+                f"{', '.join(self._names)}"
+            )
+        return _module_class(self, tuple(params_of))
+
+    @property
     def derivation(self) -> Derivation:
         """The numeric derivation of the last signature run (or of ``shapes=``)."""
         return self._ready().derivation
@@ -416,6 +502,31 @@ class Compiled:
                 f"every input ({', '.join(self._names)})"
             )
         return self._last
+
+
+def _module_class(compiled: Compiled, learned: tuple[str, ...]) -> type:
+    """An ``nn.Module`` subclass: ``learned`` as its parameters, the rest call arguments."""
+    torch = _framework_module("torch")
+    function = compiled.function
+    names = compiled._names
+    arguments = tuple(name for name in names if name not in learned)
+
+    class OpModule(torch.nn.Module):  # type: ignore[misc, name-defined]
+        __doc__ = (
+            f"`{compiled.text}` as a layer: parameters {', '.join(learned) or '(none)'}; "
+            f"call it with {', '.join(arguments) or 'nothing'}."
+        )
+
+        def __init__(self, *initial: Any, **named: Any) -> None:
+            super().__init__()
+            for name, value in zip(learned, _bind(learned, initial, named), strict=True):
+                self.register_parameter(name, torch.nn.Parameter(torch.as_tensor(value)))
+
+        def forward(self, *arrays: Any, **named: Any) -> Any:
+            given = dict(zip(arguments, _bind(arguments, arrays, named), strict=True))
+            return function(*[getattr(self, n) if n in learned else given[n] for n in names])
+
+    return OpModule
 
 
 @functools.lru_cache(maxsize=256)
