@@ -11,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted((ROOT / "examples").glob("*.py"))
+# the training examples, shortened (they compare with the framework's network every step)
+ARGUMENTS = {"train_cnn_torch.py": ["--steps", "4"], "train_cnn_jax.py": ["--steps", "4"]}
 
 
 def test_the_examples_are_found() -> None:
@@ -22,9 +24,11 @@ def test_the_examples_are_found() -> None:
 def test_example_runs_and_says_ok(script: Path) -> None:
     if "torch" in script.name:
         pytest.importorskip("torch")
+    if "jax" in script.name:
+        pytest.importorskip("jax")
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     completed = subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, str(script), *ARGUMENTS.get(script.name, [])],
         capture_output=True,
         text=True,
         cwd=ROOT,
