@@ -318,6 +318,9 @@ EINDERIVE = "einderive --emit numpy, vjp"
 EINDERIVE_APART = "einderive numpy, dX and dW apart"
 EINDERIVE_JAX = "einderive --emit jax, vjp jit"
 EINDERIVE_TORCH = "einderive --emit torch, vjp"
+# the derived ops inside the frameworks' autodiff (issue 14)
+EINDERIVE_FUNCTION = "einderive torch-function, autograd"
+EINDERIVE_CUSTOM_VJP = "einderive jax-custom-vjp, jax.vjp jit"
 
 
 def einderive_modules(x, w, dy, stride, padding):  # type: ignore[no-untyped-def]
@@ -330,7 +333,7 @@ def einderive_modules(x, w, dy, stride, padding):  # type: ignore[no-untyped-def
     shapes = {"X": x.shape, "W": w.shape, "Y": dy.shape}
     derivation = ed.derive(text, shapes=shapes)
     modules = {}
-    for kind in ("numpy", "jax", "torch"):
+    for kind in ("numpy", "jax", "torch", "torch-function", "jax-custom-vjp"):
         namespace: dict[str, object] = {}
         exec(compile(derivation.source(kind), f"<einderive {kind}>", "exec"), namespace)
         modules[kind] = namespace
@@ -367,6 +370,18 @@ def make_einderive(x, w, dy, stride, padding, modules):  # type: ignore[no-untyp
             return tuple(np.asarray(a) for a in jax_backward())
 
         fns[EINDERIVE_JAX] = (jax_backward, jax_result)
+
+        # the custom_vjp inside jax.vjp, as make_jax times lax's own rule
+        custom = modules["jax-custom-vjp"]["op"]
+        through = jax.jit(lambda dy, w, x: jax.vjp(custom, w, x)[1](dy)[::-1])
+
+        def custom_vjp_backward():  # type: ignore[no-untyped-def]
+            return jax.block_until_ready(through(*operands))
+
+        def custom_vjp_result():  # type: ignore[no-untyped-def]
+            return tuple(np.asarray(a) for a in custom_vjp_backward())
+
+        fns[EINDERIVE_CUSTOM_VJP] = (custom_vjp_backward, custom_vjp_result)
     except ImportError:
         pass
     try:
@@ -383,6 +398,19 @@ def make_einderive(x, w, dy, stride, padding, modules):  # type: ignore[no-untyp
             return tuple(a.numpy() for a in torch_backward())
 
         fns[EINDERIVE_TORCH] = (torch_backward, torch_result)
+
+        # the autograd.Function's backward run by autograd, as make_torch times F.conv2d's:
+        # the graph is built once, outside the timer
+        dyt, *leaves = (t.clone().requires_grad_(k > 0) for k, t in enumerate(tensors))
+        y = modules["torch-function"]["op"](*leaves)
+
+        def function_backward():  # type: ignore[no-untyped-def]
+            return torch.autograd.grad(y, leaves, dyt, retain_graph=True)[::-1]
+
+        def function_result():  # type: ignore[no-untyped-def]
+            return tuple(a.numpy() for a in function_backward())
+
+        fns[EINDERIVE_FUNCTION] = (function_backward, function_result)
     except ImportError:
         pass
     return fns
@@ -539,6 +567,24 @@ def verdict(res: dict[str, object], best: str) -> list[str]:
                 "torch conv calls <= 1.05x torch autograd",
                 rows[EINDERIVE_TORCH]["vs_torch"],
                 1.05,
+                True,
+            )
+        )
+    if EINDERIVE_FUNCTION in rows:
+        checks.append(
+            (
+                "torch-function in autograd <= 1.1x torch autograd",
+                rows[EINDERIVE_FUNCTION]["vs_torch"],
+                1.1,
+                True,
+            )
+        )
+    if EINDERIVE_CUSTOM_VJP in rows:
+        checks.append(
+            (
+                "jax-custom-vjp in jax.vjp <= 1.1x jax autodiff",
+                rows[EINDERIVE_CUSTOM_VJP]["vs_jax"],
+                1.1,
                 True,
             )
         )

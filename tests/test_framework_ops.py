@@ -482,3 +482,49 @@ def test_cli_emits_a_torch_function_with_parameters(capsys: pytest.CaptureFixtur
     torch.testing.assert_close(layer(X), _conv_reference(X, W0, B0))
     assert run([STRIDED, "--emit", "jax", "--params-of", "W"]) == 2
     assert "--params-of goes with --emit torch-function" in capsys.readouterr().err
+
+
+# ---- the README's section ----------------------------------------------------------------
+
+
+def _readme_section() -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = text.index("## Use it in PyTorch / JAX")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_readme_python_examples_run(capsys: pytest.CaptureFixture) -> None:
+    blocks = _readme_section().split("```python\n")[1:]
+    assert len(blocks) == 2
+    for block in blocks:
+        code = block.split("```")[0]
+        exec(compile(code, "<README>", "exec"), {})
+        printed = capsys.readouterr().out.strip()
+        expected = next(line for line in code.splitlines() if line.startswith("print("))
+        assert printed == expected.split("# ")[-1].strip()
+
+
+def test_readme_commands_print_working_modules(
+    tmp_path: Any, capsys: pytest.CaptureFixture
+) -> None:
+    import shlex
+
+    from einderive.cli import run
+
+    commands = _readme_section().split("```\n")[1].split("```")[0].strip().splitlines()
+    assert len(commands) == 2
+    for command in commands:
+        words, target = shlex.split(command.split(" > ")[0]), command.split(" > ")[1]
+        assert words[0] == "einderive" and run(words[1:]) == 0
+        (tmp_path / target).write_text(capsys.readouterr().out)
+    torch_module = load_source((tmp_path / "conv_op.py").read_text(), "readme")
+    jax_module = load_source((tmp_path / "conv_vjp.py").read_text(), "readme")
+    rng = np.random.default_rng(2)
+    W0, B0, X = (rng.standard_normal(s) for s in [(3, 2, 3, 3), (3,), (2, 2, 7, 7)])
+    layer = torch_module["OpModule"](torch.tensor(W0), torch.tensor(B0), s=2)
+    expected = torch.nn.functional.conv2d(torch.tensor(X), torch.tensor(W0), torch.tensor(B0), 2)
+    torch.testing.assert_close(layer(torch.tensor(X)), expected)
+    out = jax_module["op"](jnp.asarray(W0), jnp.asarray(X), jnp.asarray(B0), s=2)
+    np.testing.assert_allclose(np.asarray(out), expected.numpy(), atol=1e-12)
