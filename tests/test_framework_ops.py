@@ -205,6 +205,21 @@ def test_torch_function_float32_matches_float64(case: Op) -> None:
         np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("case", OPS, ids=[c.id for c in OPS])
+def test_torch_function_runs_on_the_inputs_device_and_dtype(case: Op) -> None:
+    """On the meta device (shapes only, no data), any tensor the op made on the CPU, or a
+    NumPy round trip, is an error: the code is the one a GPU runs. Float32 stays float32."""
+    op = functools.partial(_module(case, "torch-function")["op"], **case.call)
+    meta = [
+        torch.empty(s, device="meta", dtype=torch.float32, requires_grad=True)
+        for s in case.shapes.values()
+    ]
+    out = op(*meta)
+    grads = torch.autograd.grad(out, meta, torch.ones_like(out), create_graph=True)
+    assert out.device.type == "meta" and out.dtype == torch.float32
+    assert all(g.device.type == "meta" and g.dtype == torch.float32 for g in grads)
+
+
 def _counting(module: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Wrap every pullback and vjp of an emitted module with a counter of its calls."""
     calls: dict[str, int] = {}

@@ -440,16 +440,17 @@ class TorchPrinter(JaxPrinter):
         function = {"sum": "torch.sum", "max": "torch.amax", "min": "torch.amin"}[op.text]
         return function, [values, f"dim={self._axes(axes)}"]
 
+    # the masks and positions are NumPy: the helpers put them on the data's device
     def _parts_Masked(self, expr: Masked) -> tuple[str, list[Piece]]:
         condition, value, fill = expr.args
-        return "torch.where", [f"torch.as_tensor({self._print(condition)})", value, fill]
+        return "_where", [self._print(condition), value, fill]
 
     def _print_IsFirst(self, expr: IsFirst) -> str:
         position, rank, *conditions = expr.args
-        tests = [f"({self._print(position)} == torch.as_tensor({self._print(rank)}))"]
+        arguments: list[Piece] = [self._print(position), self._print(rank)]
         if conditions:
-            tests.append(f"torch.as_tensor({self._print(Both(*conditions))})")
-        return tests[0] if len(tests) == 1 else f"({' & '.join(tests)})"
+            arguments.append(self._print(Both(*conditions)))
+        return self._call("_is_at", arguments)
 
     def _print_AsFloat(self, expr: AsFloat) -> str:
         return f"{self._operand(expr.args[0], ATOM_LEVEL)}.double()"
@@ -878,7 +879,7 @@ def _is_copy(method: Einsum) -> bool:
 # ---- runtime code copied into the module ----------------------------------------------------
 
 # the runtime definitions a module may call, and the runtime modules they come from
-_RUNTIME_CALLS = ("_read", "_argmax", "_argmin", "_conv", "_conv2d_vjp")
+_RUNTIME_CALLS = ("_read", "_argmax", "_argmin", "_conv", "_conv2d_vjp", "_where", "_is_at")
 _RUNTIME_MODULES = {
     "numpy": ("numpy_helpers", "numpy_conv"),
     "jax": ("jax_helpers", "numpy_helpers"),

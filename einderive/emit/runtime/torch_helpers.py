@@ -9,8 +9,23 @@ from .numpy_helpers import _positions
 def _read(array, *indices):
     """``array[indices]`` for arrays of indices: zero outside ``array`` and at a fraction."""
     inside, positions = _positions(tuple(array.shape), indices)
-    values = array[tuple(torch.as_tensor(p) for p in positions)]
-    return torch.where(torch.as_tensor(inside), values, 0.0)
+    values = array[tuple(torch.as_tensor(p, device=array.device) for p in positions)]
+    return torch.where(torch.as_tensor(inside, device=array.device), values, 0.0)
+
+
+def _where(condition, value, fill):
+    """``torch.where`` of a NumPy condition, moved to the device of ``value``."""
+    device = value.device if torch.is_tensor(value) else None
+    return torch.where(torch.as_tensor(condition, device=device), value, fill)
+
+
+def _is_at(position, rank, *conditions):
+    """``position == rank`` where every condition holds; the NumPy operands on the device of
+    ``position``."""
+    found = position == torch.as_tensor(rank, device=position.device)
+    for condition in conditions:
+        found = found & torch.as_tensor(condition, device=position.device)
+    return found
 
 
 def _argmax(values, *grids):
