@@ -128,7 +128,7 @@ OPS = [
     ),
     Op(
         "program-mlp",
-        "H[i] = tanh(W[i,k]*X[k]); Y[j] = V[j,i]*H[i]",
+        "H[i] = tanh(sum_{k}(W[i,k]*X[k])); Y[j] = V[j,i]*H[i]",
         {"W": (4, 3), "X": (3,), "V": (2, 4)},
     ),
     Op(
