@@ -296,6 +296,15 @@ def test_torch_function_module_learns_the_named_parameters() -> None:
     np.testing.assert_allclose(layer.B.grad.numpy(), B1.grad.numpy(), atol=1e-10)
 
 
+def test_a_wrong_shape_names_the_tensor() -> None:
+    module = load_source(ed.derive(STRIDED).source("torch-function"), "shapes")
+    W, X, B = torch.ones(3, 2, 3, 3), torch.ones(1, 2, 7, 7), torch.ones(4)
+    with pytest.raises(AssertionError, match=r"B has shape \(4,\), not \(3,\)"):
+        module["op"](W, X, B, s=2)
+    with pytest.raises(ed.EinderiveError, match="'c' indexes axis 1 of 'X' \\(2 vs 3\\)"):
+        ed.compile(STRIDED, params={"s": 2}, backend="torch").function(W, torch.ones(1, 3, 7, 7), B)
+
+
 def test_params_of_names_inputs_only() -> None:
     derivation = ed.derive("Y[i] = W[m]*X[i+m]")
     with pytest.raises(ed.EinderiveError, match="'V', which is not an input; the inputs are W, X"):

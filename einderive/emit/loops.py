@@ -319,7 +319,13 @@ class LoopsPrinter(PythonCodePrinter):
         return f"{targets} = {self._print(node.array)}.shape"
 
     def _print_ShapeCheck(self, node: ShapeCheck) -> str:
-        return f"assert {self._print(node.array)}.shape == {self._tuple(node.shape.args)}"
+        # the message names the tensor: an op called with a wrong shape says which
+        array, shape = self._print(node.array), self._tuple(node.shape.args)
+        message = f'f"{array} has shape {{tuple({array}.shape)}}, not {{{shape}}}"'
+        line = f"assert {array}.shape == {shape}, {message}"
+        if len(line) <= WIDTH - 8:  # inside a function and, perhaps, a loop
+            return line
+        return f"assert {array}.shape == {shape}, (\n    {message}\n)"
 
     def _tuple(self, items: Sequence[sympy.Basic]) -> str:
         printed = [self._print(item) for item in items]
