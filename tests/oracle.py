@@ -674,11 +674,12 @@ def _torch_record(record: Any, x: np.ndarray, w: np.ndarray) -> np.ndarray:
             index[axis] = slice(None, None, int(fill))
             filled[tuple(index)] = x
             x = filled
-    tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    # a fresh C-ordered copy: ascontiguousarray keeps a reversed unit axis' negative stride
+    tensor = torch.from_numpy(np.array(x, dtype=np.float64, order="C"))
     for pad in (record.pad, record.crop):
         if pad is not None:
             tensor = functional.pad(tensor, tuple(int(p) for p in pad))
-    kernel = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float64))
+    kernel = torch.from_numpy(np.array(w, dtype=np.float64, order="C"))
     if record.transpose_kernel:
         kernel = kernel.transpose(0, 1)
     if record.flip_dims:
