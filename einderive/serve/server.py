@@ -79,6 +79,9 @@ class PageServer(ThreadingHTTPServer):
     """A threaded HTTP server with a pool of derivation workers and a cache of answers."""
 
     daemon_threads = True
+    # the listen backlog: socketserver's default of 5 resets the connections of a burst
+    # of clients (20 at once in the load test) before a thread can accept them
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], pool: WorkerPool) -> None:
         self.pool = pool  # before binding: a failed bind closes the server, and the pool
