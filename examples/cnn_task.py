@@ -58,6 +58,21 @@ def task(seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     return images, labels, weights
 
 
+def report(ours: list[float], theirs: list[float], accuracy: float, peer: str) -> None:
+    """Print both loss curves every tenth step; check they agree and that training learned."""
+    print(f"step  derived ops         {peer:<20}relative difference")
+    worst = 0.0
+    for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        difference = abs(a - b) / abs(b)
+        worst = max(worst, difference)
+        if step % 10 == 0 or step == len(ours) - 1:
+            print(f"{step:4d}  {a:.15f}   {b:.15f}   {difference:.1e}")
+    print(f"final accuracy {accuracy:.2f}; largest relative difference {worst:.1e}")
+    assert worst < 1e-9, worst
+    assert ours[-1] < ours[0], "the loss did not go down"
+    print("ok")
+
+
 def main() -> None:
     for name, text in LAYERS.items():
         print(f"{name}: {text}")
