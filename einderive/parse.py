@@ -30,6 +30,8 @@ TERMINAL_NAMES = {
     "MINUS": "'-'",
     "STAR": "'*'",
     "SLASH": "'/'",
+    "FLOORDIV": "'//'",
+    "COMPARE": "a comparison ('<=', '<', '==', '!=', '>', '>=')",
     "POWER": "'**'",
     "LPAREN": "'('",
     "RPAREN": "')'",
@@ -59,11 +61,22 @@ class SNumber:
 
 
 @dataclass(frozen=True)
+class SKeyword:
+    """``pad=-inf`` at the end of a read's brackets."""
+
+    name: str
+    value: Any
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
 class SAccess:
     name: str
     indices: tuple[Any, ...]
     span: Span
     name_span: Span
+    pad: SKeyword | None = None  # the value read out of range, if written
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,21 @@ class SCall:
     arg: Any
     span: Span
     name_span: Span
+    rest: tuple[Any, ...] = ()  # the arguments after the first: mod(e, n), clamp(e, lo, hi)
+
+    @property
+    def arguments(self) -> tuple[Any, ...]:
+        return (self.arg, *self.rest)
+
+
+@dataclass(frozen=True)
+class SCompare:
+    """``(left op right)``, an index comparison used as a factor: 1 where it holds, else 0."""
+
+    op: str  # "<=", "<", "==", "!=", ">", ">="
+    left: Any
+    right: Any
+    span: Span
 
 
 @dataclass(frozen=True)
@@ -84,7 +112,7 @@ class SReduce:
 
 @dataclass(frozen=True)
 class SBinary:
-    op: str  # "**" (sums and products are chains: SSum, SProduct)
+    op: str  # "**" or "//" (sums and products are chains: SSum, SProduct)
     left: Any
     right: Any
     span: Span
@@ -121,7 +149,17 @@ class SStatement:
     span: Span
 
 
-SExpr = SName | SNumber | SAccess | SCall | SReduce | SSum | SProduct | SBinary | SNeg
+SExpr = SName | SNumber | SAccess | SCall | SReduce | SSum | SProduct | SBinary | SNeg | SCompare
+
+# The functions of index positions: X[mod(e, n)], X[clamp(e, lo, hi)], X[reflect(e, n)],
+# by their number of arguments.
+INDEX_FUNCTIONS = {"mod": 2, "clamp": 3, "reflect": 2}
+INDEX_SPELLINGS = {"mod": "mod(e, n)", "clamp": "clamp(e, lo, hi)", "reflect": "reflect(e, n)"}
+INDEX_EXAMPLES = {
+    "mod": "mod(i - 1, N)",
+    "clamp": "clamp(i - 1, 0, N - 1)",
+    "reflect": "reflect(i - 1, N)",
+}
 
 
 def operands(node: Any) -> tuple[Any, ...]:
@@ -130,7 +168,7 @@ def operands(node: Any) -> tuple[Any, ...]:
         return node.terms
     if isinstance(node, SProduct):
         return node.factors
-    if isinstance(node, SBinary):
+    if isinstance(node, SBinary | SCompare):
         return (node.left, node.right)
     if isinstance(node, SNeg):
         return (node.operand,)
@@ -139,11 +177,11 @@ def operands(node: Any) -> tuple[Any, ...]:
 
 def syntax_nodes(node: Any, brackets: bool = True) -> Iterator[Any]:
     """Every node of a syntax tree, parents first; index positions too unless ``brackets``
-    is False."""
+    is False (a read's pad value is not part of the tree: it is a number)."""
     yield node
     children = operands(node)
     if isinstance(node, SCall):
-        children = (node.arg,)
+        children = node.arguments
     elif isinstance(node, SReduce):
         children = (node.body,)
     elif isinstance(node, SAccess) and brackets:
@@ -209,12 +247,24 @@ def _make_transformer() -> Any:
 
         def access(self, meta: Any, children: list[Any]) -> SAccess:
             name = children[0]
-            indices = tuple(c for c in children[2:-1] if not _is_token(c, "COMMA"))
-            return SAccess(str(name), indices, _span(meta), _token_span(name))
+            inside = [c for c in children[2:-1] if not _is_token(c, "COMMA")]
+            pad = inside.pop() if inside and isinstance(inside[-1], SKeyword) else None
+            return SAccess(str(name), tuple(inside), _span(meta), _token_span(name), pad)
+
+        def keyword(self, meta: Any, children: list[Any]) -> SKeyword:
+            name, _, value = children
+            return SKeyword(str(name), value, _span(meta), _token_span(name))
 
         def call(self, meta: Any, children: list[Any]) -> SCall:
-            name, _, arg, _ = children
-            return SCall(str(name), arg, _span(meta), _token_span(name))
+            name = children[0]
+            arguments = [c for c in children[2:-1] if not _is_token(c, "COMMA")]
+            return SCall(
+                str(name), arguments[0], _span(meta), _token_span(name), tuple(arguments[1:])
+            )
+
+        def comparison(self, meta: Any, children: list[Any]) -> SCompare:
+            _, left, op, right, _ = children
+            return SCompare(str(op), left, right, _span(meta))
 
         def reduction(self, meta: Any, children: list[Any]) -> SReduce:
             op = str(children[0]).rstrip("_")
@@ -234,15 +284,31 @@ def _make_transformer() -> Any:
             signs = (1, *(-1 if _is_token(c, "MINUS") else 1 for c in children[1::2]))
             return SSum(tuple(children[::2]), signs, _span(meta))
 
-        def product(self, meta: Any, children: list[Any]) -> SProduct:
-            divides = (False, *(_is_token(c, "SLASH") for c in children[1::2]))
-            return SProduct(tuple(children[::2]), divides, _span(meta))
+        def product(self, meta: Any, children: list[Any]) -> SProduct | SBinary:
+            # ``//`` binds like ``*`` and ``/``, from the left: a*b // c is (a*b) // c
+            chain: list[Any] = [children[0]]
+            divides: list[bool] = [False]
+            for op, operand in zip(children[1::2], children[2::2], strict=True):
+                if _is_token(op, "FLOORDIV"):
+                    left = chain[0] if len(chain) == 1 else _chain(chain, divides)
+                    span = (left.span[0], operand.span[1])
+                    chain, divides = [SBinary("//", left, operand, span)], [False]
+                else:
+                    chain.append(operand)
+                    divides.append(_is_token(op, "SLASH"))
+            if len(chain) == 1:
+                return chain[0]
+            return _chain(chain, divides)
 
         def pow(self, meta: Any, children: list[Any]) -> SBinary:
             left, _, right = children
             return SBinary("**", left, right, _span(meta))
 
     return ToSyntax()
+
+
+def _chain(factors: list[Any], divides: list[bool]) -> SProduct:
+    return SProduct(tuple(factors), tuple(divides), (factors[0].span[0], factors[-1].span[1]))
 
 
 def _is_token(value: Any, kind: str) -> bool:
@@ -336,29 +402,97 @@ def _token_error(text: str, token: Any, expected: set[str]) -> NotationSyntaxErr
                 span,
                 text,
             )
-    if token.type == "COMMA" and opener is not None and text[opener] == "(":
-        call = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", text[:opener])
-        name = call.group(1) if call else None
-        if name in ("max", "min"):
-            return NotationSyntaxError(
-                f"unexpected ',': {name}(a, b) is not in the notation; {name}_{{m}}(...) "
-                f"takes the {name}imum over an index, and max(x, 0) is relu(x)",
-                span,
-                text,
-            )
-        if name is not None:
-            return NotationSyntaxError(
-                f"unexpected ',': a function takes one argument, {name}(x)", span, text
-            )
+    if token.type == "COMPARE":
+        return NotationSyntaxError(
+            f"unexpected {found}: a comparison of indices is a factor in parentheses, "
+            "(j <= i) * X[i, j]",
+            span,
+            text,
+        )
     return NotationSyntaxError(f"unexpected {found}; expected {_expected(expected)}", span, text)
 
 
 def _check_calls(statements: list[SStatement], text: str) -> None:
-    """Refuse a call of anything but an elementwise function, saying what was probably meant."""
+    """Refuse a call of anything but an elementwise function (or, inside brackets, an index
+    function), with the wrong number of arguments, or a pad keyword that is not ``pad``,
+    saying what was probably meant."""
     for statement in statements:
-        for node in syntax_nodes(statement.rhs):
+        if isinstance(statement.target, SAccess) and statement.target.pad is not None:
+            raise IndexNotationError(
+                "a pad value belongs to a read on the right-hand side, not to the left-hand side",
+                statement.target.pad.span,
+                text,
+            )
+        for node in syntax_nodes(statement.rhs, brackets=False):
+            if isinstance(node, SAccess):
+                _check_brackets(node, text)
+            if isinstance(node, SBinary) and node.op == "//":
+                raise IndexNotationError(
+                    "'//' divides index positions, inside a tensor's brackets (X[i // 2]); "
+                    "a value is divided with '/'",
+                    node.span,
+                    text,
+                )
+            if isinstance(node, SCall) and node.name in INDEX_FUNCTIONS:
+                raise IndexNotationError(
+                    f"{node.name}(...) is a function of index positions: it is written inside "
+                    f"a tensor's brackets, as in X[{INDEX_EXAMPLES[node.name]}]",
+                    node.name_span,
+                    text,
+                )
+            if isinstance(node, SCall) and node.rest and node.name in (*FUNCTIONS, "max", "min"):
+                raise _arguments_error(node, text)
             if isinstance(node, SCall) and node.name not in FUNCTIONS:
                 raise IndexNotationError(_call_hint(node, statement, text), node.name_span, text)
+
+
+def _check_brackets(access: SAccess, text: str) -> None:
+    """Inside a read's brackets: only index functions, each with its number of arguments; a
+    keyword only ``pad``."""
+    if access.pad is not None and access.pad.name == "pad":
+        raise IndexNotationError(  # until the analysis reads it (issue 18, next commit)
+            "a pad value is not read yet", access.pad.span, text
+        )
+    if access.pad is not None and access.pad.name != "pad":
+        raise IndexNotationError(
+            f"unknown keyword {access.pad.name!r} in a read; the only one is pad "
+            "(the value read out of range: X[i-1, pad=-inf])",
+            access.pad.name_span,
+            text,
+        )
+    for index in access.indices:
+        for node in syntax_nodes(index):
+            if not isinstance(node, SCall):
+                continue
+            expected = INDEX_FUNCTIONS.get(node.name)
+            if expected is None:
+                known = ", ".join(f"{name}(...)" for name in INDEX_FUNCTIONS)
+                raise IndexNotationError(
+                    "index expressions must be affine: a function call cannot appear inside "
+                    f"brackets, except the index functions {known}",
+                    node.span,
+                    text,
+                )
+            if len(node.arguments) != expected:
+                raise IndexNotationError(
+                    f"{node.name} takes {expected} arguments, {INDEX_SPELLINGS[node.name]}; "
+                    f"here it has {len(node.arguments)}",
+                    node.span,
+                    text,
+                )
+
+
+def _arguments_error(node: SCall, text: str) -> NotationSyntaxError:
+    """An elementwise function given several arguments."""
+    if node.name in ("max", "min"):
+        message = (
+            f"{node.name}(a, b) is not in the notation; {node.name}_{{m}}(...) takes the "
+            f"{node.name}imum over an index, and max(x, 0) is relu(x)"
+        )
+    else:
+        message = f"a function takes one argument, {node.name}(x)"
+    comma = text.rfind(",", node.arg.span[1], node.rest[0].span[0])
+    return NotationSyntaxError(f"unexpected ',': {message}", (comma, comma + 1), text)
 
 
 def _index_names(node: Any) -> list[str]:
