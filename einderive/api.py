@@ -181,6 +181,8 @@ def compile(  # noqa: A001 - the name users expect, as re.compile
 
 
 def _inputs(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    if type(inputs) is dict and all([type(k) is str for k in inputs]):
+        return inputs  # the usual case, checked without the ABC machinery
     if not isinstance(inputs, Mapping) or not all(isinstance(k, str) for k in inputs):
         raise ArgumentError("inputs must map tensor names to arrays")
     return inputs

@@ -149,3 +149,51 @@ def test_bad_calls_are_argument_errors(data) -> None:
         ed.compile(CONV, backend="cuda")
     with pytest.raises(ed.ArgumentError, match="give a number for every parameter"):
         ed.compile("Y[i] = W[m]*X[s*i+m]").forward(W=np.ones(2), X=np.ones(5))
+
+
+def test_the_hot_path_of_a_signature_checks_what_it_skips(data) -> None:
+    """After one call, a call with the same float64 shapes skips the checks; any other
+    call is checked in full (a new signature, a conversion, an error naming the array)."""
+    x, w, dy = data
+    expected = torch_vjp(x, w, dy)
+    compiled = compile_module.Compiled(CONV, backend="numpy")
+    for _ in range(2):  # the first call plans, the second takes the hot path
+        grads = compiled.vjp(dy, X=x, W=w)
+        for name in grads:
+            np.testing.assert_allclose(grads[name], expected[name], atol=1e-10)
+        np.testing.assert_allclose(compiled.forward(X=x, W=w), conv_forward(x, w), atol=1e-12)
+    assert compiled._hot is not None
+    # other dtypes and containers are converted, not passed to the module as they are
+    grads = compiled.vjp(dy.astype(np.float32), X=x.astype(np.float32), W=w.tolist())
+    np.testing.assert_allclose(grads["X"], expected["X"], atol=1e-5)
+    assert grads["X"].dtype == np.float64
+    # another signature is planned, and the hot path follows it
+    smaller, small_dy = x[:, :, :7, :7], dy[:, :, :3, :3]
+    np.testing.assert_allclose(
+        compiled.vjp(small_dy, X=smaller, W=w)["W"],
+        torch_vjp(np.ascontiguousarray(smaller), w, small_dy)["W"],
+        atol=1e-10,
+    )
+    np.testing.assert_allclose(compiled.vjp(dy, X=x, W=w)["W"], expected["W"], atol=1e-10)
+    with pytest.raises(ed.ArgumentError, match="the cotangent has shape"):
+        compiled.vjp(dy[:1], X=x, W=w)
+    with pytest.raises(ed.ArgumentError, match="the cotangent must be a numeric array"):
+        compiled.vjp("dY", X=x, W=w)
+    with pytest.raises(ed.ArgumentError, match="'V', which the expression does not read"):
+        compiled.vjp(dy, X=x, V=w)
+    with pytest.raises(ed.ArgumentError, match="no array given for 'W'"):
+        compiled.vjp(dy, X=x)
+    with pytest.raises(ed.ArgumentError, match="'W' must be a numeric array"):
+        compiled.vjp(dy, X=x, W="abc")
+    with pytest.raises(ed.ExtentError, match="'W' is read with 4 indexes but its shape"):
+        compiled.vjp(dy, X=x, W=w[0])
+    with pytest.raises(ed.ExtentError, match="'X' is read with 4 indexes but its shape"):
+        compiled.forward(X=x[0], W=w)
+
+    # a subclass of ndarray is not taken for one (np.matrix would keep its own product)
+    class Marked(np.ndarray):
+        pass
+
+    grads = compiled.vjp(dy, X=x.view(Marked), W=w)
+    assert type(grads["X"]) is np.ndarray
+    np.testing.assert_allclose(grads["X"], expected["X"], atol=1e-10)

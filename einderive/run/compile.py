@@ -4,7 +4,9 @@
 call with a given signature (the shape of every input) derives the pullbacks for
 those sizes, prints the ``backend``'s module and compiles it (``run.load``). Every
 later call with the same signature goes straight to the compiled functions, as
-``jax.jit`` does per shape. The ``loops`` backend is the reference interpreter
+``jax.jit`` does per shape; a repeated call with the float64 NumPy arrays of the last
+signature skips even the conversions and look-ups (its checks were made once). The
+``loops`` backend is the reference interpreter
 (``run.interpret``), planned once per signature the same way.
 """
 
@@ -13,10 +15,11 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import operator
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -176,6 +179,19 @@ class Runner:
         results = self._vjp(cotangent, *[arrays[name] for name in self.inputs])
         return dict(zip(self.pullbacks, results, strict=True))
 
+    def vjp_of(self, cotangent: Any, arrays: Sequence[Any]) -> dict[str, Any]:
+        """``vjp`` with the arrays in the order of ``inputs`` (the compiled hot path)."""
+        if self._vjp is None:
+            named = dict(zip(self.inputs, arrays, strict=True))
+            return _interpret_vjp(self.derivation, named, cotangent)
+        return dict(zip(self.pullbacks, self._vjp(cotangent, *arrays), strict=True))
+
+    def forward_of(self, arrays: Sequence[Any]) -> Any:
+        """``forward`` with the arrays in the order of ``inputs``."""
+        if self._forward is None:
+            return self.forward(dict(zip(self.inputs, arrays, strict=True)))
+        return self._forward(*arrays)
+
     def pullback(self, tensor: str, cotangent: Any, arrays: Mapping[str, Any]) -> Any:
         if self.source is None:
             return _interpret_vjp(self.derivation, arrays, cotangent)[tensor]
@@ -240,6 +256,34 @@ def run(
 
 # the module kind whose ``op`` a backend's ``Compiled.function`` applies
 OP_KINDS = {"torch": "torch-function", "jax": "jax-custom-vjp"}
+
+
+_FLOAT64 = np.dtype(np.float64)
+
+
+class _Hot(NamedTuple):
+    """The last signature of float64 NumPy arrays a ``Compiled`` ran, checked once.
+
+    A later call by the same names with float64 ndarrays of the same shapes (and a
+    cotangent of the output's shape) goes straight to the runner: its names, values
+    and sizes were checked when the signature was first seen, so nothing is converted
+    or looked up again."""
+
+    runner: Runner
+    arity: int  # how many arrays the call gave: exactly the runner's inputs
+    take: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # those arrays, in reading order
+    key: list[tuple[type, np.dtype, tuple[int, ...]]]  # each one's type, dtype and shape
+    cotangent: tuple[type, np.dtype, tuple[int, ...]]  # the cotangent's
+
+
+def _taker(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """``given -> tuple(given[n] for n in names)``, by one C-level look-up."""
+    if len(names) == 1:
+        (only,) = names
+        return lambda given: (given[only],)
+    if not names:
+        return lambda given: ()
+    return operator.itemgetter(*names)  # type: ignore[return-value]
 
 
 def _bind(names: Sequence[str], arrays: Sequence[Any], named: Mapping[str, Any]) -> list[Any]:
@@ -313,6 +357,7 @@ class Compiled:
         self._name_set = frozenset(self._names)
         self._runners: dict[tuple, Runner] = {}
         self._last: Runner | None = None
+        self._hot: _Hot | None = None
         self._function: Callable[..., Any] | None = None
         if self.shapes is not None and all(name in self.shapes for name in self._names):
             given = {name: tuple(self.shapes[name]) for name in self._names}
@@ -363,7 +408,35 @@ class Compiled:
         if made is None:
             made = self._runner_for(dict(zip(names, signature, strict=True)))
         self._last = made
+        if self._numpy:
+            self._hot = self._hot_of(made, inputs, arrays)
         return made, arrays, native
+
+    def _hot_of(
+        self, made: Runner, inputs: Mapping[str, Any], arrays: Mapping[str, Any]
+    ) -> _Hot | None:
+        """The hot path of this signature, if the call gave the runner's inputs, each a
+        float64 ndarray taken as it is (else the next call is checked in full)."""
+        if len(inputs) != len(made.inputs):
+            return None
+        key: list[tuple[type, np.dtype, tuple[int, ...]]] = []
+        for name in made.inputs:
+            if name not in inputs or arrays.get(name) is not inputs[name]:
+                return None  # missing, or converted: a later call must convert it too
+            key.append((np.ndarray, _FLOAT64, tuple(inputs[name].shape)))
+        cotangent = (np.ndarray, _FLOAT64, made.output_shape)
+        return _Hot(made, len(inputs), _taker(made.inputs), key, cotangent)
+
+    def _hot_arrays(self, hot: _Hot, inputs: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The arrays of a call that fits the hot signature, in reading order, or None."""
+        if len(inputs) != hot.arity:
+            return None
+        try:
+            arrays = hot.take(inputs)
+            fits = [(type(a), a.dtype, a.shape) for a in arrays] == hot.key
+        except (KeyError, AttributeError):
+            return None  # a name missing or not an array: the full check says which
+        return arrays if fits else None
 
     def _given(self, inputs: Mapping[str, Any]) -> tuple[str, ...]:
         """The names given, in reading order; an error names one the text does not read.
@@ -405,11 +478,30 @@ class Compiled:
 
     def forward(self, **inputs: Any) -> Any:
         """The output of the last statement."""
+        hot = self._hot
+        if hot is not None:
+            given = self._hot_arrays(hot, inputs)
+            if given is not None:
+                return hot.runner.forward_of(given)
         made, arrays, native = self._prepare(inputs)
         return self._out(made.forward(arrays), native)
 
     def vjp(self, cotangent: Any, /, **inputs: Any) -> dict[str, Any]:
         """Every pullback of ``cotangent`` (shaped like the output), by input name."""
+        hot = self._hot
+        if hot is not None and len(inputs) == hot.arity:
+            # the checks of _hot_arrays, inlined: this is the call users repeat
+            try:
+                given = hot.take(inputs)
+                fits = [(type(a), a.dtype, a.shape) for a in given] == hot.key and (
+                    type(cotangent),
+                    cotangent.dtype,
+                    cotangent.shape,
+                ) == hot.cotangent
+            except (KeyError, AttributeError):
+                fits = False
+            if fits:
+                return hot.runner.vjp_of(cotangent, given)
         made, arrays, native = self._prepare(inputs)
         results = made.vjp(self._cotangent(made, cotangent), arrays)
         if self.backend in ("numpy", "loops"):
@@ -547,6 +639,8 @@ def compile(  # noqa: A001 - the name users expect, as re.compile
     backend: str = "numpy",
 ) -> Compiled:
     """``text`` compiled for ``backend``, cached per text, parameters, shapes and backend."""
+    if params is None and shapes is None and ranges is None and type(text) is str:
+        return _compiled(text, None, None, None, backend)  # ``ed.vjp`` in a loop: no keys
     try:
         key = (_frozen(params), _frozen(shapes), _frozen(ranges))
     except TypeError:
