@@ -22,7 +22,7 @@ import sympy
 
 from . import affine, ir
 from .errors import ArgumentError
-from .functions import derivative
+from .functions import partials
 from .ir import fresh
 from .model import Backward, Derivation, Program, Pullback
 from .solve import gather
@@ -128,15 +128,19 @@ def backprop(
         local = ir.make_mul([ir.Const(node.exponent), ir.make_pow(node.base, node.exponent - 1)])
         backprop(node.base, ir.make_mul([seed, local]), scope, where, wrt, taken, out)
     elif isinstance(node, ir.Call):
-        local = derivative(node.func, node.arg)
-        backprop(node.arg, ir.make_mul([seed, local]), scope, where, wrt, taken, out)
+        for argument, local in zip(node.args, partials(node), strict=True):
+            backprop(argument, ir.make_mul([seed, local]), scope, where, wrt, taken, out)
     elif isinstance(node, ir.Reduce):
         # the reduced variables join the scope under fresh names (the seed may mention the old)
         mapping = {v: fresh(_stem(v), taken) for v in node.variables}
         body = ir.subs(node.body, mapping)
         inner_where = tuple(c.subs(mapping) for c in node.where)
         variables = tuple(mapping[v] for v in node.variables)
-        if node.op != "sum":
+        if node.op == "prod":
+            # each factor's cotangent is the product of all the others
+            rest = rename_bound(exclusive_product(node, variables), taken)
+            seed = ir.make_mul([seed, rest])
+        elif node.op != "sum":
             # max_/min_: the cotangent goes to the first extremum only
             indicator = rename_bound(
                 ir.IsExtremum(node.op, node.variables, node.body, node.where, variables), taken
@@ -144,6 +148,31 @@ def backprop(
             seed = ir.make_mul([seed, indicator])
         backprop(body, seed, scope + variables, where + inner_where, wrt, taken, out)
     # constants and IsExtremum (piecewise constant) send nothing back
+
+
+def exclusive_product(node: ir.Reduce, at: tuple[sympy.Expr, ...]) -> ir.Node:
+    """The product of ``node`` (a ``prod_``) over every point of its domain but ``at``.
+
+    The points before ``at`` in row-major order, and those after, as products with
+    affine bounds and no division, so that it is exact where a factor is zero:
+    ``prod_{k : k <= j - 1}(f[k]) * prod_{k : k >= j + 1}(f[k])`` for one variable.
+    With several, the first ``l`` variables equal ``at``'s and the next is before
+    (after) it, for each ``l``.
+    """
+    pieces: list[ir.Node] = []
+    variables = node.variables
+    for level, var in enumerate(variables):
+        fixed = dict(zip(variables[:level], at[:level], strict=True))
+        body = ir.subs(node.body, fixed)
+        # conditions on the fixed variables alone hold at ``at``, a point of the domain
+        remaining = set(variables[level:])
+        where = tuple(c.subs(fixed) for c in node.where if c.free_symbols & remaining)
+        for before in (True, False):
+            # var <= at - 1, or var >= at + 1
+            bound = at[level] - 1 - var if before else var - at[level] - 1
+            edge = ir.normalise(ir.Constraint("ge", ir.expand(bound)))
+            pieces.append(ir.Reduce("prod", variables[level:], body, (*where, edge)))
+    return ir.make_mul(pieces)
 
 
 def cotangent_name(name: str, taken: set[str]) -> str:

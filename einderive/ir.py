@@ -174,7 +174,7 @@ def coefficient(expr: sympy.Expr, var: sympy.Symbol) -> sympy.Expr:
     return sympy.Add(*found) if found else sympy.Integer(0)
 
 
-ReduceOp = Literal["sum", "max", "min"]
+ReduceOp = Literal["sum", "max", "min", "prod"]
 ConstraintKind = Literal["ge", "eq", "div"]
 
 
@@ -257,7 +257,8 @@ class Node:
 
 @dataclass(frozen=True)
 class Const(Node):
-    """A number or an expression in parameters."""
+    """A number, or an expression in parameters and index variables (``sin(i / 100)``
+    reads the index ``i`` as a number): constant with respect to every tensor."""
 
     value: sympy.Expr
     span: Span | None = field(default=None, compare=False)
@@ -295,11 +296,17 @@ class Pow(Node):
 
 @dataclass(frozen=True)
 class Call(Node):
-    """An elementwise function, by its name in ``functions.FUNCTIONS``."""
+    """An elementwise function, by its name in ``functions.FUNCTIONS``: ``arg`` is its
+    first argument, ``rest`` the others (``max(a, b)``)."""
 
     func: str
     arg: Node
     span: Span | None = field(default=None, compare=False)
+    rest: tuple[Node, ...] = ()
+
+    @property
+    def args(self) -> tuple[Node, ...]:
+        return (self.arg, *self.rest)
 
 
 @dataclass(frozen=True)
@@ -347,8 +354,10 @@ def children(node: Node) -> tuple[Node, ...]:
         return node.terms
     if isinstance(node, Mul):
         return node.factors
-    if isinstance(node, Pow | Call):
-        return (node.base,) if isinstance(node, Pow) else (node.arg,)
+    if isinstance(node, Pow):
+        return (node.base,)
+    if isinstance(node, Call):
+        return node.args
     if isinstance(node, Reduce | IsExtremum):
         return (node.body,)
     return ()
@@ -363,7 +372,7 @@ def map_children(node: Node, function: Callable[[Node], Node]) -> Node:
     if isinstance(node, Pow):
         return replace(node, base=function(node.base))
     if isinstance(node, Call):
-        return replace(node, arg=function(node.arg))
+        return replace(node, arg=function(node.arg), rest=tuple(function(a) for a in node.rest))
     if isinstance(node, Reduce | IsExtremum):
         return replace(node, body=function(node.body))
     return node
@@ -422,7 +431,10 @@ def _subs(
 
 
 def free_index_symbols(node: Node) -> set[sympy.Symbol]:
-    """Symbols used in index positions and constraints of ``node`` that it does not bind."""
+    """Symbols used in index positions, constraints and index values (``sin(i / 100)``) of
+    ``node`` that it does not bind."""
+    if isinstance(node, Const):
+        return set(node.value.free_symbols)
     if isinstance(node, Access):
         return set().union(*(e.free_symbols for e in node.indices)) if node.indices else set()
     if isinstance(node, Reduce | IsExtremum):

@@ -32,10 +32,10 @@ from .analysis import (
     substitute,
 )
 from .derive import derivation as derive_record
-from .derive import factor_reads_in_range, nothing_to_differentiate, rename_bound
+from .derive import exclusive_product, factor_reads_in_range, nothing_to_differentiate, rename_bound
 from .emit.text import statement_text
 from .errors import ArgumentError, EinderiveError
-from .functions import derivative
+from .functions import partials
 from .ir import fresh
 from .model import Program
 from .run.compile import run
@@ -101,23 +101,30 @@ def tangent(
         local = ir.make_pow(node.base, node.exponent - 1)
         return chain(ir.make_mul([ir.Const(node.exponent), local]), moved)
     if isinstance(node, ir.Call):
-        moved = moving(node.arg)
-        if moved == ir.ZERO:
-            return ir.ZERO
-        return chain(derivative(node.func, node.arg), moved)
+        parts = []
+        for argument, local in zip(node.args, partials(node), strict=True):
+            moved = moving(argument)
+            if moved != ir.ZERO:
+                parts.append(chain(local, moved))
+        return ir.make_add(parts)
     if isinstance(node, ir.Reduce):
         if node.op == "sum":
             moved = moving(node.body)
             if moved == ir.ZERO:
                 return ir.ZERO
             return ir.Reduce("sum", node.variables, moved, node.where)
-        # max_/min_: the body's tangent at the first extremum, picked out by an indicator
         mapping = {v: fresh(v.name, taken) for v in node.variables}
         body = ir.subs(node.body, mapping)
         moved = moving(body)
         if moved == ir.ZERO:
             return ir.ZERO
         points = tuple(mapping[v] for v in node.variables)
+        if node.op == "prod":
+            # the tangent of each factor times the product of all the others
+            others = rename_bound(exclusive_product(node, points), taken)
+            where = tuple(c.subs(mapping) for c in node.where)
+            return ir.Reduce("sum", points, ir.make_mul([others, moved]), where)
+        # max_/min_: the body's tangent at the first extremum, picked out by an indicator
         indicator = ir.IsExtremum(node.op, node.variables, node.body, node.where, points)
         where = tuple(c.subs(mapping) for c in node.where)
         return ir.Reduce("sum", points, ir.make_mul([indicator, moved]), where)

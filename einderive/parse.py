@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 TERMINAL_NAMES = {
     "NAME": "a name",
     "NUMBER": "a number",
-    "REDUCER": "sum_/max_/min_",
+    "REDUCER": "sum_/max_/min_/prod_",
     "EQUALS": "'='",
     "PLUS": "'+'",
     "MINUS": "'-'",
@@ -442,7 +442,9 @@ def _check_calls(statements: list[SStatement], text: str) -> None:
                 )
             if isinstance(node, SCall) and node.rest and node.name in (*FUNCTIONS, "max", "min"):
                 raise _arguments_error(node, text)
-            if isinstance(node, SCall) and node.name not in FUNCTIONS:
+            if isinstance(node, SCall) and (
+                node.name not in FUNCTIONS or FUNCTIONS[node.name].arity != len(node.arguments)
+            ):
                 raise IndexNotationError(_call_hint(node, statement, text), node.name_span, text)
 
 
@@ -516,7 +518,7 @@ def _call_hint(node: SCall, statement: SStatement, text: str) -> str:
         else []
     )
     summed = [n for n in _index_names(node.arg) if n not in free] or ["i"]
-    if name in ("sum", "max", "min"):
+    if name in ("sum", "max", "min", "prod"):
         return (
             f"'{name}' is written with the indices it reduces: "
             f"{name}_{{{','.join(summed)}}}({argument})"

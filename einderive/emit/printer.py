@@ -50,6 +50,8 @@ class NotationPrinter:
 
     times = " * "
     minus = "-"
+    at_most = "<="
+    at_least = ">="
 
     def __init__(self, order: Sequence[sympy.Symbol] = ()) -> None:
         self.order = list(order)
@@ -205,7 +207,7 @@ class NotationPrinter:
         return f"{base}**{exponent}", POW
 
     def _print_Call(self, node: ir.Call) -> tuple[str, int]:
-        return f"{node.func}({self.expr(node.arg)})", ATOM
+        return f"{node.func}({', '.join(self.expr(a) for a in node.args)})", ATOM
 
     def _print_Reduce(self, node: ir.Reduce) -> tuple[str, int]:
         names = ",".join(self.symbol(v) for v in node.variables)
@@ -214,7 +216,31 @@ class NotationPrinter:
         if isinstance(node.body, ir.Const) and node.body.value == 0:
             # zero, however many terms; `sum_{n}(0)` would not say n's range when read back
             return self.expr(node.body), ATOM
+        conditions = self.reduction_conditions(node)
+        if conditions:
+            names += " : " + ", ".join(conditions)
         return f"{node.op}_{{{names}}}({self.expr(node.body)})", ATOM
+
+    def reduction_conditions(self, node: ir.Reduce) -> list[str]:
+        """The conditions written in a product's braces: those that tie its variables to
+        the indices around it (``prod_{k : k <= j - 1}``); its box comes from its reads."""
+        if node.op != "prod":
+            return []
+        around = set(self.order) - set(node.variables)
+        return [self.relation(c, node.variables) for c in node.where if c.free_symbols & around]
+
+    def relation(self, constraint: ir.Constraint, first: Sequence[sympy.Symbol] = ()) -> str:
+        """A condition as the notation reads it back: ``==`` for an equation; a variable of
+        ``first`` (else of the order) alone on the left where it can be: ``k <= j - 1``."""
+        if constraint.kind == "ge":
+            for var in [*first, *self.order]:
+                coefficient = ir.coefficient(constraint.expr, var)
+                if coefficient in (1, -1):
+                    rest = ir.expand(-coefficient * (constraint.expr - coefficient * var))
+                    relation = self.at_least if coefficient == 1 else self.at_most
+                    return f"{self.symbol(var)} {relation} {self.side(rest)}"
+        text = self.condition(constraint)
+        return text.replace(" = ", " == ") if constraint.kind == "eq" else text
 
     def _print_IsExtremum(self, node: ir.IsExtremum) -> tuple[str, int]:
         names = ",".join(self.symbol(v) for v in node.variables)

@@ -437,6 +437,11 @@ class TorchPrinter(JaxPrinter):
 
     def _parts_Reduction(self, expr: Reduction) -> tuple[str, list[Piece]]:
         op, values, axes = expr.args
+        if op.text == "prod":
+            # torch.prod takes one dimension: the leading axes flattened into one
+            count = len(axes)
+            flat = values if count == 1 else f"torch.flatten({self._print(values)}, 0, {count - 1})"
+            return "torch.prod", [flat, "dim=0"]
         function = {"sum": "torch.sum", "max": "torch.amax", "min": "torch.amin"}[op.text]
         return function, [values, f"dim={self._axes(axes)}"]
 
@@ -520,7 +525,7 @@ def _distinct(node: ir.Node, seen: set[sympy.Symbol], fresh: Callable[[str], str
     if isinstance(node, ir.Pow):
         return replace(node, base=_distinct(node.base, seen, fresh))
     if isinstance(node, ir.Call):
-        return replace(node, arg=_distinct(node.arg, seen, fresh))
+        return ir.map_children(node, lambda child: _distinct(child, seen, fresh))
     return node
 
 
@@ -627,14 +632,17 @@ class _DenseStatement:
         if isinstance(node, ir.Pow):
             return sympy.Pow(self.number(node.base, depth), node.exponent, evaluate=False), False
         if isinstance(node, ir.Call):
-            arg = self.number(node.arg, depth)
-            return ELEMENTWISE[node.func](arg, evaluate=False), node.func == "step"
+            # an argument that reads no tensor (``sin(i / 100)``) is still an array of floats
+            args = [self.array(self.number(a, depth), a) for a in node.args]
+            return ELEMENTWISE[node.func](*args, evaluate=False), node.func == "step"
         if isinstance(node, ir.Reduce):
             if not node.variables:
                 return self.guarded(node, depth), False
             key = _canonical(node)
             if key not in self.cache:
-                stem = {"sum": "total", "max": "largest", "min": "smallest"}[node.op]
+                stem = {"sum": "total", "max": "largest", "min": "smallest", "prod": "product"}[
+                    node.op
+                ]
                 name = sympy.Symbol(self.fresh(stem), real=True)
                 self.lines.append(Assignment(name, self.reduction(node, depth)))
                 self.cache[key] = name
@@ -748,11 +756,20 @@ class _DenseStatement:
         with self.known(rest):
             body = self.array(self.number(node.body, depth + len(present)), node.body)
         mask = self.mask(rest)
-        fill = {"sum": sympy.Float(0.0), "max": -sympy.oo, "min": sympy.oo}[node.op]
-        values = body if mask is None else Masked(mask, body, fill)
+        fill = {"sum": 0.0, "max": -sympy.oo, "min": sympy.oo, "prod": 1.0}[node.op]
+        values = body if mask is None else Masked(mask, body, sympy.sympify(fill))
         if present:
             axes = sympy.Tuple(*range(len(present)))
             values = Reduction(String(node.op), values, axes)
+        if node.op == "prod":
+            # a variable that nothing depends on repeats the factor
+            repeats = [
+                ir.expand(bounds[v][1] - bounds[v][0] + 1)
+                for v in node.variables
+                if v not in present
+            ]
+            count = sympy.Mul(*(sympy.Max(0, r) for r in repeats))
+            return values if not repeats else sympy.Pow(values, count, evaluate=False)
         if node.op != "sum":
             return values
         # a variable that nothing depends on counts the terms

@@ -145,7 +145,7 @@ def compile_node(node: ir.Node, tensors: Tensors) -> Callable[[Env], float]:
     if isinstance(node, ir.Const):
         value = node.value
         if not value.is_number:
-            raise ArgumentError(f"{value} has no numeric value; give every parameter a number")
+            return _index_value(value)
         constant = float(value)
         return lambda env: constant
     if isinstance(node, ir.Access):
@@ -183,6 +183,9 @@ def compile_node(node: ir.Node, tensors: Tensors) -> Callable[[Env], float]:
         return power
     if isinstance(node, ir.Call):
         function = FUNCTIONS[node.func].value
+        if node.rest:
+            arguments = [compile_node(a, tensors) for a in node.args]
+            return lambda env: function(*(a(env) for a in arguments))
         argument = compile_node(node.arg, tensors)
         return lambda env: function(argument(env))
     if isinstance(node, ir.Reduce):
@@ -190,6 +193,17 @@ def compile_node(node: ir.Node, tensors: Tensors) -> Callable[[Env], float]:
     if isinstance(node, ir.IsExtremum):
         return _compile_is_extremum(node, tensors)
     raise TypeError(f"unknown node {node!r}")  # pragma: no cover
+
+
+def _index_value(value: sympy.Expr) -> Callable[[Env], float]:
+    """An index expression read as a number (``i / 100``), at a point."""
+    try:
+        exact = affine(value)
+    except ArgumentError:
+        raise ArgumentError(
+            f"{value} has no numeric value; give every parameter a number"
+        ) from None
+    return lambda env: float(exact(env))
 
 
 def _compile_reduce(node: ir.Reduce, tensors: Tensors) -> Callable[[Env], float]:
@@ -210,6 +224,18 @@ def _compile_reduce(node: ir.Reduce, tensors: Tensors) -> Callable[[Env], float]
             return acc[0]
 
         return total
+    if node.op == "prod":
+
+        def product(env: Env) -> float:
+            acc = [1.0]
+
+            def visit(point: Env) -> None:
+                acc[0] *= body(point)
+
+            domain.iterate(env, visit)
+            return acc[0]
+
+        return product
     better = (lambda a, b: a > b) if node.op == "max" else (lambda a, b: a < b)
 
     def extremum(env: Env) -> float:
