@@ -24,7 +24,7 @@ from . import affine, ir
 from .errors import ArgumentError
 from .functions import partials
 from .ir import fresh
-from .model import Backward, Derivation, Program, Pullback
+from .model import Backward, Derivation, Program, Pullback, PullbackTrace, ReadTrace
 from .solve import gather
 
 _rename_counter = itertools.count()
@@ -38,6 +38,7 @@ class Contribution:
     seed: ir.Node
     scope: tuple[sympy.Symbol, ...]
     where: tuple[ir.Constraint, ...]
+    statement: ir.Statement | None = None  # the forward statement that holds the read
 
 
 def _neg(node: ir.Node) -> ir.Node:
@@ -220,6 +221,7 @@ def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
     wanted = set(program.inputs if wrt is None else wrt)
     contributions: dict[str, list[Contribution]] = defaultdict(list)
     statements: list[ir.Statement] = []
+    traces: list[PullbackTrace] = []  # how each statement was derived, for ``explain``
     produced: set[str] = set()
     output = program.output
     for statement in reversed(program.statements):
@@ -228,7 +230,9 @@ def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
             if not contributions[target]:
                 continue
             statements.append(
-                _collect(program, target, names, contributions[target], taken, shapes, reserved)
+                _collect(
+                    program, target, names, contributions[target], taken, shapes, reserved, traces
+                )
             )
             produced.add(names[target])
         seed = ir.Access(names[target], statement.indices)
@@ -242,17 +246,18 @@ def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
         backprop(statement.rhs, seed, statement.indices, where, written | wanted, taken, found)
         for contribution in found:
             contributions[contribution.access.tensor].append(
-                replace(contribution, scope=_order(contribution.scope, prefer))
+                replace(contribution, scope=_order(contribution.scope, prefer), statement=statement)
             )
     for name in program.inputs:
         if name in wanted:
             statements.append(
-                _collect(program, name, names, contributions[name], taken, shapes, reserved)
+                _collect(program, name, names, contributions[name], taken, shapes, reserved, traces)
             )
     return Backward(
         statements=tuple(statements),
         cotangents={k: v for k, v in names.items() if k in wanted or v in produced},
         seeds=(names[output],),
+        trace=tuple(traces),
     )
 
 
@@ -299,15 +304,21 @@ def _collect(
     taken: set[str],
     shapes: Mapping[str, Sequence[sympy.Expr]],
     reserved: set[str],
+    traces: list[PullbackTrace],
 ) -> ir.Statement:
-    """``dT[u] = sum of every contribution``, each delta eliminated into a gather."""
+    """``dT[u] = sum of every contribution``, each delta eliminated into a gather.
+
+    What it does with each read is kept in ``traces`` (for ``explain``), as it goes.
+    """
     rank = len(program.shapes[tensor])
     local = _LocalNames(taken)  # each pullback names its own axes p, q, ...
     targets = tuple(fresh(name, local) for name in axis_names(rank))
     terms: list[ir.Node] = []
+    reads: list[ReadTrace] = []
     boxes = dict(zip(targets, program.shapes[tensor], strict=True))
     for contribution in contributions:
         seed = rename_bound(contribution.seed, taken)
+        solved: list[tuple[sympy.Symbol, sympy.Expr, ir.Constraint | None]] = []
         term = gather(
             targets,
             contribution.access.indices,
@@ -315,8 +326,25 @@ def _collect(
             contribution.scope,
             contribution.where + factor_reads_in_range(seed, shapes),
             prefer=contribution.scope,
+            trace=solved,
         )
-        terms.append(_plain_names(_drop_box_guards(term, boxes), reserved))
+        term = _drop_box_guards(term, boxes)
+        statement = contribution.statement
+        assert statement is not None  # pullbacks() sets it on every contribution
+        reads.append(
+            ReadTrace(
+                statement,
+                names[statement.target],
+                contribution.access,
+                seed,
+                contribution.scope,
+                contribution.where,
+                tuple(solved),
+                term,
+            )
+        )
+        terms.append(_plain_names(term, reserved))
+    traces.append(PullbackTrace(tensor, names[tensor], targets, boxes, tuple(reads)))
     return ir.Statement(names[tensor], targets, ir.make_add(terms))
 
 

@@ -13,9 +13,11 @@ spell out what ``derive`` does (see derive.py):
 5. a divisibility condition, where an index was solved through a coefficient;
 6. the pullback, and the convolution call it is, with the role of each parameter.
 
-The steps are recomputed with the derivation's own functions (``backprop``,
-``gather``), so they show what ``derive`` did; where ``derive`` had to keep a
-renamed bound index (``k1``, because ``k`` is taken), the last step says so.
+The steps are read off the trace ``derive`` keeps while it derives
+(``Backward.trace``: each read, its seed, the pivots ``gather`` chose, the term it
+left), so they show what ``derive`` did without deriving again; where the pullback
+names a bound index differently from the steps (``k1``, because ``k`` is taken), the
+last step says so.
 """
 
 from __future__ import annotations
@@ -28,16 +30,18 @@ import sympy
 
 from . import ir
 from .conv.recognise import convolutions
-from .derive import _drop_box_guards, _order, _summed_first, backprop, rename_bound
+from .derive import _rename, _stem
 from .emit.latex import LatexPrinter, statement_latex
 from .emit.printer import MUL, NotationPrinter
 from .emit.text import statement_text, variables_of
-from .solve import Bounds, gather, implied_by_box, loop_bounds
+from .errors import ArgumentError
+from .ir import fresh
+from .solve import Bounds, implied_by_box, loop_bounds
 
 if TYPE_CHECKING:
     from .conv.calls import GenericConv
     from .conv.recognise import ConvPullback, Recognition
-    from .model import Derivation
+    from .model import Derivation, PullbackTrace, ReadTrace
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class Read:
 
 @dataclass(frozen=True)
 class PullbackWork:
-    """A pullback recomputed read by read: its reads, and the statement they add up to."""
+    """A pullback read by read, as derived: its reads, and the statement they add up to."""
 
     tensor: str
     reads: tuple[Read, ...]
@@ -115,89 +119,119 @@ class PullbackWork:
         return self.statement.target
 
 
-# ---- recomputing the derivation -----------------------------------------------------------
+# ---- the derivation's trace, in the forward's names -----------------------------------------
 
 
-def recompute(derivation: Derivation) -> list[PullbackWork]:
-    """Every cotangent statement of ``derivation``, in its order, recomputed read by read.
+def pullback_work(derivation: Derivation) -> list[PullbackWork]:
+    """Every cotangent statement of ``derivation``, in its order, read by read, as ``derive``
+    recorded it while deriving (``Backward.trace``): nothing is derived again.
 
-    ``backprop`` and ``gather`` are called as ``derive.pullbacks`` calls them; only
-    the fresh names of bound variables differ (the forward's where no clash).
+    ``derive`` renames bound indices apart while it substitutes (``m1`` for ``m``); the
+    steps show the forward's names where they clash with nothing (see ``_shown_names``).
     """
-    program = derivation.program
-    cotangents = dict(derivation.backward.cotangents)
-    cotangents[program.output] = derivation.backward.seeds[0]
-    axes = {s.target: s.indices for s in derivation.backward.statements}
-    wanted = set(derivation.backward.cotangents)
-    base = set(program.shapes) | {s.name for s in program.symbols} | set(cotangents.values())
-    base |= {v.name for indices in axes.values() for v in indices}
-    found: dict[str, list[Read]] = {tensor: [] for tensor in wanted}
-    for statement in reversed(program.statements):
-        if statement.target not in cotangents:
-            continue
-        taken = base | {v.name for v in statement.indices}
-        shape = program.shapes[statement.target]
-        where = tuple(
-            c for v, n in zip(statement.indices, shape, strict=True) for c in ir.box(v, n)
+    backward = derivation.backward
+    if len(backward.trace) != len(backward.statements):
+        raise ArgumentError(
+            "this derivation kept no trace of how it was derived (its numbers were put in "
+            "after deriving); explain the derivation that ed.derive returned"
         )
-        seed = ir.Access(cotangents[statement.target], statement.indices)
-        # twice, with the same fresh names: the chain rule's seed, and the local derivative
-        chained: list = []
-        local: list = []
-        backprop(statement.rhs, seed, statement.indices, where, wanted, set(taken), chained)
-        backprop(statement.rhs, ir.ONE, statement.indices, where, wanted, set(taken), local)
-        prefer = _summed_first(statement)
-        for contribution, derivative in zip(chained, local, strict=True):
-            tensor = contribution.access.tensor
-            scope = _order(contribution.scope, prefer)
-            bound = taken | {v.name for v in scope}
-            targets = axes[cotangents[tensor]]
-            writes = contribution.access.indices
-            seed_term = rename_bound(contribution.seed, set(bound))
-            term = gather(targets, writes, seed_term, scope, contribution.where, prefer=scope)
-            boxes = dict(zip(targets, program.shapes[tensor], strict=True))
-            eliminated, guards = _eliminations(targets, writes, scope, contribution.where)
-            found[tensor].append(
-                Read(
-                    statement=statement,
-                    cotangent=cotangents[statement.target],
-                    access=contribution.access,
-                    local=rename_bound(derivative.seed, set(bound)),
-                    seed=seed_term,
-                    scope=scope,
-                    where=contribution.where,
-                    targets=targets,
-                    extents=boxes,
-                    eliminated=eliminated,
-                    guards=guards,
-                    term=_drop_box_guards(term, boxes),
-                )
-            )
-    tensor_of = {name: tensor for tensor, name in cotangents.items()}
+    program = derivation.program
+    cotangents = [*backward.cotangents.values(), *backward.seeds]
+    base = set(program.shapes) | {s.name for s in program.symbols} | set(cotangents)
+    base |= {v.name for s in backward.statements for v in s.indices}
     result = []
-    for statement in derivation.backward.statements:
-        tensor = tensor_of[statement.target]
-        reads = tuple(found[tensor])
+    for pullback in backward.trace:
+        reads = tuple(_shown(pullback, read, base) for read in pullback.reads)
         rhs = ir.make_add([read.term for read in reads])
-        work = ir.Statement(statement.target, statement.indices, rhs)
-        result.append(PullbackWork(tensor, reads, work))
+        statement = ir.Statement(pullback.name, pullback.targets, rhs)
+        result.append(PullbackWork(pullback.tensor, reads, statement))
     return result
+
+
+def _shown_names(read: ReadTrace, base: set[str]) -> dict[sympy.Symbol, sympy.Symbol]:
+    """The names the steps give ``derive``'s bound variables in one read.
+
+    A variable summed around the read takes its forward name unless that is a tensor's,
+    a size's, a cotangent's or a pullback index's (``fresh``, in scope order); a variable
+    bound inside the seed (``sum_{j}`` of a softmax, an argmax) is named apart from those.
+    """
+    taken = base | {v.name for v in read.statement.indices}
+    names: dict[sympy.Symbol, sympy.Symbol] = {}
+    for var in read.scope:
+        if var not in read.statement.indices:
+            names[var] = fresh(_stem(var), taken)
+    inner = (
+        base | {v.name for v in read.statement.indices} | {names.get(v, v).name for v in read.scope}
+    )
+    for node in ir.walk(read.seed):
+        if isinstance(node, ir.Reduce | ir.IsExtremum):
+            for var in node.variables:
+                names[var] = fresh(_stem(var), inner)
+    return names
+
+
+def _shown(pullback: PullbackTrace, trace: ReadTrace, base: set[str]) -> Read:
+    """One recorded read, with the names the steps give it (``_shown_names``)."""
+    names = _shown_names(trace, base)
+    seed = _rename(trace.seed, names)
+    scope = tuple(names.get(v, v) for v in trace.scope)
+    where = tuple(_renamed(c, names) for c in trace.where)
+    access = ir.subs(trace.access, names)
+    assert isinstance(access, ir.Access)
+    solved = tuple(
+        (names.get(var, var), solution.xreplace(names), None if c is None else _renamed(c, names))
+        for var, solution, c in trace.solved
+    )
+    writes = access.indices
+    eliminated, guards = _eliminations(pullback.targets, writes, where, solved)
+    return Read(
+        statement=trace.statement,
+        cotangent=trace.cotangent,
+        access=access,
+        local=_local(seed),
+        seed=seed,
+        scope=scope,
+        where=where,
+        targets=pullback.targets,
+        extents=pullback.extents,
+        eliminated=eliminated,
+        guards=guards,
+        term=_rename(trace.term, names),
+    )
+
+
+def _renamed(constraint: ir.Constraint, names: dict[sympy.Symbol, sympy.Symbol]) -> ir.Constraint:
+    """The constraint with variables renamed, as ``gather`` wrote it (``subs`` would also
+    clear its denominators: ``d/f divides p - q/f`` is shown as solved)."""
+    return replace(
+        constraint,
+        expr=constraint.expr.xreplace(names),
+        modulus=constraint.modulus.xreplace(names),
+    )
+
+
+def _local(seed: ir.Node) -> ir.Node:
+    """The derivative of the right-hand side with respect to the read: the seed without its
+    first factor, the statement's cotangent (``backprop`` multiplies onto it from the right,
+    and ``make_mul`` keeps the order of the factors, a constant first)."""
+    factors = list(seed.factors) if isinstance(seed, ir.Mul) else [seed]
+    first = next(k for k, f in enumerate(factors) if not isinstance(f, ir.Const))
+    return ir.make_mul(factors[:first] + factors[first + 1 :])
 
 
 def _eliminations(
     targets: Sequence[sympy.Symbol],
     writes: Sequence[sympy.Expr],
-    scope: Sequence[sympy.Symbol],
     where: Sequence[ir.Constraint],
+    trace: Sequence[tuple[sympy.Symbol, sympy.Expr, ir.Constraint | None]],
 ) -> tuple[tuple[Elimination, ...], tuple[tuple[sympy.Expr, sympy.Expr], ...]]:
-    """The indices ``gather`` solves for in one read, with their solutions, and the
-    equations left over (each ``left = right`` with the solutions put in): guards.
+    """The indices ``gather`` solved for in one read (``trace``: its pivots, in order), each
+    with its final solution and the equation it came from, and the equations left over
+    (each ``left = right`` with the solutions put in): guards.
 
-    ``gather`` records each pivot (``trace``); later solutions are put into earlier ones.
+    Later solutions are put into earlier ones.
     """
     solved: list[tuple[sympy.Symbol, sympy.Expr, ir.Constraint | None]] = []
-    trace: list[tuple[sympy.Symbol, sympy.Expr, ir.Constraint | None]] = []
-    gather(targets, writes, ir.ONE, scope, where, prefer=scope, trace=trace)
     final: dict[sympy.Symbol, sympy.Expr] = {}
     for var, solution, condition in reversed(trace):
         final[var] = ir.expand(solution.xreplace(final))
@@ -724,7 +758,16 @@ def _roles(conv: ConvPullback) -> list[Line]:
     for flag, meaning in swapped.items():
         lines.append([f"{flag}: " + (meaning if getattr(call, flag) else "no")])
     if call.groups != 1:
-        lines.append(["groups ", _scalar(call.groups), ": every channel has its own kernel"])
+        # the kernel's axis of input channels per group (after permute_kernel): a unit
+        # axis the call inserts when each group is one channel
+        if conv.w_layout.axes[0 if call.permute_kernel else 1] is None:
+            lines.append(["groups ", _scalar(call.groups), ": every channel has its own kernel"])
+        else:
+            lines.append(
+                ["groups ", _scalar(call.groups), ": the input's channels form ",
+                 _scalar(call.groups), " groups, and each output channel reads only the "
+                 "channels of its own group"]
+            )  # fmt: skip
     if call.batch_groups != 1:
         lines.append(
             ["batch_groups ", _scalar(call.batch_groups), ": every channel sums its own batch"]
@@ -887,7 +930,7 @@ def steps(derivation: Derivation) -> list[Step]:
     result = [_forward_step(derivation), *_forward_conv_steps(derivation)]
     derived = {s.target: s for s in derivation.backward.statements}
     forward = _forward_convolution(derivation)
-    for work in recompute(derivation):
+    for work in pullback_work(derivation):
         for read in work.reads:
             result += _read_steps(work, read)
         result.append(_pullback_step(work, derived[work.name]))

@@ -40,12 +40,47 @@ class Program:
 
 
 @dataclass(frozen=True)
+class ReadTrace:
+    """One read ``derive`` differentiated, and what eliminating its delta made of it.
+
+    In the names ``derive`` used while substituting (its bound variables renamed
+    apart, ``m1`` for the forward's ``m``), before the pullback's bound indices were
+    given back their plain names.
+    """
+
+    statement: ir.Statement  # the forward statement that holds the read
+    cotangent: str  # the cotangent of that statement's target: the seed's first factor
+    access: ir.Access  # the read T[w(v)]
+    seed: ir.Node  # what the read is sent: the cotangent times d rhs / d(this read)
+    scope: tuple[sympy.Symbol, ...]  # the variables bound around the read, in pivot order
+    where: tuple[ir.Constraint, ...]  # their domain (the output's box, the sums' ranges)
+    # each index the delta removed, in the order ``solve.gather`` solved for it: the
+    # variable, its solution then (later ones not yet put in), the divisibility condition
+    solved: tuple[tuple[sympy.Symbol, sympy.Expr, ir.Constraint | None], ...]
+    term: ir.Node  # the read's term of the pullback (ZERO: it never contributes)
+
+
+@dataclass(frozen=True)
+class PullbackTrace:
+    """How ``derive`` built one cotangent statement: the reads whose terms it added up."""
+
+    tensor: str  # the input or intermediate whose cotangent this is
+    name: str  # the cotangent's name (the statement's target)
+    targets: tuple[sympy.Symbol, ...]  # the statement's indices
+    extents: dict[sympy.Symbol, sympy.Expr]  # each target's extent: the tensor's shape
+    reads: tuple[ReadTrace, ...]
+
+
+@dataclass(frozen=True)
 class Backward:
     """The backward program: cotangent statements in evaluation order."""
 
     statements: tuple[ir.Statement, ...]
     cotangents: dict[str, str]  # tensor name -> its cotangent's name
     seeds: tuple[str, ...]  # the cotangents given from outside (the output's)
+    # how each statement was derived, in the same order (what ``explain`` shows); empty
+    # where the statements were not derived but made from others (numbers put in)
+    trace: tuple[PullbackTrace, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
