@@ -142,8 +142,8 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def derivation(text: str) -> Callable[[], object]:
-    from einderive.analysis import analyse
     from einderive.api import derive_program
+    from einderive.front import analyse
 
     def run() -> object:
         derived = derive_program(analyse(text))
@@ -263,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     started = time.perf_counter()
     import einderive  # noqa: F401  (imports done before anything is timed)
-    import einderive.analysis  # noqa: F401
     import einderive.api  # noqa: F401
     import einderive.conv.recognise  # noqa: F401
+    import einderive.front  # noqa: F401
 
     rows: list[tuple[str, str, str, bool | None]] = []
 
@@ -310,8 +310,8 @@ def latency_rows(args: argparse.Namespace, row: Callable[..., None]) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from test_pullbacks import CASES
 
-    from einderive.analysis import analyse
     from einderive.api import derive_program
+    from einderive.front import analyse
 
     slowest = 0.0
     for case in CASES:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from . import model
-from .analysis import ParamValues, RangeValues, ShapeValues, analyse, learnable_scalars
 from .conv.recognise import Recognition, convolutions
 from .derive import derivation as derive_record
 from .emit.latex import derivation_latex, statement_latex
@@ -22,6 +21,7 @@ from .emit.outputs import source as emitted_source
 from .emit.text import derivation_text, statement_text
 from .errors import ArgumentError, EinderiveError
 from .explain import Explanation, Step, explain, steps
+from .front import ParamValues, RangeValues, ShapeValues, analyse, learnable_scalars
 from .matrix import Im2col, Jacobian, im2col, jacobian
 from .run.compile import Compiled, _frozen
 from .run.compile import compile as compile_text

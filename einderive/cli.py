@@ -180,7 +180,7 @@ def run_table(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--format", choices=("text", "md"), default="text")
     args = parser.parse_args(argv)
-    from .conv.table import build, render_markdown, render_text
+    from .table import build, render_markdown, render_text
 
     rows = build()
     print(render_markdown(rows) if args.format == "md" else render_text(rows))

@@ -19,16 +19,16 @@ from collections.abc import Iterable
 import numpy as np
 
 from . import ir
-from .analysis import (
+from .api import Derivation, derive_program
+from .emit.text import statement_text
+from .errors import ArgumentError, EinderiveError
+from .front import (
     ParamValues,
     RangeValues,
     ShapeValues,
     analyse,
     learnable_scalars,
 )
-from .api import Derivation, derive_program
-from .emit.text import statement_text
-from .errors import ArgumentError, EinderiveError
 from .model import Program
 from .verify import (
     Check,

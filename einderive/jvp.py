@@ -23,21 +23,20 @@ import numpy as np
 import sympy
 
 from . import ir
-from .analysis import (
+from .derive import derivation as derive_record
+from .derive import exclusive_product, factor_reads_in_range, nothing_to_differentiate, rename_bound
+from .emit.text import statement_text
+from .errors import ArgumentError, EinderiveError
+from .front import (
     ParamValues,
     RangeValues,
     ShapeValues,
     analyse,
     learnable_scalars,
-    substitute,
 )
-from .derive import derivation as derive_record
-from .derive import exclusive_product, factor_reads_in_range, nothing_to_differentiate, rename_bound
-from .emit.text import statement_text
-from .errors import ArgumentError, EinderiveError
 from .functions import partials
 from .ir import fresh
-from .model import Program
+from .model import Program, substitute
 from .run.compile import run
 from .run.inputs import check_inputs as _check_inputs
 from .run.inputs import numeric_program

@@ -29,9 +29,9 @@ import numpy as np
 import sympy
 
 from . import ir
-from .analysis import ParamValues, RangeValues, ShapeValues, analyse
 from .derive import derivation as derive_record
 from .errors import ArgumentError, BackendMissingError, EinderiveError
+from .front import ParamValues, RangeValues, ShapeValues, analyse
 from .model import Derivation, Program
 from .run.compile import run
 from .run.interpret import numeric_shape, run_statements

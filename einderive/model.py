@@ -8,7 +8,7 @@ them as methods).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sympy
 
@@ -144,3 +144,34 @@ class Derivation:
             for s in self.backward.statements
             if s.target not in inputs
         )
+
+
+def substitute(program: Program, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Program:
+    """The program with numbers (or expressions) in place of parameters and sizes."""
+    statements = tuple(
+        ir.Statement(s.target, s.indices, ir.subs(s.rhs, mapping), s.span)
+        for s in program.statements
+    )
+    shapes = {k: tuple(e.xreplace(mapping) for e in v) for k, v in program.shapes.items()}
+    definitions = {k: v.xreplace(mapping) for k, v in program.definitions.items()}
+    settled = {k: v for k, v in definitions.items() if v.is_number}
+    if settled:
+        # a derived extent that became a number is replaced by it everywhere
+        return substitute(
+            replace(
+                program, definitions={k: v for k, v in definitions.items() if k not in settled}
+            ),
+            {**mapping, **settled},
+        )
+    extents = {k: v.xreplace(mapping) for k, v in program.extents.items()}
+    return Program(
+        text=program.text,
+        statements=statements,
+        shapes=shapes,
+        inputs=program.inputs,
+        params=tuple(p for p in program.params if p not in mapping),
+        sizes=tuple(s for s in program.sizes if s not in mapping),
+        values=program.values,
+        extents=extents,
+        definitions=definitions,
+    )

@@ -21,17 +21,16 @@ import numpy as np
 import sympy
 
 from . import ir
-from .analysis import (
+from .derive import derivation as derive_record
+from .errors import ArgumentError, EinderiveError
+from .front import (
     ParamValues,
     RangeValues,
     ShapeValues,
     analyse,
     learnable_scalars,
-    substitute,
 )
-from .derive import derivation as derive_record
-from .errors import ArgumentError, EinderiveError
-from .model import Backward, Derivation, Program
+from .model import Backward, Derivation, Program, substitute
 from .run.compile import installed, run
 from .run.interpret import run_statements
 

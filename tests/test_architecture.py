@@ -16,15 +16,16 @@ STAGES: list[tuple[str, ...]] = [
     ("errors",),
     ("ir", "affine", "functions", "solve"),  # the IR and the affine reasoning over it
     ("model",),  # plain records: Program, Backward, Derivation, Pullback
-    ("parse", "analysis", "front"),  # text -> Program
+    ("parse", "front"),  # text -> Program
     ("derive",),  # the core: reverse accumulation, gather form
-    ("conv",),  # call records, recognition, the cheat-sheet table
+    ("conv",),  # call records and recognition
     ("lower",),  # each statement once, as an array program
     ("emit",),  # printers and the runtime code they copy
     ("run",),  # compiled modules, the reference interpreter
     ("explain", "matrix"),  # showing a derivation
     ("verify",),
     ("api",),
+    ("table",),  # the `table` command: the cheat sheet, derived and compared
     ("jvp", "higher"),  # forward mode and second order: derive, run and verify
     ("__init__",),  # the public names: import einderive as ed
     ("options",),  # NAME=VALUE options of the command line and the page

@@ -12,8 +12,8 @@ import sympy
 from test_conv_calls import naive_conv_1d, reference_conv
 
 import einderive as ed
+from einderive import table
 from einderive.cli import run
-from einderive.conv import table
 from einderive.conv.calls import GenericConv
 from einderive.conv.recognise import ConvPullback
 from einderive.run.compile import run as run_backend

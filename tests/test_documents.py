@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from einderive import table
 from einderive.cli import run
-from einderive.conv import table
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # what only the project's working notes define
@@ -66,7 +66,7 @@ def test_table_help_defines_the_generic_convolution(capsys) -> None:
 
 
 def test_the_cheat_sheet_is_package_data() -> None:
-    sheet = resources.files("einderive.conv").joinpath(table.CHEAT_SHEET)
+    sheet = resources.files("einderive").joinpath(table.CHEAT_SHEET)
     assert sheet.is_file()
     rows = table.cheat_sheet()
     assert list(rows) == [family.description for family in table.FAMILIES]
@@ -79,5 +79,5 @@ def test_the_wheel_ships_the_cheat_sheet_and_the_grammar(tmp_path) -> None:
     wheel = builder.WheelBuilder(str(REPOSITORY))
     (built,) = list(wheel.build(directory=str(tmp_path), versions=["standard"]))
     names = zipfile.ZipFile(built).namelist()
-    assert "einderive/conv/conv-pullback-table.txt" in names
+    assert "einderive/conv-pullback-table.txt" in names
     assert "einderive/_grammar/einderive.lark" in names

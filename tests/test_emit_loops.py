@@ -24,9 +24,8 @@ import pytest
 import sympy
 
 import einderive as ed
-from einderive.analysis import substitute
 from einderive.emit.loops import LoopsPrinter, loops_source
-from einderive.model import Program
+from einderive.model import Program, substitute
 
 # (text, params given to derive, ranges, largest size drawn, inputs drawn positive)
 CASES = [

@@ -55,7 +55,7 @@ class Outcome:
 def _serve(connection: Connection) -> None:
     """Child: analyse every text received, answer with an Outcome."""
     import einderive
-    from einderive.analysis import analyse
+    from einderive.front import analyse
 
     analyse("Y[i] = X[i]")  # the grammar and sympy's caches, loaded once
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)

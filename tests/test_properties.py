@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from strategies import AffineStatement, ConvConfig, affine_statements, conv_configs, conv_problems
 
 import einderive as ed
-from einderive.analysis import analyse
 from einderive.api import derive_program
+from einderive.front import analyse
 from einderive.run.compile import installed
 from einderive.run.compile import run as run_backend
 

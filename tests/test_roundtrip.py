@@ -71,7 +71,7 @@ def _used(values: dict, text: str) -> dict:
 def _evaluate(
     text: str, inputs: dict, params: dict, shapes: dict, ranges: dict | None = None
 ) -> np.ndarray:
-    from einderive.analysis import analyse
+    from einderive.front import analyse
 
     # the tensors the analysis counts as read: `X[p + 1] * 0` reads nothing
     symbolic = analyse(text, _used(params, text), _used(shapes, text), _used(ranges or {}, text))

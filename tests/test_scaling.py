@@ -60,7 +60,7 @@ def test_a_parenthesised_chain_is_a_child_and_keeps_its_meaning():
 
 
 def test_a_long_sum_is_not_deep():
-    program = ed.analysis.analyse(shifted_sum(600))
+    program = ed.front.analyse(shifted_sum(600))
     (statement,) = program.statements
     assert len(statement.rhs.terms) == 600
 

@@ -24,10 +24,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import ir
-from ..analysis import input_names, learnable_scalars
 from ..derive import derivation
 from ..emit.outputs import source
 from ..errors import ArgumentError, BackendMissingError, EinderiveError
+from ..front import input_names, learnable_scalars
 from ..model import Derivation
 from .inputs import numeric_program
 from .interpret import run_statements

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis import (
+from ..errors import ArgumentError, EinderiveError
+from ..front import (
     ParamValues,
     RangeValues,
     ShapeValues,
@@ -15,7 +16,6 @@ from ..analysis import (
     input_names,
     learnable_scalars,
 )
-from ..errors import ArgumentError, EinderiveError
 from ..model import Program
 
 

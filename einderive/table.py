@@ -30,11 +30,11 @@ from typing import cast
 import numpy as np
 import sympy
 
-from .. import ir
-from ..derive import derivation as derive_record
-from ..model import Program
-from .calls import GenericConv
-from .recognise import ConvPullback, convolutions
+from . import ir
+from .conv.calls import GenericConv
+from .conv.recognise import ConvPullback, convolutions
+from .derive import derivation as derive_record
+from .model import Program
 
 N, K = sympy.symbols("N K", integer=True, positive=True)
 p_l, p_r = sympy.symbols("p_l p_r", integer=True, nonnegative=True)
