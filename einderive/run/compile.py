@@ -423,8 +423,8 @@ class Compiled:
     ) -> _Hot | None:
         """The hot path of this signature, if the call gave the runner's inputs, each a
         float64 ndarray taken as it is (else the next call is checked in full)."""
-        if len(inputs) != len(made.inputs):
-            return None
+        if len(inputs) != len(made.inputs) or self._index_arrays:
+            return None  # index arrays are checked on every call (their values are positions)
         key: list[tuple[type, np.dtype, tuple[int, ...]]] = []
         for name in made.inputs:
             if name not in inputs or arrays.get(name) is not inputs[name]:
