@@ -28,13 +28,6 @@ class Program:
     values: dict[str, int | float] = field(default_factory=dict)
     extents: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
     definitions: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
-    # the inputs read inside brackets (``tok`` in ``E[tok[b], d]``): integer arrays, no gradient
-    index_arrays: tuple[str, ...] = ()
-
-    @property
-    def differentiable(self) -> tuple[str, ...]:
-        """The inputs that have a pullback: all but the index arrays."""
-        return tuple(name for name in self.inputs if name not in self.index_arrays)
 
     @property
     def output(self) -> str:
@@ -155,10 +148,7 @@ class Derivation:
 
 def substitute(program: Program, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> Program:
     """The program with numbers (or expressions) in place of parameters and sizes."""
-    statements = tuple(
-        ir.Statement(s.target, s.indices, ir.subs(s.rhs, mapping), s.span)
-        for s in program.statements
-    )
+    statements = tuple(replace(s, rhs=ir.subs(s.rhs, mapping)) for s in program.statements)
     shapes = {k: tuple(e.xreplace(mapping) for e in v) for k, v in program.shapes.items()}
     definitions = {k: v.xreplace(mapping) for k, v in program.definitions.items()}
     settled = {k: v for k, v in definitions.items() if v.is_number}

@@ -177,9 +177,12 @@ def operands(node: Any) -> tuple[Any, ...]:
 
 def syntax_nodes(node: Any, brackets: bool = True) -> Iterator[Any]:
     """Every node of a syntax tree, parents first; index positions too unless ``brackets``
-    is False (a read's pad value is not part of the tree: it is a number)."""
+    is False, nor the operands of a comparison (a read's pad value is not part of the tree:
+    it is a number)."""
     yield node
     children = operands(node)
+    if isinstance(node, SCompare) and not brackets:
+        children = ()  # a comparison's operands are index expressions, as in brackets
     if isinstance(node, SCall):
         children = node.arguments
     elif isinstance(node, SReduce):
@@ -412,49 +415,6 @@ def _token_error(text: str, token: Any, expected: set[str]) -> NotationSyntaxErr
     return NotationSyntaxError(f"unexpected {found}; expected {_expected(expected)}", span, text)
 
 
-def index_arrays(statements: list[SStatement], text: str) -> tuple[str, ...]:
-    """The tensors read inside brackets (``tok`` in ``E[tok[b], d]``, ``idx`` in
-    ``Y[idx[i]] = X[i]``), in order of first reading: integer inputs, never written,
-    never read as values."""
-    found: dict[str, SAccess] = {}
-    for statement in statements:
-        reads = [n for n in syntax_nodes(statement.rhs) if isinstance(n, SAccess)]
-        if isinstance(statement.target, SAccess):
-            reads.append(statement.target)
-        for access in reads:
-            for position in access.indices:
-                for node in syntax_nodes(position):
-                    if isinstance(node, SAccess):
-                        found.setdefault(node.name, node)
-    written = {s.target.name: s.target for s in statements}
-    for name in found:
-        if name in written:
-            raise IndexNotationError(
-                f"{name!r} is read inside brackets, so it is an index array, an input of "
-                "integers; it cannot also be written",
-                written[name].span,
-                text,
-            )
-        for statement in statements:
-            for node in syntax_nodes(statement.rhs, brackets=False):
-                if isinstance(node, SAccess) and node.name == name:
-                    raise IndexNotationError(
-                        f"{name!r} is read inside brackets, so it is an index array of "
-                        "integer positions; it cannot also be read as a value",
-                        node.span,
-                        text,
-                    )
-    return tuple(found)
-
-
-def index_array_names(text: str) -> tuple[str, ...]:
-    """The index arrays of ``text`` (see ``index_arrays``)."""
-    try:
-        return index_arrays(parse(text), text)
-    except IndexNotationError as error:
-        raise error.with_text(text) from None
-
-
 def _check_calls(statements: list[SStatement], text: str) -> None:
     """Refuse a call of anything but an elementwise function (or, inside brackets, an index
     function), with the wrong number of arguments, or a pad keyword that is not ``pad``,
@@ -466,6 +426,7 @@ def _check_calls(statements: list[SStatement], text: str) -> None:
                 statement.target.pad.span,
                 text,
             )
+        _check_comparisons(statement.rhs, True, text)
         for node in syntax_nodes(statement.rhs, brackets=False):
             if isinstance(node, SAccess):
                 _check_brackets(node, text)
@@ -491,13 +452,34 @@ def _check_calls(statements: list[SStatement], text: str) -> None:
                 raise IndexNotationError(_call_hint(node, statement, text), node.name_span, text)
 
 
+def _check_comparisons(node: Any, factor: bool, text: str) -> None:
+    """An index comparison is a factor: of a product (not a divisor), a term, a whole
+    right-hand side, a reduction's body; not an argument, a base or an exponent."""
+    if isinstance(node, SCompare):
+        if not factor:
+            raise IndexNotationError(
+                "an index comparison is a factor of a product, (j <= i) * X[i, j]; it is "
+                "not the argument of a function, a divisor or a power",
+                node.span,
+                text,
+            )
+        return
+    if isinstance(node, SProduct):
+        for operand, divides in zip(node.factors, node.divides, strict=True):
+            _check_comparisons(operand, not divides, text)
+    elif isinstance(node, SSum | SNeg):
+        for operand in operands(node):
+            _check_comparisons(operand, True, text)
+    elif isinstance(node, SReduce):
+        _check_comparisons(node.body, True, text)
+    elif isinstance(node, SCall | SBinary):
+        for operand in node.arguments if isinstance(node, SCall) else operands(node):
+            _check_comparisons(operand, False, text)
+
+
 def _check_brackets(access: SAccess, text: str) -> None:
     """Inside a read's brackets: only index functions, each with its number of arguments; a
     keyword only ``pad``."""
-    if access.pad is not None and access.pad.name == "pad":
-        raise IndexNotationError(  # until the analysis reads it (issue 18, next commit)
-            "a pad value is not read yet", access.pad.span, text
-        )
     if access.pad is not None and access.pad.name != "pad":
         raise IndexNotationError(
             f"unknown keyword {access.pad.name!r} in a read; the only one is pad "

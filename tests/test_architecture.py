@@ -14,7 +14,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "einderive"
 # the stages, in order: a module may import its own stage or an earlier one
 STAGES: list[tuple[str, ...]] = [
     ("errors",),
-    ("ir", "affine", "functions", "solve"),  # the IR and the affine reasoning over it
+    # the IR and the affine reasoning over it; reads: index functions and pad values as
+    # affine pieces
+    ("ir", "affine", "functions", "solve", "reads"),
     ("model",),  # plain records: Program, Backward, Derivation, Pullback
     ("parse", "front"),  # text -> Program
     ("derive",),  # the core: reverse accumulation, gather form

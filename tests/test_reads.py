@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+import einderive as ed
 from einderive.errors import EinderiveError
 from einderive.parse import SBinary, SCall, SCompare, parse
 
@@ -21,6 +22,8 @@ def test_the_syntax_of_the_new_constructs() -> None:
     # // binds like * and /, from the left
     (chain,) = parse("Y[i] = X[2*i // 3]")
     assert chain.rhs.indices[0].op == "//"
+    (pool,) = parse("Y[i] = max_{m}(X[2*i+m-1, pad=-inf])")
+    assert pool.rhs.body.pad is not None and pool.rhs.body.pad.name == "pad"
 
 
 BAD_SYNTAX = [
@@ -32,7 +35,35 @@ BAD_SYNTAX = [
     ("Y[i, pad=0] = X[i]", "a pad value belongs to a read", 6),
     ("Y[i] = X[i] // 2", "'//' divides index positions", 8),
     ("Y[i] = exp(X[i], 2)", "a function takes one argument", 16),
+    ("Y[i] = exp((i <= 3))", "an index comparison is a factor of a product", 12),
+    ("Y[i] = X[i] / (i <= 3)", "an index comparison is a factor of a product", 15),
 ]
+
+
+BAD_MEANING = [
+    ("Y[i,j] = X[i // j]", "the divisor of '//' must be a number or a parameter, not an index", 17),
+    ("Y[i,j] = X[mod(i, j)]", "the divisor of mod", 19),
+    ("Y[i] = X[mod(i, 0)]", "must be positive", 17),
+    ("Y[i] = X[clamp(i, 3, 1)]", "needs lo <= hi", 10),
+    ("Y[i] = X[i]*(X[i] <= 2)", "a comparison compares index expressions", 14),
+    ("Y[i] = X[i]*(mod(i, 2) == 0)", "a comparison compares index expressions", 14),
+    ("Y[i] = X[i, pad=foo]", "a pad value is a number, inf or -inf", 17),
+    ("Y[i // 2] = X[i]", "a left-hand side is written at affine positions", 3),
+]
+
+
+@pytest.mark.parametrize(("text", "message", "column"), BAD_MEANING)
+def test_bad_meaning_points_at_its_column(text: str, message: str, column: int) -> None:
+    with pytest.raises(EinderiveError, match=message) as caught:
+        ed.derive(text)
+    assert caught.value.column == column
+
+
+def test_the_command_line_exits_2_on_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    from einderive.cli import run
+
+    assert run(["Y[i,j] = X[i // j]"]) == 2
+    assert "^" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("text", "message", "column"), BAD_SYNTAX)
@@ -40,3 +71,170 @@ def test_bad_syntax_points_at_its_column(text: str, message: str, column: int) -
     with pytest.raises(EinderiveError, match=message) as caught:
         parse(text)
     assert caught.value.column == column
+
+
+# ---- derived, verified, run everywhere, against PyTorch ---------------------------------------
+#
+# Each case is a notation with numeric shapes and the same layer written with PyTorch's own
+# modules and functions (``torch.nn.Conv2d(padding_mode=...)``, ``max_pool2d``,
+# ``interpolate``, ``pixel_shuffle``, a masked product): references that owe nothing to
+# einderive, differentiated by ``torch.autograd`` in float64.
+
+import inspect  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from einderive.run.load import load_source  # noqa: E402
+
+torch = pytest.importorskip("torch")
+jax = pytest.importorskip("jax")
+jax.config.update("jax_enable_x64", True)
+
+BACKENDS = ("loops", "numpy", "jax", "torch")
+F = torch.nn.functional
+
+
+@dataclass(frozen=True)
+class Case:
+    text: str
+    shapes: dict[str, tuple[int, ...]]
+    reference: Callable[..., Any]  # torch tensors in the order of ``shapes`` -> output
+    ranges: dict[str, int] = field(default_factory=dict)
+    negative: bool = False  # inputs all negative (max pooling over padded windows)
+
+
+def _conv(mode: str, stride: int) -> Callable[..., Any]:
+    def layer(w: Any, x: Any) -> Any:
+        conv = torch.nn.Conv2d(2, 3, 3, stride=stride, padding=1, padding_mode=mode, bias=False)
+        conv = conv.double()
+        with torch.no_grad():
+            conv.weight.zero_()
+        # the weight as the given tensor, so that autograd reaches it
+        conv.weight = None  # type: ignore[assignment]
+        del conv._parameters["weight"]
+        conv.weight = w
+        return conv(x)
+
+    return layer
+
+
+READS = {
+    "zeros": "X[b, c, {s}*i+m-1, {s}*j+n-1]",
+    "circular": "X[b, c, mod({s}*i+m-1, N_X2), mod({s}*j+n-1, N_X3)]",
+    "replicate": "X[b, c, clamp({s}*i+m-1, 0, N_X2-1), clamp({s}*j+n-1, 0, N_X3-1)]",
+    "reflect": "X[b, c, reflect({s}*i+m-1, N_X2), reflect({s}*j+n-1, N_X3)]",
+}
+
+
+def _conv_case(mode: str, stride: int) -> Case:
+    size = (7 - 1) // stride + 1  # PyTorch's output: (7 + 2*1 - 3) // stride + 1
+    return Case(
+        f"Y[b,o,i,j] = W[o,c,m,n] * {READS[mode].format(s=stride)}",
+        {"W": (3, 2, 3, 3), "X": (2, 2, 7, 6), "Y": (2, 3, size, (6 - 1) // stride + 1)},
+        _conv(mode, stride),
+    )
+
+
+CASES = {
+    **{
+        f"conv2d {mode} stride {stride}": _conv_case(mode, stride)
+        for mode in READS
+        for stride in (1, 2)
+    },
+    "max_pool2d, -inf padding": Case(
+        "Y[b,c,i,j] = max_{m,n}(X[b, c, 2*i+m-1, 2*j+n-1, pad=-inf])",
+        {"X": (2, 2, 7, 6), "Y": (2, 2, 4, 3)},
+        lambda x: F.max_pool2d(x, 3, stride=2, padding=1),
+        ranges={"m": 3, "n": 3},
+        negative=True,
+    ),
+    "nearest upsampling": Case(
+        "Y[b,c,i,j] = X[b, c, i // 2, j // 2]",
+        {"X": (2, 3, 4, 5)},
+        lambda x: F.interpolate(x, scale_factor=2, mode="nearest"),
+    ),
+    "pixel shuffle": Case(
+        "Y[b,c,i,j] = X[b, 4*c + 2*mod(i, 2) + mod(j, 2), i // 2, j // 2]",
+        {"X": (2, 8, 3, 4)},
+        lambda x: F.pixel_shuffle(x, 2),
+    ),
+    "causal attention scores": Case(
+        "S[i,j] = Q[i,d]*K[j,d]*(j <= i)",
+        {"Q": (6, 4), "K": (6, 4)},
+        lambda q, k: (q @ k.T) * torch.tril(torch.ones(6, 6, dtype=torch.float64)),
+    ),
+}
+
+
+def _inputs(case: Case, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    names = [n for n in case.shapes if n not in case.text.split("=")[0]]
+    inputs = {n: rng.standard_normal(case.shapes[n]) for n in names}
+    if case.negative:
+        inputs = {n: -np.abs(a) - 0.5 for n, a in inputs.items()}
+    output = ed.evaluate(case.text, inputs, shapes=case.shapes, ranges=case.ranges or None)
+    return inputs, rng.standard_normal(np.shape(output))
+
+
+def _torch_reference(case: Case, inputs: dict[str, np.ndarray], cotangent: np.ndarray):
+    tensors = {n: torch.tensor(a, requires_grad=True) for n, a in inputs.items()}
+    output = case.reference(*tensors.values())
+    grads = torch.autograd.grad(output, list(tensors.values()), torch.tensor(cotangent))
+    return output.detach().numpy(), {n: g.numpy() for n, g in zip(tensors, grads, strict=True)}
+
+
+def _close(actual: Any, expected: np.ndarray, what: str) -> None:
+    actual = np.asarray(actual, dtype=np.float64)
+    assert actual.shape == np.shape(expected), f"{what}: shape {actual.shape}"
+    np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12, err_msg=what)
+
+
+@pytest.mark.parametrize("case_id", CASES)
+def test_verified(case_id: str) -> None:
+    case = CASES[case_id]
+    report = ed.verify(case.text, shapes=case.shapes, ranges=case.ranges or None)
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("case_id", CASES)
+def test_every_backend_matches_torch(case_id: str) -> None:
+    case = CASES[case_id]
+    inputs, cotangent = _inputs(case)
+    output, pulled = _torch_reference(case, inputs, cotangent)
+    given = {"shapes": case.shapes, "ranges": case.ranges or None}
+    _close(ed.evaluate(case.text, inputs, **given), output, "evaluate")
+    for backend in BACKENDS:
+        grads = ed.vjp(case.text, inputs, cotangent, backend=backend, **given)
+        for name, expected in pulled.items():
+            _close(np.asarray(grads[name]), expected, f"{backend} d{name}")
+
+
+def _converter(kind: str) -> Callable[[np.ndarray], Any]:
+    if kind == "torch":
+        return lambda a: torch.tensor(a, dtype=torch.float64)
+    if kind == "jax":
+        return jax.numpy.asarray
+    return lambda a: a
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("case_id", CASES)
+def test_every_emitted_module_matches_torch(case_id: str, kind: str) -> None:
+    case = CASES[case_id]
+    derivation = ed.derive(case.text, shapes=case.shapes, ranges=case.ranges or None)
+    namespace = load_source(derivation.source(kind), kind)
+    inputs, cotangent = _inputs(case)
+    output, pulled = _torch_reference(case, inputs, cotangent)
+    convert = _converter(kind)
+    arrays = [convert(inputs[name]) for name in derivation.program.inputs]
+    forward = namespace["forward"]
+    assert not [
+        p for p in inspect.signature(forward).parameters.values() if p.kind is p.KEYWORD_ONLY
+    ]
+    _close(forward(*arrays), output, f"{kind} forward")
+    for name in derivation.pullbacks:
+        result = namespace[f"pullback_{name}"](convert(cotangent), *arrays)
+        _close(result, pulled[name], f"{kind} pullback_{name}")

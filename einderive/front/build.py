@@ -10,19 +10,23 @@ import os
 import sys
 import warnings
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import sympy
 
-from .. import ir
+from .. import affine, ir
 from ..errors import ExtentError, ImplicitSumWarning, IndexNotationError, Span
 from ..functions import FUNCTIONS
 from ..ir import expand, fresh
 from ..model import Program, substitute
 from ..parse import (
+    INDEX_FUNCTIONS,
     SAccess,
     SBinary,
     SCall,
+    SCompare,
+    SKeyword,
     SName,
     SNeg,
     SNumber,
@@ -31,13 +35,16 @@ from ..parse import (
     SStatement,
     SSum,
     operands,
+    syntax_nodes,
 )
+from ..reads import comparison, has_index_function, needs_rewrite, rewrite_statement
 from ..solve import gather
 from .extents import Sizes
 from .limits import MAX_EXPONENT, check_folded_power, checked_constant, number
 from .names import Arguments, Names, check_values, classify, first_span, size_named
 from .syntax import (
     accesses,
+    comparisons,
     count,
     is_gather_target,
     names_in,
@@ -109,6 +116,11 @@ class _Builder:
             return number(node, self.text)
         if isinstance(node, SNeg):
             return -self._index_expr(node.operand, variables)
+        if isinstance(node, SBinary) and node.op == "//":
+            numerator = self.index_expr(node.left, variables)
+            return sympy.floor(numerator / self._divisor(node.right, variables, "'//'"))
+        if isinstance(node, SCall) and node.name in INDEX_FUNCTIONS:
+            return self._index_function(node, variables)
         if isinstance(node, SBinary):  # a power
             raise IndexNotationError(
                 "index expressions must be affine: a power is not allowed in an index",
@@ -153,6 +165,73 @@ class _Builder:
             node.span,
             self.text,
         )
+
+    def _divisor(self, node: Any, variables: Mapping[str, sympy.Symbol], what: str) -> sympy.Expr:
+        """The divisor of ``//`` or the period of ``mod``/``reflect``: a positive number or
+        a product of parameters and sizes, no index."""
+        value = self.index_expr(node, variables)
+        if value.free_symbols & self._index_symbols(variables) or has_index_function(value):
+            raise IndexNotationError(
+                f"the divisor of {what} must be a number or a parameter, not an index",
+                node.span,
+                self.text,
+            )
+        if not affine.positive(value):
+            raise IndexNotationError(
+                f"the divisor of {what} must be positive; {value} is not", node.span, self.text
+            )
+        return value
+
+    def _index_function(self, node: SCall, variables: Mapping[str, sympy.Symbol]) -> sympy.Expr:
+        """``mod(e, n)``, ``clamp(e, lo, hi)`` or ``reflect(e, n)`` in an index position."""
+        argument = self.index_expr(node.arg, variables)
+        if node.name == "mod":
+            return sympy.Mod(argument, self._divisor(node.rest[0], variables, "mod(e, n)"))
+        if node.name == "reflect":
+            return ir.Reflect(argument, self._divisor(node.rest[0], variables, "reflect(e, n)"))
+        low, high = (self.index_expr(bound, variables) for bound in node.rest)
+        for bound, value in zip(node.rest, (low, high), strict=True):
+            if value.free_symbols & self._index_symbols(variables) or has_index_function(value):
+                raise IndexNotationError(
+                    "the bounds of clamp(e, lo, hi) are numbers or parameters, not indices",
+                    bound.span,
+                    self.text,
+                )
+        if (low - high).is_number and low > high:
+            raise IndexNotationError(
+                f"clamp(e, lo, hi) needs lo <= hi; here {low} > {high}", node.span, self.text
+            )
+        return ir.Clamp(argument, low, high)
+
+    def _pad_value(self, keyword: SKeyword) -> sympy.Expr:
+        """``pad=v``: a number, ``inf`` or ``-inf``."""
+        node, sign = keyword.value, 1
+        while isinstance(node, SNeg):
+            node, sign = node.operand, -sign
+        if isinstance(node, SName) and node.name == "inf":
+            return sign * sympy.oo
+        if isinstance(node, SNumber):
+            return sign * number(node, self.text)
+        raise IndexNotationError(
+            "a pad value is a number, inf or -inf (the value read out of range)",
+            keyword.value.span,
+            self.text,
+        )
+
+    def _comparison(self, node: SCompare, variables: Mapping[str, sympy.Symbol]) -> ir.Node:
+        """``(left op right)`` of index expressions, as an indicator."""
+        sides = []
+        for side in (node.left, node.right):
+            values = (SAccess, SCall, SReduce, SCompare)
+            if any(isinstance(n, values) for n in syntax_nodes(side)):
+                raise IndexNotationError(
+                    "a comparison compares index expressions (affine in the indices), "
+                    "not values: (j <= i), (i == m), (i != j)",
+                    side.span,
+                    self.text,
+                )
+            sides.append(self.index_expr(side, variables))
+        return comparison(node.op, *sides)
 
     # ---- shapes and extents ------------------------------------------------------------
 
@@ -342,8 +421,10 @@ class _Builder:
 
     def _check_lhs_used(self, node: SStatement, lhs_names: list[str]) -> None:
         for name in lhs_names:
-            used = any(name in names_in(i) for a in accesses(node.rhs) for i in a.indices) or any(
-                name in {n.name for n in r.names} for r in reductions(node.rhs)
+            used = (
+                any(name in names_in(i) for a in accesses(node.rhs) for i in a.indices)
+                or any(name in {n.name for n in r.names} for r in reductions(node.rhs))
+                or any(name in names_in(c) for c in comparisons(node.rhs))
             )
             if not used and name not in self.arguments.range_values:
                 raise IndexNotationError(
@@ -449,7 +530,10 @@ class _Builder:
                     f"{node.name!r} is a scalar and takes no indices", node.span, self.text
                 )
             indices = tuple(self.index_expr(i, variables) for i in node.indices)
-            return ir.Access(node.name, indices, node.span)
+            pad = None if node.pad is None else self._pad_value(node.pad)
+            return ir.Access(node.name, indices, node.span, pad)
+        if isinstance(node, SCompare):
+            return self._comparison(node, variables)
         if isinstance(node, SSum | SProduct):
             return self._chain(node, variables, extents, bound)
         if isinstance(node, SNeg | SBinary):
@@ -569,6 +653,14 @@ class _Builder:
         """``Y[L(v)] = rhs(v)`` as a gather: ``Y[u] = sum_v [u = L(v)] rhs(v)``."""
         assert isinstance(node.target, SAccess)
         writes = [index_of(i) for i in node.target.indices]
+        for index, write in zip(node.target.indices, writes, strict=True):
+            if has_index_function(write):
+                raise IndexNotationError(
+                    "a left-hand side is written at affine positions; mod, clamp, reflect "
+                    "and '//' are for reads",
+                    index.span,
+                    self.text,
+                )
         outer = sorted(
             set().union(*(w.free_symbols for w in writes)) & set(variables.values()),
             key=lambda v: v.name,
@@ -611,8 +703,14 @@ class _Builder:
             result.append(self.statement(k, node, written))
             written.add(target)
         # sizes substituted during unification must reach the statements too
+        result = [replace(s, rhs=self.sizes.current_node(s.rhs)) for s in result]
+        # reads with index functions or pad values, and comparisons, in affine pieces
         result = [
-            ir.Statement(s.target, s.indices, self.sizes.current_node(s.rhs), s.span)
+            rewrite_statement(
+                s, self.sizes.shapes, self.sizes.extents, self.names.taken, self.written(s.span)
+            )
+            if s.span is not None and needs_rewrite(s.rhs)
+            else s
             for s in result
         ]
         # every tensor read is an input, also one whose reads fold away (0*B[j]: its

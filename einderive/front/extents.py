@@ -18,6 +18,7 @@ from .. import affine, ir
 from ..errors import ExtentError, Span
 from ..ir import expand, fresh
 from ..parse import SAccess, SStatement
+from ..reads import bounding
 from .names import Arguments, first_span, size_named
 from .syntax import count
 
@@ -254,49 +255,55 @@ class Sizes:
                 bounds: list[sympy.Expr] = [lone[name]] if name in lone else []
                 bounds += other_lone_sizes.get(name, [])
                 blocked = False
-                for access in reads:
-                    for axis, index in enumerate(access.indices):
-                        expr = index_of(index)
-                        coefficient = ir.coefficient(expr, var)
-                        if coefficient == 0 or not expr.has(var) or expr == var:
-                            continue
-                        others = [
-                            s for s in expr.free_symbols if s in variables.values() and s != var
-                        ]
-                        if any(o.name not in extents and o.name not in lone for o in others):
-                            blocked = True
-                            continue
-                        if coefficient.is_nonpositive:
-                            continue
-                        if not coefficient.is_positive:
+                # a wrapped, clamped or reflected position never runs past its tensor;
+                # X[i // 2] on N is i on 2*N (reads.bounding)
+                limits = [
+                    (expr, size, index)
+                    for access in reads
+                    for index, axis_size in zip(
+                        access.indices, self.shapes[access.name], strict=True
+                    )
+                    for expr, size in bounding(index_of(index), axis_size)
+                ]
+                for expr, size, index in limits:
+                    coefficient = ir.coefficient(expr, var)
+                    alone = expr == var and expr == index_of(index)  # sized as a lone index
+                    if coefficient == 0 or not expr.has(var) or alone:
+                        continue
+                    others = [s for s in expr.free_symbols if s in variables.values() and s != var]
+                    if any(o.name not in extents and o.name not in lone for o in others):
+                        blocked = True
+                        continue
+                    if coefficient.is_nonpositive:
+                        continue
+                    if not coefficient.is_positive:
+                        raise ExtentError(
+                            f"cannot infer the extent of {name!r}: the sign of its "
+                            f"coefficient {coefficient} is unknown; declare it",
+                            index.span,
+                            self.text,
+                        )
+                    rest = expr - coefficient * var
+                    top = rest
+                    for other in others:
+                        c = ir.coefficient(rest, other)
+                        if c.is_nonnegative:
+                            known = extents.get(other.name, lone.get(other.name))
+                            assert known is not None  # blocked above otherwise
+                            top = top.subs(other, known - 1)
+                        elif c.is_nonpositive:
+                            top = top.subs(other, 0)
+                        else:
                             raise ExtentError(
-                                f"cannot infer the extent of {name!r}: the sign of its "
-                                f"coefficient {coefficient} is unknown; declare it",
+                                f"cannot infer the extent of {name!r}: the sign of "
+                                f"{c} is unknown; declare it",
                                 index.span,
                                 self.text,
                             )
-                        rest = expr - coefficient * var
-                        top = rest
-                        for other in others:
-                            c = ir.coefficient(rest, other)
-                            if c.is_nonnegative:
-                                known = extents.get(other.name, lone.get(other.name))
-                                assert known is not None  # blocked above otherwise
-                                top = top.subs(other, known - 1)
-                            elif c.is_nonpositive:
-                                top = top.subs(other, 0)
-                            else:
-                                raise ExtentError(
-                                    f"cannot infer the extent of {name!r}: the sign of "
-                                    f"{c} is unknown; declare it",
-                                    index.span,
-                                    self.text,
-                                )
-                        size = self.shapes[access.name][axis]
-                        if coefficient == 1:  # the common case, without a floor to simplify
-                            bounds.append(expand(size - top))
-                        else:
-                            bounds.append(sympy.floor((size - 1 - top) / coefficient) + 1)
+                    if coefficient == 1:  # the common case, without a floor to simplify
+                        bounds.append(expand(size - top))
+                    else:
+                        bounds.append(sympy.floor((size - 1 - top) / coefficient) + 1)
                 if blocked:
                     continue
                 if not bounds:

@@ -23,6 +23,7 @@ from .limits import MAX_RANK
 from .syntax import (
     accesses,
     all_names,
+    comparisons,
     is_gather_target,
     multiplied_names,
     names_in,
@@ -147,6 +148,9 @@ def classify(statements: list[SStatement], arguments: Arguments, text: str) -> N
                     lone.add(index.name)
                 in_brackets |= names_in(index)
                 multiplied |= multiplied_names(index)
+        for compared in comparisons(statement.rhs):  # index positions too
+            in_brackets |= names_in(compared)
+            multiplied |= multiplied_names(compared)
         bound = {n.name for r in reductions(statement.rhs) for n in r.names}
         variables = (lone | bound | (in_brackets & set(arguments.range_values))) - set(
             arguments.param_values

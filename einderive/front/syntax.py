@@ -13,6 +13,7 @@ from ..parse import (
     SAccess,
     SBinary,
     SCall,
+    SCompare,
     SName,
     SNeg,
     SNumber,
@@ -29,7 +30,14 @@ from .limits import MAX_NUMBER_LENGTH
 def names_in(node: Any) -> set[str]:
     if isinstance(node, SName):
         return {node.name}
+    if isinstance(node, SCall):  # an index function, inside brackets
+        return set().union(*(names_in(argument) for argument in node.arguments))
     return set().union(*(names_in(operand) for operand in operands(node)))
+
+
+def comparisons(node: Any) -> list[SCompare]:
+    """The index comparisons ``(j <= i)`` of a syntax tree."""
+    return [n for n in syntax_nodes(node) if isinstance(n, SCompare)]
 
 
 def multiplied_names(node: Any) -> set[str]:
@@ -39,6 +47,12 @@ def multiplied_names(node: Any) -> set[str]:
     (unless a later factor multiplies the quotient: ``a / c * b``).
     """
     inner = set().union(*(multiplied_names(operand) for operand in operands(node)))
+    if isinstance(node, SCall):
+        inner |= set().union(*(multiplied_names(a) for a in node.arguments))
+        if node.name in ("mod", "reflect"):  # the period, a divisor: a positive parameter
+            inner |= names_in(node.rest[0])
+    if isinstance(node, SBinary) and node.op == "//":
+        inner |= names_in(node.right)
     if isinstance(node, SProduct):
         multiplied = [k for k, divides in enumerate(node.divides) if k and not divides]
         if multiplied:

@@ -33,12 +33,6 @@ class Dense:
 
 
 @dataclass(frozen=True)
-class Scatter:
-    """A term that writes through index arrays (``dE[tok[b], q] += dY[b, q]``): its body
-    over a grid of its variables, added at the positions in one scatter-add."""
-
-
-@dataclass(frozen=True)
 class Terms:
     """A sum computed term by term and added: each part is the statement with one term of
     the sum (the dense terms together, as one part), with its own method."""
@@ -46,7 +40,7 @@ class Terms:
     parts: tuple[tuple[ir.Statement, Method], ...]
 
 
-Method = ConvPullback | Einsum | Scatter | Dense | Terms
+Method = ConvPullback | Einsum | Dense | Terms
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -106,8 +100,6 @@ def plan(
     shapes: Mapping[str, Sequence[sympy.Expr]],
     prefer_kernel: Sequence[str] = (),
 ) -> Method:
-    if ir.scatter(statement.rhs, statement.indices) is not None:
-        return Scatter()
     contraction = einsum_plan(statement, shapes)
     if contraction is not None:
         return contraction
