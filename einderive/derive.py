@@ -218,7 +218,7 @@ def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
         | set(program.values)
     )
     written = {s.target for s in program.statements}
-    wanted = set(program.inputs if wrt is None else wrt)
+    wanted = set(program.differentiable if wrt is None else wrt)
     contributions: dict[str, list[Contribution]] = defaultdict(list)
     statements: list[ir.Statement] = []
     traces: list[PullbackTrace] = []  # how each statement was derived, for ``explain``
@@ -248,7 +248,7 @@ def pullbacks(program: Program, wrt: Iterable[str] | None = None) -> Backward:
             contributions[contribution.access.tensor].append(
                 replace(contribution, scope=_order(contribution.scope, prefer), statement=statement)
             )
-    for name in program.inputs:
+    for name in program.differentiable:
         if name in wanted:
             statements.append(
                 _collect(program, name, names, contributions[name], taken, shapes, reserved, traces)
@@ -328,7 +328,7 @@ def _collect(
             prefer=contribution.scope,
             trace=solved,
         )
-        term = _drop_box_guards(term, boxes)
+        term = _drop_read_guards(_drop_box_guards(term, boxes), shapes)
         statement = contribution.statement
         assert statement is not None  # pullbacks() sets it on every contribution
         reads.append(
@@ -406,6 +406,27 @@ def _rename(node: ir.Node, mapping: dict[sympy.Symbol, sympy.Symbol]) -> ir.Node
     return ir.map_children(node, lambda child: _rename(child, mapping))
 
 
+def _drop_read_guards(term: ir.Node, shapes: Mapping[str, Sequence[sympy.Expr]]) -> ir.Node:
+    """Remove guards through index arrays that a factor's read already makes: ``0 <=
+    row[k] <= N_Y - 1`` where the term is ``dY[row[k]] * ...``, zero outside anyway."""
+    if not isinstance(term, ir.Reduce) or _may_be_infinite(term.body):
+        return term
+    factors = term.body.factors if isinstance(term.body, ir.Mul) else (term.body,)
+    implied = set()
+    for factor in factors:
+        if isinstance(factor, ir.Access) and factor.tensor in shapes:
+            for index, size in zip(factor.indices, shapes[factor.tensor], strict=True):
+                if ir.index_reads(index):
+                    implied.add(ir.normalise(ir.Constraint("ge", index)))
+                    implied.add(ir.normalise(ir.Constraint("ge", ir.expand(size - 1 - index))))
+    if not implied:
+        return term
+    where = tuple(c for c in term.where if ir.normalise(c) not in implied)
+    if not term.variables and not where:
+        return term.body
+    return replace(term, where=where)
+
+
 def _drop_box_guards(term: ir.Node, boxes: dict[sympy.Symbol, sympy.Expr]) -> ir.Node:
     """Remove guards on the pullback's own indices that its shape already implies."""
     from .solve import implied_by_box
@@ -421,11 +442,17 @@ def _drop_box_guards(term: ir.Node, boxes: dict[sympy.Symbol, sympy.Expr]) -> ir
 
 def derivation(program: Program, wrt: Iterable[str] | None = None) -> Derivation:
     """The pullbacks of an analysed program, as the plain record."""
-    if not program.inputs:
+    if not program.differentiable:
         raise nothing_to_differentiate(program)
     if wrt is not None:
         unknown = [name for name in wrt if name not in program.inputs]
         integers = [p.name for p in program.params if p.name in unknown and p.is_integer]
+        arrays = [name for name in wrt if name in program.index_arrays]
+        if arrays:
+            raise ArgumentError(
+                f"cannot differentiate with respect to {', '.join(map(repr, arrays))}: read "
+                "inside brackets, an index array holds integer positions and has no gradient"
+            )
         if integers:
             raise ArgumentError(
                 f"cannot differentiate with respect to {', '.join(map(repr, integers))}: "
@@ -444,7 +471,7 @@ def derivation(program: Program, wrt: Iterable[str] | None = None) -> Derivation
             next(s for s in backward.statements if s.target == backward.cotangents[name]),
             backward.seeds[0],
         )
-        for name in program.inputs
+        for name in program.differentiable
         if wrt is None or name in wrt
     }
     return Derivation(program, backward, result)

@@ -14,12 +14,13 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Literal
 
 import sympy
+from sympy.core.function import AppliedUndef, UndefinedFunction
 
 from .errors import Span
 
@@ -70,6 +71,39 @@ def expand(expr: sympy.Expr) -> sympy.Expr:
     hidden = {f: sympy.Dummy() for f in opaque}
     shown = {d: f for f, d in hidden.items()}
     return sympy.expand(expr.xreplace(hidden)).xreplace(shown)
+
+
+class IndexRead(AppliedUndef):  # type: ignore[misc]
+    """A read of an integer index array inside an index expression: ``tok[b]`` is
+    ``index_array("tok")(b)``, an integer-valued sympy function of affine indices.
+
+    The affine machinery sees it as an opaque term with no coefficient in any variable
+    (``tok[b] + m - 1`` is affine in ``m``); a delta over it cannot be eliminated for a
+    variable it depends on, so a pullback through it stays a scatter (``derive``).
+    """
+
+    @property
+    def array(self) -> str:
+        """The index array's name."""
+        return type(self).__name__
+
+
+@functools.cache
+def index_array(name: str) -> type[IndexRead]:
+    """The sympy function class of the index array ``name`` (one class per name)."""
+    made: type[IndexRead] = UndefinedFunction(name, bases=(IndexRead,), integer=True)
+    return made
+
+
+def index_reads(expr: sympy.Basic) -> set[IndexRead]:
+    """The reads of index arrays in ``expr``, nested ones included."""
+    return expr.atoms(IndexRead) if isinstance(expr, sympy.Basic) else set()
+
+
+def reads_through(expr: sympy.Expr, variables: Iterable[sympy.Symbol]) -> bool:
+    """Whether ``expr`` reads an index array at a position that depends on ``variables``."""
+    wanted = set(variables)
+    return any(read.free_symbols & wanted for read in index_reads(expr))
 
 
 Exact = int | Fraction  # an int where it is one: integer arithmetic is the fast common case
@@ -527,3 +561,46 @@ def fresh(name: str, taken: set[str]) -> sympy.Symbol:
         candidate = f"{name}{k}"
     taken.add(candidate)
     return sympy.Symbol(candidate, integer=True)
+
+
+@dataclass(frozen=True)
+class Scatter:
+    """A term that writes through an index array: ``sum_{v} body [t = w(v)]`` where ``w``
+    reads an index array at the summed variables, for some of the statement's own
+    variables ``t``. Its natural form is a scatter-add, ``T[..., w(v), ...] += body``;
+    a gather would search every ``v`` for ``w(v) = t``."""
+
+    variables: tuple[sympy.Symbol, ...]
+    body: Node
+    writes: dict[sympy.Symbol, sympy.Expr]  # each pinned variable of the target -> w(v)
+    where: tuple[Constraint, ...]  # the rest of the domain
+
+    def positions(self, indices: Sequence[sympy.Symbol]) -> tuple[sympy.Expr, ...]:
+        """The target's position written: ``(tok[b], q)`` for ``dE[p, q]``."""
+        return tuple(self.writes.get(v, v) for v in indices)
+
+
+def scatter(term: Node, indices: Sequence[sympy.Symbol]) -> Scatter | None:
+    """``term`` of a statement over ``indices`` as a Scatter, if it is one."""
+    if not isinstance(term, Reduce) or term.op != "sum" or not term.variables:
+        return None
+    writes: dict[sympy.Symbol, sympy.Expr] = {}
+    rest: list[Constraint] = []
+    for constraint in term.where:
+        pinned = None
+        if constraint.kind == "eq" and reads_through(constraint.expr, term.variables):
+            for var in indices:
+                if var in writes:
+                    continue
+                c = coefficient(constraint.expr, var)
+                remainder = expand(constraint.expr - c * var)
+                if c in (1, -1) and not remainder.has(var):
+                    pinned = var, expand(-remainder / c)
+                    break
+        if pinned is None:
+            rest.append(constraint)
+        else:
+            writes[pinned[0]] = pinned[1]
+    if not writes:
+        return None
+    return Scatter(term.variables, term.body, writes, tuple(rest))

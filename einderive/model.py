@@ -28,6 +28,13 @@ class Program:
     values: dict[str, int | float] = field(default_factory=dict)
     extents: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
     definitions: dict[sympy.Symbol, sympy.Expr] = field(default_factory=dict)
+    # the inputs read inside brackets (``tok`` in ``E[tok[b], d]``): integer arrays, no gradient
+    index_arrays: tuple[str, ...] = ()
+
+    @property
+    def differentiable(self) -> tuple[str, ...]:
+        """The inputs that have a pullback: all but the index arrays."""
+        return tuple(name for name in self.inputs if name not in self.index_arrays)
 
     @property
     def output(self) -> str:

@@ -415,6 +415,49 @@ def _token_error(text: str, token: Any, expected: set[str]) -> NotationSyntaxErr
     return NotationSyntaxError(f"unexpected {found}; expected {_expected(expected)}", span, text)
 
 
+def index_arrays(statements: list[SStatement], text: str) -> tuple[str, ...]:
+    """The tensors read inside brackets (``tok`` in ``E[tok[b], d]``, ``idx`` in
+    ``Y[idx[i]] = X[i]``), in order of first reading: integer inputs, never written,
+    never read as values."""
+    found: dict[str, SAccess] = {}
+    for statement in statements:
+        reads = [n for n in syntax_nodes(statement.rhs) if isinstance(n, SAccess)]
+        if isinstance(statement.target, SAccess):
+            reads.append(statement.target)
+        for access in reads:
+            for position in access.indices:
+                for node in syntax_nodes(position):
+                    if isinstance(node, SAccess):
+                        found.setdefault(node.name, node)
+    written = {s.target.name: s.target for s in statements}
+    for name in found:
+        if name in written:
+            raise IndexNotationError(
+                f"{name!r} is read inside brackets, so it is an index array, an input of "
+                "integers; it cannot also be written",
+                written[name].span,
+                text,
+            )
+        for statement in statements:
+            for node in syntax_nodes(statement.rhs, brackets=False):
+                if isinstance(node, SAccess) and node.name == name:
+                    raise IndexNotationError(
+                        f"{name!r} is read inside brackets, so it is an index array of "
+                        "integer positions; it cannot also be read as a value",
+                        node.span,
+                        text,
+                    )
+    return tuple(found)
+
+
+def index_array_names(text: str) -> tuple[str, ...]:
+    """The index arrays of ``text`` (see ``index_arrays``)."""
+    try:
+        return index_arrays(parse(text), text)
+    except IndexNotationError as error:
+        raise error.with_text(text) from None
+
+
 def _check_calls(statements: list[SStatement], text: str) -> None:
     """Refuse a call of anything but an elementwise function (or, inside brackets, an index
     function), with the wrong number of arguments, or a pad keyword that is not ``pad``,

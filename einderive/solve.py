@@ -97,6 +97,26 @@ def simplify_constraints(constraints: Sequence[ir.Constraint]) -> tuple[ir.Const
     return tuple(kept.values())
 
 
+def _solvable(
+    equation: sympy.Expr,
+    coefficient: sympy.Expr,
+    var: sympy.Symbol,
+    remaining: Sequence[sympy.Symbol],
+    targets: Sequence[sympy.Symbol],
+) -> bool:
+    """Whether ``equation = 0`` may be solved for ``var``: not if ``var`` is also inside an
+    index-array read (``i = idx[i]`` is no solution), nor if the equation ties a target to
+    a read of an index array at another variable still summed over (``m = p - tok[i]``
+    would leave, for each ``p``, a search over every ``i``: the delta stays, a scatter)."""
+    if not ir.index_reads(equation):
+        return True
+    rest = expand(equation - coefficient * var)
+    if ir.reads_through(rest, [var]):
+        return False
+    others = [v for v in remaining if v != var]
+    return not (ir.reads_through(rest, others) and equation.free_symbols & set(targets))
+
+
 def gather(
     targets: Sequence[sympy.Symbol],
     writes: Sequence[sympy.Expr],
@@ -123,7 +143,9 @@ def gather(
         for k, equation in enumerate(equations):
             for var in remaining:
                 coefficient = ir.coefficient(equation, var)
-                if coefficient == 0:
+                if coefficient == 0 or not _solvable(
+                    equation, coefficient, var, remaining, targets
+                ):
                     continue
                 rank = _pivot_rank(coefficient, var, prefer)
                 if rank is not None and (best is None or rank < best[0]):
@@ -199,7 +221,7 @@ def bound_of(constraint: ir.Constraint, var: sympy.Symbol) -> tuple[int, sympy.E
     """``c*var + r >= 0`` read as a bound on var: (+1, ceil(-r/c)) or (-1, floor(r/|c|))."""
     coefficient, rest = linear_part(constraint, var)
     sign = _sign(coefficient)
-    if sign == 0:
+    if sign == 0 or ir.reads_through(rest, [var]):
         return None
     if sign > 0:
         return 1, sympy.ceiling(-rest / coefficient)
@@ -351,10 +373,15 @@ def proves(
     ``i <= I - 1`` and ``N_X0 - 2*I >= 0`` holds.
     """
     try:
-        known = [dict(_poly(f)) for f in facts]
         target = dict(_poly(expr))
     except ValueError:
         return False
+    known = []
+    for fact in facts:
+        try:
+            known.append(dict(_poly(fact)))
+        except ValueError:  # through an index array (0 <= tok[b]): says nothing here
+            continue
     budget = [200]
 
     def settled(poly: Poly) -> bool:

@@ -14,6 +14,7 @@ call time, symbolic parameters given as keywords), and its emitted module is run
 from __future__ import annotations
 
 import functools
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,10 +161,10 @@ def _module(case: Op, kind: str) -> dict[str, Any]:
     return load_source(_derivation(case).source(kind), kind)
 
 
-def _arrays(case: Op) -> dict[str, np.ndarray]:
+def _arrays(case: Op, seed: int | None = None) -> dict[str, np.ndarray]:
     """Random inputs; where the op has kinks, distinct values far apart (a permutation of a
     spaced grid, so that no finite difference crosses a tie or relu's zero)."""
-    rng = np.random.default_rng(abs(hash(case.id)) % 2**32)
+    rng = np.random.default_rng(abs(hash(case.id)) % 2**32 if seed is None else seed)
     arrays = {}
     for name, shape in case.shapes.items():
         if case.spread:
@@ -203,6 +204,42 @@ def test_torch_function_float32_matches_float64(case: Op) -> None:
     for a, b in zip(single, double, strict=True):
         assert a.grad.dtype == torch.float32
         np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+# bfloat16 keeps 8 significant bits (unit roundoff 2**-8): a result within a few roundings
+# of the largest entry. Eight: the derived formulas subtract in bfloat16 where they
+# subtract (tanh's 1 - H**2 near saturation, softmax's dX): on the fixed inputs below
+# program-mlp is off by 4.5 roundings, softmax by 2.7; on other inputs such cases reach
+# 10-30, as torch autograd's own bfloat16 backward does (program-mlp: 13).
+BFLOAT16_TOLERANCE = 8 * 2.0**-8
+
+
+def _close_in_bfloat16(ours: Any, reference: Any) -> None:
+    """``ours`` (bfloat16) within a few bfloat16 roundings of ``reference`` (float64,
+    computed from the same bfloat16 values), relative to the largest entry."""
+    ours, reference = np.asarray(ours, dtype=np.float64), np.asarray(reference)
+    scale = max(float(np.abs(reference).max()), 1e-30)
+    assert float(np.abs(ours - reference).max()) <= BFLOAT16_TOLERANCE * scale
+
+
+@pytest.mark.parametrize("case", OPS, ids=[c.id for c in OPS])
+def test_torch_function_bfloat16_runs_in_bfloat16(case: Op) -> None:
+    """In bfloat16 the op computes in bfloat16 (the output and every gradient), within a
+    few roundings of the float64 op (gradchecked above) on the same bfloat16 values."""
+    op = functools.partial(_module(case, "torch-function")["op"], **case.call)
+    seed = zlib.crc32(case.id.encode())  # fixed inputs: the bound is met, not met by luck
+    rounded = [torch.tensor(a, dtype=torch.bfloat16) for a in _arrays(case, seed).values()]
+    results = {}
+    for dtype in (torch.bfloat16, torch.float64):
+        inputs = [t.to(dtype).clone().requires_grad_() for t in rounded]
+        out = op(*inputs)
+        rng = np.random.default_rng(1)
+        cotangent = torch.tensor(rng.standard_normal(tuple(out.shape)), dtype=torch.bfloat16)
+        out.backward(cotangent.to(dtype))
+        assert out.dtype == dtype and all(t.grad.dtype == dtype for t in inputs)
+        results[dtype] = [out.detach(), *(t.grad for t in inputs)]
+    for ours, reference in zip(results[torch.bfloat16], results[torch.float64], strict=True):
+        _close_in_bfloat16(ours.double().numpy(), reference.numpy())
 
 
 @pytest.mark.parametrize("case", OPS, ids=[c.id for c in OPS])
@@ -305,6 +342,25 @@ def test_a_wrong_shape_names_the_tensor() -> None:
         ed.compile(STRIDED, params={"s": 2}, backend="torch").function(W, torch.ones(1, 3, 7, 7), B)
 
 
+WRONG_RANK = r"W has shape \(3, 2, 3\); the notation reads \(O, C, M, N\)"
+
+
+def test_a_wrong_rank_names_the_tensor_and_its_shape() -> None:
+    """Not Python's "not enough values to unpack": the emitted op, its nn.Module and
+    ``Compiled.function`` say which input has which shape, and what the notation reads."""
+    module = load_source(ed.derive(STRIDED).source("torch-function"), "ranks")
+    W, X, B = torch.ones(3, 2, 3), torch.ones(1, 2, 7, 7), torch.ones(3)
+    with pytest.raises(ValueError, match=WRONG_RANK):
+        module["op"](W, X, B, s=2)
+    with pytest.raises(ValueError, match=r"B has shape \(3, 1\); the notation reads \(O,\)"):
+        module["op"](torch.ones(3, 2, 3, 3), X, B[:, None], s=2)
+    with pytest.raises(ValueError, match=WRONG_RANK):
+        module["OpModule"](s=2)(W, X, B)
+    compiled = ed.compile(STRIDED, params={"s": 2}, backend="torch")
+    with pytest.raises(ed.EinderiveError, match=r"'W' is read with 4 indexes but its shape"):
+        compiled.function(W, X, B)
+
+
 def test_params_of_names_inputs_only() -> None:
     derivation = ed.derive("Y[i] = W[m]*X[i+m]")
     with pytest.raises(ed.EinderiveError, match="'V', which is not an input; the inputs are W, X"):
@@ -397,6 +453,60 @@ def test_jax_check_grads_every_op(case: Op) -> None:
     _check_grads(case)
 
 
+def test_jax_a_wrong_rank_names_the_tensor_and_its_shape() -> None:
+    module = load_source(ed.derive(STRIDED).source("jax-custom-vjp"), "ranks")
+    W, X, B = jnp.ones((3, 2, 3)), jnp.ones((1, 2, 7, 7)), jnp.ones(3)
+    op = functools.partial(module["op"], s=2)
+    with pytest.raises(ValueError, match=WRONG_RANK):
+        op(W, X, B)
+    with pytest.raises(ValueError, match=WRONG_RANK):  # the custom_vjp's fwd, traced
+        jax.jit(jax.grad(lambda *a: jnp.sum(op(*a))))(W, X, B)
+    with pytest.raises(ValueError, match=WRONG_RANK):  # vmap strips the batch axis
+        jax.vmap(op, in_axes=(None, 0, None))(W, X[None], B)
+    compiled = ed.compile(STRIDED, params={"s": 2}, backend="jax")
+    with pytest.raises(ed.EinderiveError, match=r"'W' is read with 4 indexes but its shape"):
+        compiled.function(W, X, B)
+
+
+def _instructions(compiled_text: str) -> list[str]:
+    """The instructions of a compiled XLA program, without names or source metadata, sorted."""
+    import re
+
+    kept = []
+    for line in compiled_text.splitlines():
+        if " = " not in line or "{file_" in line:  # not an instruction, or a stack frame
+            continue
+        line = re.sub(r", metadata=\{[^}]*\}", "", line)
+        kept.append(re.sub(r"%[\w.-]+", "%", line).strip())
+    return sorted(kept)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_jax_custom_vjp_in_jax_vjp_compiles_to_jax_autodiffs_program(stride: int) -> None:
+    """Inside a jitted ``jax.vjp`` the custom_vjp of a strided, padded 2-D convolution is,
+    instruction for instruction, the program of JAX's own autodiff of
+    ``lax.conv_general_dilated`` (the same convolutions, transposes, copies; no extra pad
+    or transpose): the benchmark's row for it differs from JAX's by noise alone."""
+    x_shape, w_shape = (2, 4, 12, 12), (5, 4, 3, 3)
+    y_shape = (2, 5, 12 // stride, 12 // stride)
+    text = f"Y[b,o,i,j] = W[o,c,m,n]*X[b,c,{stride}*i+m-1,{stride}*j+n-1]"
+    derivation = ed.derive(text, shapes={"X": x_shape, "W": w_shape, "Y": y_shape})
+    custom = load_source(derivation.source("jax-custom-vjp"), "program")["op"]
+
+    def conv(x: Any, w: Any) -> Any:
+        spec = ("NCHW", "OIHW", "NCHW")
+        return jax.lax.conv_general_dilated(
+            x, w, (stride, stride), [(1, 1)] * 2, dimension_numbers=spec
+        )
+
+    x, w, dy = (np.ones(s, np.float32) for s in (x_shape, w_shape, y_shape))
+    theirs = jax.jit(lambda x, w, dy: jax.vjp(conv, x, w)[1](dy)).lower(x, w, dy)
+    ours = jax.jit(lambda x, w, dy: jax.vjp(custom, w, x)[1](dy)[::-1]).lower(x, w, dy)
+    expected = _instructions(theirs.compile().as_text())
+    assert sum("convolution(" in line for line in expected) == 2
+    assert _instructions(ours.compile().as_text()) == expected
+
+
 def test_jax_custom_vjp_is_a_custom_vjp_without_parameters() -> None:
     module = _module(OPS[0], "jax-custom-vjp")
     assert isinstance(module["op"], jax.custom_vjp)
@@ -435,6 +545,24 @@ def test_compiled_torch_function_matches_torch_autograd(dtype: str) -> None:
         for s in [(2, 1, 3, 3), (1, 1, 5, 5), (2,)]
     ]
     assert torch.autograd.gradgradcheck(compiled.function, inputs)
+
+
+def test_compiled_torch_function_in_bfloat16_against_torch_autograd() -> None:
+    compiled = ed.compile(STRIDED, params={"s": 2}, backend="torch")
+    rng = np.random.default_rng(9)
+    arrays = [rng.standard_normal(s) for s in [(3, 2, 3, 3), (2, 2, 7, 7), (3,)]]
+    ours = [torch.tensor(a, dtype=torch.bfloat16, requires_grad=True) for a in arrays]
+    theirs = [t.detach().double().requires_grad_() for t in ours]  # the same values
+    out = compiled.function(*ours)
+    expected = _conv_reference(theirs[1], theirs[0], theirs[2])
+    cotangent = torch.tensor(rng.standard_normal(tuple(out.shape)), dtype=torch.bfloat16)
+    out.backward(cotangent)
+    expected.backward(cotangent.double())
+    assert out.dtype == torch.bfloat16
+    _close_in_bfloat16(out.detach().double().numpy(), expected.detach().numpy())
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.grad.dtype == torch.bfloat16
+        _close_in_bfloat16(a.grad.double().numpy(), b.grad.numpy())
 
 
 def test_compiled_torch_function_takes_inputs_by_name() -> None:
@@ -482,6 +610,52 @@ def test_compiled_jax_function_under_jit_grad_and_vmap() -> None:
     np.testing.assert_allclose(
         np.asarray(per_example[:, 0]), np.asarray(reference(W, X, B)), atol=1e-12
     )
+
+
+def test_compiled_jax_function_in_bfloat16_against_jax_autodiff() -> None:
+    compiled = ed.compile(STRIDED, params={"s": 2}, backend="jax")
+    rng = np.random.default_rng(10)
+    ours = [
+        jnp.asarray(rng.standard_normal(s), dtype=jnp.bfloat16)
+        for s in [(3, 2, 3, 3), (2, 2, 7, 7), (3,)]
+    ]
+
+    def reference(W: Any, X: Any, B: Any) -> Any:
+        out = jax.lax.conv_general_dilated(X, W, (2, 2), ((1, 0), (1, 0)))
+        return out + B[None, :, None, None]
+
+    out, pullback = jax.vjp(jax.jit(compiled.function), *ours)
+    theirs = [a.astype(jnp.float64) for a in ours]  # the same values
+    expected, expected_pullback = jax.vjp(reference, *theirs)
+    cotangent = jnp.asarray(rng.standard_normal(out.shape), dtype=jnp.bfloat16)
+    assert out.dtype == jnp.bfloat16
+    _close_in_bfloat16(out, expected)
+    grads = pullback(cotangent)
+    for a, b in zip(grads, expected_pullback(cotangent.astype(jnp.float64)), strict=True):
+        assert a.dtype == jnp.bfloat16
+        _close_in_bfloat16(a, b)
+
+
+@pytest.mark.parametrize("case", OPS, ids=[c.id for c in OPS])
+def test_jax_custom_vjp_keeps_bfloat16(case: Op) -> None:
+    """The custom_vjp's output and cotangents, and the second derivative, stay bfloat16
+    (abstract evaluation: dtypes and shapes, no arithmetic)."""
+    op = functools.partial(_module(case, "jax-custom-vjp")["op"], **case.call)
+    specs = [jax.ShapeDtypeStruct(s, jnp.bfloat16) for s in case.shapes.values()]
+    argnums = tuple(range(len(specs)))
+
+    def loss(*arrays: Any) -> Any:
+        return jnp.sum(op(*arrays) ** 2)
+
+    def second(*arrays: Any) -> Any:
+        return sum(jnp.sum(g**2) for g in jax.grad(loss, argnums)(*arrays))
+
+    out = jax.eval_shape(op, *specs)
+    assert out.dtype == jnp.bfloat16
+    for grad in [*jax.eval_shape(jax.grad(loss, argnums), *specs)]:
+        assert grad.dtype == jnp.bfloat16
+    for grad in [*jax.eval_shape(jax.grad(second, argnums), *specs)]:
+        assert grad.dtype == jnp.bfloat16
 
 
 def test_only_framework_backends_have_ops() -> None:

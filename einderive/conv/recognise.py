@@ -176,6 +176,12 @@ def recognise(
     """Recognise a pullback statement as a generic convolution, or say why it is not one."""
     name = statement.target
     rhs = statement.rhs
+    if any(ir.index_reads(e) for a in ir.accesses(rhs) for e in a.indices) or any(
+        ir.index_reads(c.expr) for n in ir.walk(rhs) if isinstance(n, ir.Reduce) for c in n.where
+    ):
+        return NotConvolution(
+            name, "it reads or writes through an index array: a gather or a scatter-add"
+        )
     if isinstance(rhs, ir.Add):
         return NotConvolution(
             name, f"it has {len(rhs.terms)} terms (one per read of the tensor, or a sum of reads)"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from .. import ir
 from ..errors import ArgumentError
-from .loops import _needed
+from .loops import WIDTH, _needed
 from .vectorized import jax_source, torch_source
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class _Signature:
     pullback_params: dict[str, tuple[str, ...]]  # input -> keywords of pullback_<input>
     vjp_params: tuple[str, ...]
     reads: dict[str, tuple[str, ...]]  # input -> the inputs its pullback reads
+    shapes: dict[str, tuple[str, ...]]  # input -> its sizes as printed, e.g. (O, C, M, N)
 
 
 def _keywords(tree: ast.Module) -> dict[str, tuple[list[str], list[str]]]:
@@ -85,7 +86,30 @@ def _signature(derivation: Derivation, module: str, kind: str) -> _Signature:
         pullback_params={t: tuple(functions[f"pullback_{t}"][1]) for t in program.inputs},
         vjp_params=tuple(functions["vjp"][1]),
         reads=reads,
+        shapes={t: tuple(str(n) for n in derivation.shapes[t]) for t in program.inputs},
     )
+
+
+def _check_ranks(signature: _Signature) -> list[str]:
+    """``_check_ranks(W, X)``: an input of the wrong rank names itself and the shape the
+    notation reads, before the printed functions unpack its sizes (which would fail with
+    Python's "not enough values to unpack")."""
+    inputs = signature.inputs
+    lines = [
+        f"def _check_ranks({', '.join(inputs)}):",
+        '    """Each input has as many axes as the notation reads."""',
+    ]
+    for tensor in inputs:
+        sizes = signature.shapes[tensor]
+        shape = f"({sizes[0]},)" if len(sizes) == 1 else f"({', '.join(sizes)})"
+        message = f"{tensor} has shape {{tuple({tensor}.shape)}}; the notation reads {shape}"
+        lines.append(f"    if {tensor}.ndim != {len(sizes)}:")
+        raise_line = f'        raise ValueError(f"{message}")'
+        if len(raise_line) <= WIDTH:
+            lines.append(raise_line)
+        else:
+            lines += ["        raise ValueError(", f'            f"{message}"', "        )"]
+    return lines
 
 
 def _tuple(names: Sequence[str]) -> str:
@@ -129,6 +153,9 @@ def _torch_wrapper(signature: _Signature, params_of: Sequence[str]) -> str:
         _banner("the op: autograd runs the derived pullbacks"),
         "",
         "",
+        *_check_ranks(signature),
+        "",
+        "",
         "def _stand_in(saved, shape, like):",
         '    """A saved input, or zeros of its shape (stride 0, no memory) where no pullback',
         '    that runs reads it: the pullbacks read its sizes only."""',
@@ -146,6 +173,7 @@ def _torch_wrapper(signature: _Signature, params_of: Sequence[str]) -> str:
         "",
         "    @staticmethod",
         f"    def forward({arguments}):",
+        f"        _check_ranks({', '.join(inputs)})",
         f"        return {_call('forward', inputs, params)}",
         "",
         "    @staticmethod",
@@ -272,6 +300,9 @@ def _jax_wrapper(signature: _Signature) -> str:
         _banner("the op: jax.custom_vjp with the derived pullbacks"),
         "",
         "",
+        *_check_ranks(signature),
+        "",
+        "",
     ]
     if any(t not in read for t in inputs):
         lines += [
@@ -298,10 +329,12 @@ def _jax_wrapper(signature: _Signature) -> str:
             f'    """`{text}`, differentiable through the derived pullbacks (jax.custom_vjp)."""'
         ]
     lines += [
+        f"    _check_ranks({', '.join(inputs)})",
         f"    return {_call('forward', inputs, params)}",
         "",
         "",
         f"def {function}_forward({positional}):",
+        f"    _check_ranks({', '.join(inputs)})",
         f"    # residuals: what the pullbacks read ({_reads_comment(signature)})",
         f"    return {_call('forward', inputs, params)}, {_tuple(residuals)}",
         "",

@@ -44,6 +44,9 @@ class LatexPrinter(NotationPrinter):
     def fraction(self, numerator: str, denominator: str, compound: bool) -> str:
         return rf"\frac{{{numerator}}}{{{denominator}}}"
 
+    def index_read(self, read: ir.IndexRead) -> str:
+        return rf"{_tensor(read.array)}_{{{', '.join(self.index(e) for e in read.args)}}}"
+
     def _print_Access(self, node: ir.Access) -> tuple[str, int]:
         name = _tensor(node.tensor)
         if not node.indices:

@@ -532,6 +532,11 @@ class LoopsPrinter(PythonCodePrinter):
             argument["minus_x"] = self._print(sympy.Mul(-1, arg, evaluate=False))
         return function.spell(self.target, **argument)
 
+    def _print_AppliedUndef(self, expr: sympy.Expr) -> str:
+        # sympy dispatches the read of an index array (ir.IndexRead) as an AppliedUndef
+        assert isinstance(expr, ir.IndexRead)
+        return f"{expr.array}[{', '.join(self._print(a) for a in expr.args)}]"
+
     def _print_Indexed(self, expr: sympy.Indexed) -> str:
         indices = [self._print(i) for i in expr.indices]
         name = self._print(expr.base.label)
@@ -848,8 +853,10 @@ class _Builder:
 
     def holds(self, constraint: ir.Constraint) -> bool:
         block = self.chain[-1]
-        expr = ir.normalise(constraint).expr.xreplace(self.exact)
-        return proves(ir.expand(expr), block.facts, block.bound)
+        expr = ir.expand(ir.normalise(constraint).expr.xreplace(self.exact))
+        if expr in block.facts:  # tested already (0 <= tok[b], which the prover cannot read)
+            return True
+        return proves(expr, block.facts, block.bound)
 
     def divisible(self, numerator: sympy.Expr, denominator: sympy.Expr) -> bool:
         for fact in self.chain[-1].divisors:
@@ -877,9 +884,17 @@ class _Builder:
         return index, Divides(denominator, numerator)
 
     def read_tests(self, access: ir.Access) -> tuple[list[Condition], list[ir.Constraint]]:
-        """What a read must pass to be inside its tensor, and the facts that follow from it."""
+        """What a read must pass to be inside its tensor, and the facts that follow from it
+        (first those of the index arrays it reads through: ``tok[b]`` inside ``tok``)."""
         tests: list[Condition] = []
         facts: list[ir.Constraint] = []
+        inner = sorted(
+            {read for e in access.indices for read in ir.index_reads(e)}, key=lambda r: str(r)
+        )
+        for read in inner:
+            found = self.read_tests(ir.Access(read.array, tuple(read.args)))
+            tests += found[0]
+            facts += found[1]
         for expr, size in zip(access.indices, self.shapes[access.tensor], strict=True):
             index, divisibility = self.integer_index(expr)
             if divisibility is not None:
@@ -1024,11 +1039,14 @@ class _Builder:
             for f in factors
         )
 
-    def store(self, target: sympy.Basic, node: ir.Node, op: str) -> None:
+    def store(
+        self, target: sympy.Basic, node: ir.Node, op: str, written: ir.Access | None = None
+    ) -> None:
         """``target op node``, under an ``if`` for the factors that are zero outside a test.
 
         A read outside its tensor, a guard, or a position that is not the argmax makes
         the whole product zero, so the test guards the statement instead of each read.
+        A scatter's position (``written``) is tested as a read of the target would be.
         """
         where: tuple[ir.Constraint, ...] = ()
         if isinstance(node, ir.Reduce) and not node.variables:
@@ -1036,6 +1054,10 @@ class _Builder:
         factors = list(node.factors) if isinstance(node, ir.Mul) else [node]
         tests: list[sympy.Basic] = [self.condition(c) for c in where]
         facts = list(where)
+        if written is not None:
+            position_tests, position_facts = self.read_tests(written)
+            tests += position_tests
+            facts += position_facts
         kept: list[ir.Node] = []
         with self.scope(facts=where):
             for factor in factors:
@@ -1085,6 +1107,45 @@ class _Builder:
         if not scalar:
             self.emit(Assignment(target, acc))
 
+    def scattered(self, statement: ir.Statement) -> bool:
+        """A statement with terms that write through index arrays, one loop nest per term:
+        ``for b: for q: if 0 <= tok[b] < V: dE[tok[b], q] += dY[b, q]`` for a scatter."""
+        terms = statement.rhs.terms if isinstance(statement.rhs, ir.Add) else (statement.rhs,)
+        scatters = [ir.scatter(term, statement.indices) for term in terms]
+        if not any(scatters):
+            return False
+        shape = self.shapes[statement.target]
+        base = sympy.IndexedBase(statement.target, shape=shape)
+        boxes = dict(zip(statement.indices, shape, strict=True))
+        for term, found in zip(terms, scatters, strict=True):
+            steps: list[_Loop | _Test]
+            if found is None:
+                steps = [_Loop(v, sympy.Integer(0), n, ir.box(v, n)) for v, n in boxes.items()]
+                target = sympy.Indexed(base, *statement.indices)
+                self.nest(steps, functools.partial(self.add_term, target, term))
+                continue
+            free = [v for v in statement.indices if v not in found.writes]
+            # conditions on the target's own variables are tested inside their loops
+            outer = [c for c in found.where if not c.free_symbols & set(free)]
+            inner = tuple(c for c in found.where if c.free_symbols & set(free))
+            steps = self.loop_steps(found.variables, outer)
+            steps += [_Loop(v, sympy.Integer(0), boxes[v], ir.box(v, boxes[v])) for v in free]
+            if inner:
+                steps.append(_Test(inner, inner))
+            positions = found.positions(statement.indices)
+            written = ir.Access(statement.target, positions)
+            target = sympy.Indexed(base, *(self.integer_index(e)[0] for e in positions))
+            self.nest(steps, functools.partial(self.store, target, found.body, "+=", written))
+        return True
+
+    def add_term(self, target: sympy.Basic, term: ir.Node) -> None:
+        """``target += term`` at one point (a sum's loops inside)."""
+        summed = _summed(term)
+        if summed is None:
+            self.store(target, term, "+=")
+        else:
+            self.sum_loops(target, *summed)
+
     def statement(self, statement: ir.Statement) -> None:
         shape = self.shapes[statement.target]
         if statement.indices:
@@ -1092,6 +1153,8 @@ class _Builder:
             self.emit(Assignment(sympy.Symbol(statement.target), zeros))
             base = sympy.IndexedBase(statement.target, shape=shape)
             target: sympy.Basic = sympy.Indexed(base, *statement.indices)
+            if self.scattered(statement):
+                return
         else:
             target = sympy.Symbol(statement.target, real=True)
         if statement.rhs == ir.ZERO:

@@ -87,6 +87,20 @@ class NotationPrinter:
         variables = [v for v in self.order if expr.has(v)]
         parts: list[tuple[bool, str]] = []
         rest = expr
+        # reads of index arrays first: `tok[b] + m - 1`
+        for term in sympy.Add.make_args(expr):
+            reads = ir.index_reads(term)
+            if not reads:
+                continue
+            rest = ir.expand(rest - term)
+            read = max(reads, key=lambda r: len(str(r)))  # the outermost
+            coefficient = term / read
+            negative = _looks_negative(coefficient)
+            magnitude = -coefficient if negative else coefficient
+            text = self.index_read(read)
+            if magnitude != 1:
+                text = self.product(self.scalar(magnitude), text)
+            parts.append((negative, text))
         for var in variables:
             coefficient = ir.coefficient(expr, var)
             if coefficient == 0:
@@ -129,6 +143,10 @@ class NotationPrinter:
         for negative, text in parts[1:]:
             out += f" - {text}" if negative else f" + {text}"
         return out
+
+    def index_read(self, read: ir.IndexRead) -> str:
+        """A read of an index array inside an index: ``tok[b]``."""
+        return f"{read.array}[{', '.join(self.index(e) for e in read.args)}]"
 
     # ---- value expressions --------------------------------------------------------------
 

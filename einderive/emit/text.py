@@ -8,6 +8,7 @@ import sympy
 
 from .. import ir
 from ..model import Derivation, Program
+from ..solve import loop_bounds
 from .printer import NotationPrinter
 
 
@@ -33,8 +34,48 @@ def terms_of(rhs: ir.Node) -> Sequence[ir.Node]:
     return rhs.terms if isinstance(rhs, ir.Add) else (rhs,)
 
 
+def scatter_lines(statement: ir.Statement, with_domain: bool = True) -> list[str] | None:
+    """A statement whose terms write through index arrays, one ``+=`` line per term in
+    scatter form (``dE[tok[b], q] += dY[b, q]``), each with its domain and why it is not
+    a gather; None if no term is such a scatter."""
+    terms = terms_of(statement.rhs)
+    scatters = [ir.scatter(term, statement.indices) for term in terms]
+    if not any(scatters):
+        return None
+    printer = NotationPrinter(variables_of(statement))
+    lines = []
+    for term, found in zip(terms, scatters, strict=True):
+        if found is None:
+            lines.append(f"{lhs(statement, printer)} += {printer.expr(term)}")
+            domain = printer.domain(term)
+        else:
+            positions = ", ".join(printer.index(e) for e in found.positions(statement.indices))
+            lines.append(f"{statement.target}[{positions}] += {printer.expr(found.body)}")
+            bounds, conditions = loop_bounds(found.variables, found.where)
+            domain = [printer.bounds(b) for b in bounds]
+            domain += [printer.condition(c) for c in conditions]
+            summed = ", ".join(printer.symbol(v) for v in found.variables)
+            pinned = ", ".join(
+                f"{printer.symbol(t)} = {printer.index(w)}" for t, w in found.writes.items()
+            )
+            domain.append(
+                f"scatter form: {pinned} cannot be solved for {summed}; "
+                f"a gather would search every {summed}"
+            )
+        if with_domain and domain:
+            lines.append(f"    {'; '.join(domain)}")
+    return lines
+
+
 def statement_text(statement: ir.Statement, with_domain: bool = True) -> str:
-    """``target[...] = rhs``, then the bounds and conditions of each term, indented."""
+    """``target[...] = rhs``, then the bounds and conditions of each term, indented.
+
+    A term that writes through an index array is printed as a scatter (see
+    ``scatter_lines``).
+    """
+    scattered = scatter_lines(statement, with_domain)
+    if scattered is not None:
+        return "\n".join(scattered)
     printer = NotationPrinter(variables_of(statement))
     lines = [f"{lhs(statement, printer)} = {printer.expr(statement.rhs)}"]
     if with_domain:

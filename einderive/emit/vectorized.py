@@ -39,7 +39,7 @@ from .. import ir
 from ..conv.calls import jax_call, torch_call
 from ..conv.recognise import ConvPullback
 from ..errors import EinderiveError
-from ..lower.plan import Einsum, Method, Terms, plans
+from ..lower.plan import Einsum, Method, Scatter, Terms, plans
 from ..lower.window import narrowed
 from ..solve import bound_of, quotient
 from . import runtime
@@ -124,6 +124,15 @@ class FusedConv2d(Token):
 
 class Read(_Value):
     """``_read(X, i, j)``: a gather, zero outside ``X`` and at a fractional index."""
+
+
+class IndexValues(_Value):
+    """``_index(tok, b)``: an index array read over grids (NaN outside it)."""
+
+
+class ScatterAdd(_Value):
+    """``_scatter_add(shape, values, *positions)``: zeros with ``values`` added at the
+    positions, repeated ones summed (``np.add.at``, ``index_add``, ``.at[].add``)."""
 
 
 class Contraction(_Value):
@@ -309,6 +318,24 @@ class NumpyPrinter(LoopsPrinter):
 
     def _print_Read(self, expr: Read) -> str:
         return self._call(*self._parts_Read(expr))
+
+    def _print_AppliedUndef(self, expr: sympy.Expr) -> str:
+        # sympy dispatches the read of an index array (ir.IndexRead) as an AppliedUndef
+        assert isinstance(expr, ir.IndexRead)
+        return self._print(IndexValues(sympy.Symbol(expr.array), *expr.args))
+
+    def _parts_IndexValues(self, expr: IndexValues) -> tuple[str, list[Piece]]:
+        return "_index", list(expr.args)
+
+    def _print_IndexValues(self, expr: IndexValues) -> str:
+        return self._call(*self._parts_IndexValues(expr))
+
+    def _parts_ScatterAdd(self, expr: ScatterAdd) -> tuple[str, list[Piece]]:
+        shape, values, *positions = expr.args
+        return "_scatter_add", [self._tuple(shape.args), values, *positions]
+
+    def _print_ScatterAdd(self, expr: ScatterAdd) -> str:
+        return self._call(*self._parts_ScatterAdd(expr))
 
     def _parts_Contraction(self, expr: Contraction) -> tuple[str, list[Piece]]:
         subscripts, *operands = expr.args
@@ -589,6 +616,26 @@ class _DenseStatement:
         if statement.indices and not (self.whole or set(statement.indices) <= used):
             shape = sympy.Tuple(*self.shapes[statement.target])
             value = Broadcast(self.array(value, statement.rhs), shape)
+        grids = [grid for var, grid in self.grids.items() if var in used]
+        return [*grids, *self.lines, Assignment(sympy.Symbol(statement.target), value)]
+
+    def scatter(self) -> list[sympy.Basic]:
+        """A statement of one term that writes through index arrays: its body over a grid of
+        the term's variables (leading axes) and the target's own, then one scatter-add."""
+        statement = self.statement
+        found = ir.scatter(statement.rhs, statement.indices)
+        assert found is not None  # the plan says so
+        depth = len(statement.indices)
+        bounds, rest = self.box(found.variables, found.where)
+        self.place(found.variables, bounds, depth)
+        with self.known(rest):
+            body = self.number(found.body, depth + len(found.variables))
+        body = self.array(body, found.body)
+        mask = self.mask(rest)
+        values = body if mask is None else Masked(mask, body, sympy.Float(0.0))
+        shape = sympy.Tuple(*self.shapes[statement.target])
+        value = ScatterAdd(shape, values, *found.positions(statement.indices))
+        used = set().union(value.free_symbols, *(line.rhs.free_symbols for line in self.lines))
         grids = [grid for var, grid in self.grids.items() if var in used]
         return [*grids, *self.lines, Assignment(sympy.Symbol(statement.target), value)]
 
@@ -874,12 +921,16 @@ class _VectorSource(_Source):
         if isinstance(method, Terms):  # each term into a local, then their sum
             code, terms = [], []
             for part, part_method in method.parts:
-                stem = {ConvPullback: "conv", Einsum: "product"}.get(type(part_method), "rest")
+                stem = {ConvPullback: "conv", Einsum: "product", Scatter: "scattered"}.get(
+                    type(part_method), "rest"
+                )
                 local = fresh(stem)
                 self.shapes[local] = self.shapes[statement.target]
                 code += self.code(replace(part, target=local), part_method, fresh)
                 terms.append(sympy.Symbol(local))
             return [*code, Assignment(target, sympy.Add(*terms, evaluate=False))]
+        if isinstance(method, Scatter):
+            return _DenseStatement(statement, self.shapes, fresh).scatter()
         return _DenseStatement(statement, self.shapes, fresh).code()
 
     def framework_call(self, conv: ConvPullback) -> bool:
@@ -896,7 +947,17 @@ def _is_copy(method: Einsum) -> bool:
 # ---- runtime code copied into the module ----------------------------------------------------
 
 # the runtime definitions a module may call, and the runtime modules they come from
-_RUNTIME_CALLS = ("_read", "_argmax", "_argmin", "_conv", "_conv2d_vjp", "_where", "_is_at")
+_RUNTIME_CALLS = (
+    "_read",
+    "_index",
+    "_scatter_add",
+    "_argmax",
+    "_argmin",
+    "_conv",
+    "_conv2d_vjp",
+    "_where",
+    "_is_at",
+)
 _RUNTIME_MODULES = {
     "numpy": ("numpy_helpers", "numpy_conv"),
     "jax": ("jax_helpers", "numpy_helpers"),

@@ -33,6 +33,12 @@ class Dense:
 
 
 @dataclass(frozen=True)
+class Scatter:
+    """A term that writes through index arrays (``dE[tok[b], q] += dY[b, q]``): its body
+    over a grid of its variables, added at the positions in one scatter-add."""
+
+
+@dataclass(frozen=True)
 class Terms:
     """A sum computed term by term and added: each part is the statement with one term of
     the sum (the dense terms together, as one part), with its own method."""
@@ -40,7 +46,7 @@ class Terms:
     parts: tuple[tuple[ir.Statement, Method], ...]
 
 
-Method = ConvPullback | Einsum | Dense | Terms
+Method = ConvPullback | Einsum | Scatter | Dense | Terms
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -100,6 +106,8 @@ def plan(
     shapes: Mapping[str, Sequence[sympy.Expr]],
     prefer_kernel: Sequence[str] = (),
 ) -> Method:
+    if ir.scatter(statement.rhs, statement.indices) is not None:
+        return Scatter()
     contraction = einsum_plan(statement, shapes)
     if contraction is not None:
         return contraction

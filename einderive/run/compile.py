@@ -29,7 +29,8 @@ from ..emit.outputs import source
 from ..errors import ArgumentError, BackendMissingError, EinderiveError
 from ..front import input_names, learnable_scalars
 from ..model import Derivation
-from .inputs import numeric_program
+from ..parse import index_array_names
+from .inputs import as_index_array, numeric_program
 from .interpret import run_statements
 from .load import load_source
 
@@ -355,6 +356,7 @@ class Compiled:
         except EinderiveError as error:
             raise error.with_text(text) from None
         self._name_set = frozenset(self._names)
+        self._index_arrays = frozenset(index_array_names(text))
         self._runners: dict[tuple, Runner] = {}
         self._last: Runner | None = None
         self._hot: _Hot | None = None
@@ -395,6 +397,10 @@ class Compiled:
         arrays = {}
         for name in names:
             value = inputs[name]
+            if name in self._index_arrays:  # integer positions: NumPy in every backend
+                native = native and convert.native(value)
+                arrays[name] = as_index_array(name, value)
+                continue
             if self._numpy and type(value) is np.ndarray and value.dtype == np.float64:
                 arrays[name] = value  # already what the module takes: no conversion
                 continue
@@ -417,8 +423,8 @@ class Compiled:
     ) -> _Hot | None:
         """The hot path of this signature, if the call gave the runner's inputs, each a
         float64 ndarray taken as it is (else the next call is checked in full)."""
-        if len(inputs) != len(made.inputs):
-            return None
+        if len(inputs) != len(made.inputs) or self._index_arrays:
+            return None  # index arrays are checked on every call (their values are positions)
         key: list[tuple[type, np.dtype, tuple[int, ...]]] = []
         for name in made.inputs:
             if name not in inputs or arrays.get(name) is not inputs[name]:

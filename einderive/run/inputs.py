@@ -29,6 +29,23 @@ def as_array(name: str, value: object) -> np.ndarray:
         raise ArgumentError(f"{name!r} must be a numeric array") from None
 
 
+def as_index_array(name: str, value: object) -> np.ndarray:
+    """An index array as int64 NumPy: integers only (a float array is refused, even one
+    holding whole numbers: positions are integers by type, as in torch and NumPy)."""
+    detach = getattr(value, "detach", None)
+    if callable(detach):
+        value = detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.integer) or (array.size == 0 and array.dtype == np.float64)
+    ):
+        raise ArgumentError(
+            f"{name!r} is read inside brackets, so it is an index array: it must hold "
+            f"integers, not {array.dtype}"
+        )
+    return array.astype(np.int64, copy=False)
+
+
 def _shape_of(name: str, value: Any) -> tuple[int, ...]:
     shape = getattr(value, "shape", None)
     if shape is None:
@@ -91,4 +108,11 @@ def check_inputs(program: Program, inputs: Mapping[str, Any]) -> dict[str, np.nd
         raise ArgumentError(
             f"arrays given for {', '.join(map(repr, extra))}, which the expression does not read"
         )
-    return {name: as_array(name, inputs[name]) for name in program.inputs}
+    return {
+        name: (
+            as_index_array(name, inputs[name])
+            if name in program.index_arrays
+            else as_array(name, inputs[name])
+        )
+        for name in program.inputs
+    }

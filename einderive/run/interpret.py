@@ -22,15 +22,22 @@ from ..solve import linear_part
 Env = dict[sympy.Symbol, int]
 Tensors = Mapping[str, np.ndarray]
 Affine = Callable[[Env], int | Fraction]
+# an index expression that reads an index array: None where a read falls outside that array
+Position = Callable[[Env], int | Fraction | None]
 
 
-def affine(expr: sympy.Expr) -> Affine:
-    """A closure computing an affine expression of index variables (exact, as int or Fraction)."""
+def affine(expr: sympy.Expr, tensors: Tensors | None = None) -> Affine:
+    """A closure computing an affine expression of index variables (exact, as int or Fraction).
+
+    An expression that reads index arrays (``tok[b] + m``) needs their ``tensors``; its
+    closure gives None where such a read falls outside its array.
+    """
     expr = sympy.expand(expr)
     if expr.is_Integer:
         constant = int(expr)
         return lambda env: constant
     terms: list[tuple[sympy.Symbol, int | Fraction]] = []
+    reads: list[tuple[Position, int | Fraction]] = []
     constant_part: int | Fraction = 0
     for term, coefficient in expr.as_coefficients_dict().items():
         value = _number(coefficient)
@@ -38,8 +45,50 @@ def affine(expr: sympy.Expr) -> Affine:
             constant_part = value
         elif isinstance(term, sympy.Symbol):
             terms.append((term, value))
+        elif isinstance(term, ir.IndexRead) and tensors is not None:
+            reads.append((_index_read(term, tensors), value))
         else:
             raise ArgumentError(f"index expression {expr} still has a symbol with no value")
+    if reads:
+        plain = _affine_terms(terms, constant_part)
+
+        def through_arrays(env: Env) -> int | Fraction | None:
+            total = plain(env)
+            for read, c in reads:
+                value = read(env)
+                if value is None:
+                    return None
+                total += c * value
+            return total
+
+        return through_arrays  # type: ignore[return-value]
+    return _affine_terms(terms, constant_part)
+
+
+def _index_read(read: ir.IndexRead, tensors: Tensors) -> Position:
+    """``tok[b]``: the integer in the index array, None outside it."""
+    if read.array not in tensors:
+        raise ArgumentError(f"no array given for {read.array!r}")
+    array = tensors[read.array]
+    positions = [affine(e, tensors) for e in read.args]
+    shape = array.shape
+
+    def value(env: Env) -> int | None:
+        at: list[int] = []
+        for position, size in zip(positions, shape, strict=True):
+            found = position(env)
+            index = None if found is None else _integer(found)
+            if index is None or not 0 <= index < size:
+                return None
+            at.append(index)
+        return int(array[tuple(at)])
+
+    return value
+
+
+def _affine_terms(
+    terms: list[tuple[sympy.Symbol, int | Fraction]], constant_part: int | Fraction
+) -> Affine:
     if len(terms) == 1 and not isinstance(terms[0][1], Fraction):
         (var, c), k = terms[0], constant_part
         if c == 1:
@@ -62,7 +111,7 @@ def _integer(value: int | Fraction) -> int | None:
     return int(value) if value.denominator == 1 else None
 
 
-def _read(array: np.ndarray, indices: Sequence[Affine]) -> Callable[[Env], float]:
+def _read(array: np.ndarray, indices: Sequence[Position]) -> Callable[[Env], float]:
     shape = array.shape
     if not indices:
         scalar = float(array)
@@ -71,7 +120,8 @@ def _read(array: np.ndarray, indices: Sequence[Affine]) -> Callable[[Env], float
     def read(env: Env) -> float:
         position = []
         for index, size in zip(indices, shape, strict=True):
-            value = _integer(index(env))
+            at = index(env)
+            value = None if at is None else _integer(at)
             if value is None or not 0 <= value < size:
                 return 0.0
             position.append(value)
@@ -83,7 +133,12 @@ def _read(array: np.ndarray, indices: Sequence[Affine]) -> Callable[[Env], float
 class _Domain:
     """The integer points of a Reduce, iterated in row-major order of its variables."""
 
-    def __init__(self, variables: Sequence[sympy.Symbol], where: Sequence[ir.Constraint]) -> None:
+    def __init__(
+        self,
+        variables: Sequence[sympy.Symbol],
+        where: Sequence[ir.Constraint],
+        tensors: Tensors | None = None,
+    ) -> None:
         self.variables = list(variables)
         levels = {v: k for k, v in enumerate(self.variables)}
         self.guards: list[Callable[[Env], bool]] = []
@@ -92,14 +147,19 @@ class _Domain:
         self.filters: list[list[Callable[[Env], bool]]] = [[] for _ in self.variables]
         for constraint in where:
             owners = [levels[s] for s in constraint.free_symbols if s in levels]
-            check = _condition(constraint)
+            check = _condition(constraint, tensors)
             if not owners:
                 self.guards.append(check)
                 continue
             level = max(owners)
             var = self.variables[level]
             coefficient, remainder = linear_part(constraint, var)
-            if constraint.kind == "ge" and coefficient.is_number and coefficient != 0:
+            if (
+                constraint.kind == "ge"
+                and coefficient.is_number
+                and coefficient != 0
+                and not ir.index_reads(remainder)
+            ):
                 c = _number(coefficient)
                 rest = affine(remainder)
                 (self.lower if c > 0 else self.upper)[level].append((c, rest))
@@ -130,14 +190,15 @@ class _Domain:
         env.pop(var, None)
 
 
-def _condition(constraint: ir.Constraint) -> Callable[[Env], bool]:
-    expr = affine(constraint.expr)
+def _condition(constraint: ir.Constraint, tensors: Tensors | None = None) -> Callable[[Env], bool]:
+    """The constraint as a test; false where it reads an index array outside that array."""
+    expr: Position = affine(constraint.expr, tensors)
     if constraint.kind == "ge":
-        return lambda env: expr(env) >= 0
+        return lambda env: (value := expr(env)) is not None and value >= 0
     if constraint.kind == "eq":
-        return lambda env: expr(env) == 0
+        return lambda env: (value := expr(env)) is not None and value == 0
     modulus = _number(constraint.modulus)
-    return lambda env: Fraction(expr(env)) % modulus == 0
+    return lambda env: (value := expr(env)) is not None and Fraction(value) % modulus == 0
 
 
 def compile_node(node: ir.Node, tensors: Tensors) -> Callable[[Env], float]:
@@ -151,7 +212,7 @@ def compile_node(node: ir.Node, tensors: Tensors) -> Callable[[Env], float]:
     if isinstance(node, ir.Access):
         if node.tensor not in tensors:
             raise ArgumentError(f"no array given for {node.tensor!r}")
-        return _read(tensors[node.tensor], [affine(e) for e in node.indices])
+        return _read(tensors[node.tensor], [affine(e, tensors) for e in node.indices])
     if isinstance(node, ir.Add):
         terms = [compile_node(t, tensors) for t in node.terms]
         return lambda env: sum(t(env) for t in terms)
@@ -207,7 +268,7 @@ def _index_value(value: sympy.Expr) -> Callable[[Env], float]:
 
 
 def _compile_reduce(node: ir.Reduce, tensors: Tensors) -> Callable[[Env], float]:
-    domain = _Domain(node.variables, node.where)
+    domain = _Domain(node.variables, node.where, tensors)
     body = compile_node(node.body, tensors)
     if not node.variables:
         guards = domain.guards
@@ -253,9 +314,9 @@ def _compile_reduce(node: ir.Reduce, tensors: Tensors) -> Callable[[Env], float]
 
 
 def _compile_is_extremum(node: ir.IsExtremum, tensors: Tensors) -> Callable[[Env], float]:
-    domain = _Domain(node.variables, node.where)
+    domain = _Domain(node.variables, node.where, tensors)
     body = compile_node(node.body, tensors)
-    at = [affine(e) for e in node.at]
+    at = [affine(e, tensors) for e in node.at]
     better = (lambda a, b: a > b) if node.op == "max" else (lambda a, b: a < b)
 
     def indicator(env: Env) -> float:

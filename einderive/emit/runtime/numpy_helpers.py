@@ -9,10 +9,42 @@ def _positions(shape, indices):
     inside = np.ones(indices[0].shape, dtype=bool)
     clipped = []
     for index, size in zip(indices, shape, strict=True):
-        whole = np.floor(index)
-        inside &= (index == whole) & (whole >= 0) & (whole < size)
-        clipped.append(np.clip(whole, 0, max(size - 1, 0)).astype(np.int64))
+        if np.issubdtype(np.asarray(index).dtype, np.integer):  # a grid, an index array
+            inside &= (index >= 0) & (index < size)
+            clipped.append(np.clip(index, 0, max(size - 1, 0)))
+            continue
+        whole = np.floor(index)  # NaN (read through an index array, outside it) is outside
+        here = (index == whole) & (whole >= 0) & (whole < size)
+        inside &= here
+        clipped.append(np.where(here, whole, 0).astype(np.int64))
     return inside, tuple(clipped)
+
+
+def _index(array, *positions):
+    """An index array read at arrays of positions, as float64: NaN outside the index
+    array, so that a read through it is zero there."""
+    return _index_of(np.asarray(array), positions)
+
+
+def _index_of(array, positions):
+    inside, clipped = _positions(array.shape, positions)
+    if array.size == 0:
+        return np.full(inside.shape, np.nan)
+    found = array[clipped]
+    return found if inside.all() else np.where(inside, found, np.nan)
+
+
+def _scatter_add(shape, values, *positions):
+    """Zeros of ``shape`` with ``values`` added at ``positions`` (arrays broadcast
+    together): a position outside ``shape`` adds nothing, a repeated one adds up."""
+    inside, clipped = _positions(shape, positions)
+    out = np.zeros(shape)
+    values = np.broadcast_to(values, inside.shape)
+    if inside.all():
+        np.add.at(out, clipped, values)
+    else:
+        np.add.at(out, tuple(c[inside] for c in clipped), values[inside])
+    return out
 
 
 def _read(array, *indices):

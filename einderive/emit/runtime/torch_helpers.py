@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from .numpy_helpers import _positions
+from .numpy_helpers import _index_of, _positions
 
 
 def _read(array, *indices):
@@ -11,6 +11,27 @@ def _read(array, *indices):
     inside, positions = _positions(tuple(array.shape), indices)
     values = array[tuple(torch.as_tensor(p, device=array.device) for p in positions)]
     return torch.where(torch.as_tensor(inside, device=array.device), values, 0.0)
+
+
+def _index(array, *positions):
+    """An index array (a tensor or NumPy) read at NumPy positions, as NumPy float64: NaN
+    outside the index array, so that a read through it is zero there."""
+    if torch.is_tensor(array):
+        array = array.detach().cpu().numpy()
+    return _index_of(np.asarray(array), positions)
+
+
+def _scatter_add(shape, values, *positions):
+    """Zeros of ``shape`` with ``values`` added at ``positions`` (``index_add_`` over the
+    flattened tensor): a position outside ``shape`` adds nothing, a repeated one adds up."""
+    values = torch.as_tensor(values, dtype=torch.float64)
+    inside, clipped = _positions(shape, positions)
+    flat = np.ravel_multi_index(tuple(c[inside] for c in clipped), shape)
+    device = values.device
+    kept = values.broadcast_to(inside.shape)[torch.as_tensor(inside, device=device)]
+    out = torch.zeros(int(np.prod(shape)), dtype=values.dtype, device=device)
+    out = out.index_add(0, torch.as_tensor(flat, device=device), kept)
+    return out.reshape(tuple(int(n) for n in shape))
 
 
 def _where(condition, value, fill):
