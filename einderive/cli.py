@@ -240,6 +240,11 @@ def _derive_and_print(
 
         if args.emit not in ("text", "latex"):
             raise ArgumentError("--jvp prints text or latex only")
+        if args.explain:
+            raise ArgumentError(
+                "--explain shows the steps of reverse mode (the pullbacks); --jvp prints "
+                "the tangents only"
+            )
         tangent = derive_jvp(text, params, shapes, ranges, wrt=args.wrt or None)
         print(tangent.latex() if args.emit == "latex" else tangent)
         return verify_jvp(text, params, shapes, ranges, trials=args.trials) if args.verify else None
@@ -255,7 +260,13 @@ def _derive_and_print(
             if args.verify
             else None
         )
-        print(_emitted(args.emit, derivation, report, emitters))
+        if args.explain:
+            from .explain import explain
+
+            explanation = explain(derivation)
+            print(explanation.latex() if args.emit == "latex" else explanation.text())
+        else:
+            print(_emitted(args.emit, derivation, report, emitters))
         return report
     from .api import derive
     from .verify import verify

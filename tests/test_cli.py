@@ -229,3 +229,22 @@ def test_json_carries_a_second_order_verification(capsys):
 def test_json_without_verify_has_no_verification(capsys):
     assert run(["Y[i] = W[m]*X[i+m]", "--emit", "json"]) == 0
     assert "verification" not in json.loads(capsys.readouterr().out)
+
+
+def test_explain_shows_the_second_derivation(capsys):
+    """--explain with --then explains the pullbacks of dX (it was ignored)."""
+    assert run(["Y[i] = W[m]*X[i+m]", "--wrt", "X", "--then", "W", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1. The forward\n   dX[p] = sum_{i}(dY[i] * W[p - i])\n")
+    assert "ddX[p]/dW[p1] = sum_{i}(dY[i] * delta(p1, p - i))" in out
+    assert "dW: the pullback" in out
+    assert (
+        run(["Y[i] = W[m]*X[i+m]", "--wrt", "X", "--order", "2", "--explain", "--emit", "latex"])
+        == 0
+    )
+    assert capsys.readouterr().out.startswith(r"\begin{array}{l}\textbf{1. The forward}")
+
+
+def test_explain_with_jvp_says_it_shows_reverse_mode(capsys):
+    assert run(["Y[i] = W[m]*X[i+m]", "--jvp", "--explain"]) == 2
+    assert "--explain shows the steps of reverse mode" in capsys.readouterr().err
