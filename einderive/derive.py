@@ -8,7 +8,9 @@ the right-hand side with the variables ``v`` in scope, contributes
 (the product rule per occurrence, so ``X[i]*X[i+1]`` gives two terms), and
 ``solve.gather`` removes the delta. Programs are differentiated statement by
 statement from the last: an intermediate's cotangent is the sum of what the
-statements that read it send back, and is itself a statement.
+statements that read it send back, and is itself a statement. What is done with
+each read (its seed, the indices solved for, the term left) is kept as it goes,
+in ``Backward.trace``: ``explain`` prints it.
 """
 
 from __future__ import annotations
