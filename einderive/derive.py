@@ -321,12 +321,13 @@ def _collect(
     for contribution in contributions:
         seed = rename_bound(contribution.seed, taken)
         solved: list[tuple[sympy.Symbol, sympy.Expr, ir.Constraint | None]] = []
+        in_range = factor_reads_in_range(seed, shapes)
         term = gather(
             targets,
             contribution.access.indices,
             seed,
             contribution.scope,
-            contribution.where + factor_reads_in_range(seed, shapes),
+            contribution.where + in_range,
             prefer=contribution.scope,
             trace=solved,
         )
@@ -341,6 +342,7 @@ def _collect(
                 seed,
                 contribution.scope,
                 contribution.where,
+                in_range,
                 tuple(solved),
                 term,
             )

@@ -89,6 +89,7 @@ class Read:
     seed: ir.Node  # cotangent * local
     scope: tuple[sympy.Symbol, ...]  # the variables bound around the read, in pivot order
     where: tuple[ir.Constraint, ...]
+    in_range: tuple[ir.Constraint, ...]  # guards derive added that the domain lacks
     targets: tuple[sympy.Symbol, ...]  # the pullback's indices
     extents: dict[sympy.Symbol, sympy.Expr]  # each target's extent: the pullback's shape
     eliminated: tuple[Elimination, ...]
@@ -192,6 +193,7 @@ def _shown(pullback: PullbackTrace, trace: ReadTrace, base: set[str]) -> Read:
         seed=seed,
         scope=scope,
         where=where,
+        in_range=tuple(c for c in (_renamed(g, names) for g in trace.in_range) if c not in where),
         targets=pullback.targets,
         extents=pullback.extents,
         eliminated=eliminated,
@@ -630,6 +632,13 @@ def _bounds_step(work: PullbackWork, read: Read, label: str) -> Step | None:
             if all(implied_by_box(c.subs({e.var: e.solution}), read.extents) for c in box):
                 line = [*line, f": the shape of {work.name} says so already"]
             lines.append(line)
+    if read.in_range:
+        mapping = {e.var: e.solution for e in read.eliminated}
+        kept = _joined([_condition(c.subs(mapping)) for c in read.in_range])
+        lines.append(
+            ["the reads the term multiplies stay inside their tensors: ", kept, " (outside, "
+             "a read is zero, and 1/x or log(x) of it would make the term inf * 0)"]
+        )  # fmt: skip
     term = _term(read)
     bounds, conditions = loop_bounds(term.variables, term.where)
     if read.remaining:

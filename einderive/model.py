@@ -61,6 +61,9 @@ class ReadTrace:
     seed: ir.Node  # what the read is sent: the cotangent times d rhs / d(this read)
     scope: tuple[sympy.Symbol, ...]  # the variables bound around the read, in pivot order
     where: tuple[ir.Constraint, ...]  # their domain (the output's box, the sums' ranges)
+    # what derive added to the domain: the seed's factor reads kept inside their tensors,
+    # where the seed holds 1/x or log(x) (outside, a read is zero and the term inf * 0)
+    in_range: tuple[ir.Constraint, ...]
     # each index the delta removed, in the order ``solve.gather`` solved for it: the
     # variable, its solution then (later ones not yet put in), the divisibility condition
     solved: tuple[tuple[sympy.Symbol, sympy.Expr, ir.Constraint | None], ...]

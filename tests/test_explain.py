@@ -344,3 +344,20 @@ def test_paddings_are_in_the_input_and_kernel_sizes():
                         {s: sizes[s.name] for s in entry.free_symbols if s.name in sizes}
                     )
                     assert written.subs(by_name) == direct, (entry, size_x, size_w)
+
+
+def test_bounds_derive_added_against_inf_times_zero_are_explained():
+    """A term holding 1/sqrt of a read is kept where its factor read is inside its tensor
+    (derive adds that guard): the steps show the bounds derive gave, and why."""
+    derivation = ed.derive("Y[i] = sqrt(W[m]*X[i+m-1])")
+    found = steps(derivation)
+    bounds = lines_of(found, "W", "the bounds")
+    assert (
+        "the reads the term multiplies stay inside their tensors: p + i >= 1, p + i <= N_X "
+        "(outside, a read is zero, and 1/x or log(x) of it would make the term inf * 0)"
+    ) in bounds
+    assert "    i from max(0, 1 - p) to min(I - 1, N_X - p)" in bounds
+    assert "i from max(0, 1 - p) to min(I - 1, N_X - p)" in str(derivation.pullbacks["W"])
+    # softmax's guards are the output's box already: nothing to add
+    softmax = steps(ed.derive("Y[i] = exp(X[i]) / sum_{j}(exp(X[j]))"))
+    assert not any("stay inside" in line for step in softmax for line in step.lines)
