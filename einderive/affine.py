@@ -20,6 +20,11 @@ strides positive integers, offsets integers), so an interval per term answers it
 
 Candidate pairs for "drops" are found through an index of the terms each argument
 must share with another to be comparable, so distinct sizes cost one look-up each.
+
+Under facts (``proves``: does ``e >= 0`` follow from ``f >= 0`` for every fact ``f``,
+inside loops whose variables are bounded by the facts) the same symbol intervals settle
+what is left once each loop variable is replaced by its worst bound. This module is the
+one place that decides a sign.
 """
 
 from __future__ import annotations
@@ -371,3 +376,153 @@ def nonpositive(expr: sympy.Expr) -> bool:
     """``expr <= 0`` for every value of its symbols, as far as intervals show."""
     high = interval(sympy.sympify(expr))[1]
     return high is not None and high <= 0
+
+
+# ---- signs under facts ------------------------------------------------------------------
+#
+# ``proves`` works on polynomials as {monomial: coefficient}, a monomial being a sorted
+# tuple of symbols: plain dictionaries, where sympy's expand and assumptions are slow.
+Monomial = tuple[sympy.Symbol, ...]
+Poly = dict[Monomial, Fraction]
+
+
+@functools.lru_cache(maxsize=4096)
+def _poly(expr: sympy.Expr) -> tuple[tuple[Monomial, Fraction], ...]:
+    terms: Poly = {}
+    for monomial, coefficient in sympy.expand(expr).as_coefficients_dict().items():
+        factors: list[sympy.Symbol] = []
+        for factor in sympy.Mul.make_args(monomial):
+            base, exponent = factor.as_base_exp()
+            if not (base.is_Symbol or base == 1) or not exponent.is_Integer or exponent < 0:
+                raise ValueError(f"{expr} is not a polynomial")
+            factors += [base] * int(exponent) if base.is_Symbol else []
+        key = tuple(sorted(factors, key=lambda s: s.name))
+        terms[key] = terms.get(key, Fraction(0)) + Fraction(int(coefficient.p), int(coefficient.q))
+    return tuple((k, v) for k, v in terms.items() if v)
+
+
+def _combine(*scaled: tuple[Poly, Poly]) -> Poly:
+    """The sum of ``factor * poly`` over the pairs given."""
+    out: Poly = {}
+    for factor, poly in scaled:
+        for m1, c1 in factor.items():
+            for m2, c2 in poly.items():
+                key = tuple(sorted(m1 + m2, key=lambda s: s.name))
+                out[key] = out.get(key, Fraction(0)) + c1 * c2
+    return {k: v for k, v in out.items() if v}
+
+
+def _lowest(poly: Poly) -> Fraction | None:
+    """A lower bound of ``poly`` over every value of its symbols, None if unbounded: the
+    same rule as ``interval``, each monomial bounded by its symbols' intervals."""
+    lowest = Fraction(0)
+    for monomial, coefficient in poly.items():
+        bounds: Interval = (Fraction(1), Fraction(1))
+        for symbol in monomial:
+            bounds = _multiply(bounds, _symbol_interval(symbol))
+        low, high = bounds
+        end = low if coefficient > 0 else high
+        if end is None:
+            return None
+        lowest += coefficient * end
+    return lowest
+
+
+def _poly_sign(poly: Poly) -> int:
+    """+1 or -1 where the sign is known for all sizes and parameters, else 0."""
+    if (low := _lowest(poly)) is not None and low > 0:
+        return 1
+    if (low := _lowest({k: -v for k, v in poly.items()})) is not None and low > 0:
+        return -1
+    return 0
+
+
+def _split(poly: Poly, var: sympy.Symbol) -> tuple[Poly, Poly] | None:
+    """``poly`` as ``coefficient * var + rest``; None if ``var`` appears squared."""
+    coefficient: Poly = {}
+    rest: Poly = {}
+    for monomial, value in poly.items():
+        count = monomial.count(var)
+        if count > 1:
+            return None
+        if count:
+            position = monomial.index(var)
+            coefficient[monomial[:position] + monomial[position + 1 :]] = value
+        else:
+            rest[monomial] = value
+    return coefficient, rest
+
+
+ONE: Poly = {(): Fraction(1)}
+
+
+@functools.lru_cache(maxsize=8192)
+def proves(
+    expr: sympy.Expr, facts: tuple[sympy.Expr, ...], order: tuple[sympy.Symbol, ...]
+) -> bool:
+    """Whether ``expr >= 0`` follows from ``fact >= 0`` for every fact.
+
+    The innermost loop variable of ``expr`` is replaced by its worst bound among the
+    facts (a lower bound where its coefficient is positive), until a fact or the
+    signs of the sizes settle it: ``N_X0 - 1 - 2*i - m`` with ``m <= 1``,
+    ``i <= I - 1`` and ``N_X0 - 2*I >= 0`` holds.
+    """
+    try:
+        target = dict(_poly(expr))
+    except ValueError:
+        return False
+    known = []
+    for fact in facts:
+        try:
+            known.append(dict(_poly(fact)))
+        except ValueError:  # through an index array (0 <= tok[b]): says nothing here
+            continue
+    budget = [200]
+
+    def settled(poly: Poly) -> bool:
+        if (low := _lowest(poly)) is not None and low >= 0:
+            return True
+        for fact in known:
+            difference = _combine((ONE, poly), ({(): Fraction(-1)}, fact))
+            if (low := _lowest(difference)) is not None and low >= 0:
+                return True
+        return False
+
+    def prove(poly: Poly) -> bool:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        if settled(poly):
+            return True
+        present = [v for v in order if any(v in m for m in poly)]
+        if not present:
+            return False
+        var = present[-1]
+        split = _split(poly, var)
+        if split is None or not (sign := _poly_sign(split[0])):
+            return False
+        coefficient, rest = split
+        inner = set(order[order.index(var) :])
+        for fact in known:
+            bound = _split(fact, var)
+            if bound is None or _poly_sign(bound[0]) != sign:
+                continue
+            a, remainder = bound
+            if any(s in inner for m in remainder for s in m):
+                continue
+            # c*var >= -c*r/a from a*var + r >= 0 (a of the sign of c): times |a| > 0
+            magnitude = a if sign > 0 else {k: -v for k, v in a.items()}
+            minus_c = {k: -v * sign for k, v in coefficient.items()}
+            if prove(_combine((magnitude, rest), (minus_c, remainder))):
+                return True
+        return False
+
+    return prove(target)
+
+
+def lowest(expr: sympy.Expr) -> Fraction | None:
+    """A lower bound of a polynomial in positive integer sizes, None if none is known."""
+    try:
+        return _lowest(dict(_poly(expr)))
+    except ValueError:
+        return None

@@ -22,6 +22,7 @@ from typing import Literal
 import sympy
 from sympy.core.function import AppliedUndef, UndefinedFunction
 
+from . import affine
 from .errors import Span
 
 
@@ -266,7 +267,7 @@ def _normalise(kind: ConstraintKind, expr: sympy.Expr, modulus: sympy.Expr) -> C
     ):
         # a denominator: clear it (rare: strides solved for, rational coefficients)
         numerator, denominator = sympy.fraction(sympy.together(expr))
-        if not denominator.is_positive:
+        if not affine.positive(denominator):
             numerator, denominator = expr, sympy.Integer(1)
             for coefficient in terms.values():
                 if coefficient.is_Rational:

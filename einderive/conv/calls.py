@@ -30,6 +30,7 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 
+from einderive.affine import negative, nonnegative, nonpositive, positive
 from einderive.errors import ArgumentError, BackendMissingError
 
 Size: TypeAlias = int | sp.Expr
@@ -148,28 +149,28 @@ def _is_zero(entry: Size) -> bool:
 
 
 def _is_nonnegative(entry: Size) -> bool:
-    return sp.expand(entry).is_nonnegative is True
+    return nonnegative(sp.expand(entry))
 
 
 def _is_negative(entry: Size) -> bool:
-    return sp.expand(entry).is_negative is True
+    return negative(sp.expand(entry))
 
 
 def _is_at_most(small: Size, large: Size) -> bool:
     """Whether ``small <= large`` for every value of the symbols."""
-    if sp.expand(large - small).is_nonnegative is True:
+    if nonnegative(sp.expand(large - small)):
         return True
     return isinstance(large, sp.Max) and any(_is_at_most(small, arg) for arg in large.args)
 
 
 def _is_below(entry: Size, bound: Size) -> bool:
     """Whether ``entry < bound`` for every value of the symbols."""
-    if sp.expand(bound - entry).is_positive is True:
+    if positive(sp.expand(bound - entry)):
         return True
     # sympy does not know that a remainder is below its divisor.
     return (
         isinstance(entry, sp.Mod)
-        and entry.args[1].is_positive is True
+        and positive(entry.args[1])
         and _is_at_most(entry.args[1], bound)
     )
 
@@ -224,12 +225,12 @@ class GenericConv:
             entries = tuple(_size(entry) for entry in getattr(self, name))
             if len(entries) != rank:
                 raise ArgumentError(f"{name} has {len(entries)} entries for {rank} spatial axes")
-            if any(sp.sympify(entry).is_positive is False for entry in entries):
+            if any(nonpositive(entry) for entry in entries):
                 raise ArgumentError(f"{name} entries must be positive, got {_code(entries)}")
             object.__setattr__(self, name, entries)
         for name in ("groups", "batch_groups"):
             count = _size(getattr(self, name))
-            if sp.sympify(count).is_positive is False:
+            if nonpositive(count):
                 raise ArgumentError(f"{name} must be at least 1, got {count}")
             object.__setattr__(self, name, count)
 

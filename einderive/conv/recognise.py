@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import sympy
 
-from .. import ir
+from .. import affine, ir
 from ..ir import expand
 from ..model import Derivation
 from ..solve import gather, simplify_constraints
@@ -315,11 +315,11 @@ def _match(
     for (u, k, expr, x_axis), w_axis in zip(spatial, spatial_w_axes, strict=True):
         numerator, fill = sympy.fraction(sympy.together(expr, deep=False))
         numerator = expand(numerator)
-        if not (fill.is_positive and fill.is_integer):
+        if not (affine.positive(fill) and fill.is_integer):
             return f"the read {expr} has a denominator that is not a positive integer"
         n_in = x_shape[x_axis]
         read = numerator  # the extents' conditions are stated on the read as written
-        if numerator.coeff(u).is_negative:
+        if affine.negative(numerator.coeff(u)):
             # a reversed read: the call reads the input flipped, at (N-1)*f - numerator
             x_flips.append(x_axis)
             numerator = expand((n_in - 1) * fill - numerator)
@@ -328,12 +328,12 @@ def _match(
         constant = expand(numerator - stride * u - step * k)
         if constant.has(*out_vars, *kernel_vars, *variables):
             return f"the read {expr} is not affine in one output and one kernel position"
-        if not (stride.is_positive and stride.is_integer):
+        if not (affine.positive(stride) and stride.is_integer):
             return f"the output position's coefficient in {expr} is not a positive integer"
         size = kernel_shape[w_axis]
-        if step.is_positive:
+        if affine.positive(step):
             flip, dilation, lo = False, step, -constant
-        elif step.is_negative:
+        elif affine.negative(step):
             flip, dilation, lo = True, -step, expand(-constant + (-step) * (size - 1))
         else:
             return f"the sign of the kernel position's coefficient in {expr} is unknown"

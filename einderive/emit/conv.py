@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
+from .. import affine
 from ..conv.calls import jax_call, torch_call
 from ..conv.recognise import (
     ConvPullback,
@@ -115,7 +116,7 @@ def _floor_as_remainder(floor: sympy.Expr) -> sympy.Expr:
     numerator = sympy.expand(numerator)
     if denominator == 1 or not (numerator.is_integer and denominator.is_integer):
         return floor
-    if denominator.is_positive is not True:
+    if not affine.positive(denominator):
         return floor
     return (numerator - sympy.Mod(numerator, denominator)) / denominator
 

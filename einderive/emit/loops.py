@@ -53,8 +53,9 @@ from sympy.codegen.ast import (
 from sympy.printing.pycode import PythonCodePrinter
 
 from .. import ir
+from ..affine import lowest, proves
 from ..functions import FUNCTIONS
-from ..solve import Bounds, definition_facts, lowest, proves, quotient
+from ..solve import Bounds, definition_facts, quotient
 from ..solve import loop_bounds as _loop_bounds
 from .text import statement_text, variables_of
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import sympy
 from sympy.codegen.ast import Assignment, Return, String, Token
 
-from .. import ir
+from .. import affine, ir
 from ..conv.calls import jax_call, torch_call
 from ..conv.recognise import ConvPullback
 from ..errors import EinderiveError
@@ -568,7 +568,7 @@ def _holds(constraint: ir.Constraint) -> bool:
     """Whether a condition on no index variable is certainly true (``3 >= 0``)."""
     expr = constraint.expr
     if constraint.kind == "ge":
-        return expr.is_nonnegative is True
+        return affine.nonnegative(expr)
     if constraint.kind == "eq":
         return expr == 0
     return expr == 0 or (constraint.modulus == 1)
@@ -825,7 +825,7 @@ class _DenseStatement:
             if var not in present:
                 low, high = bounds[var]
                 extent = ir.expand(high - low + 1)
-                counts.append(extent if extent.is_nonnegative else sympy.Max(0, extent))
+                counts.append(extent if affine.nonnegative(extent) else sympy.Max(0, extent))
         return sympy.Mul(*counts, values, evaluate=False) if counts else values
 
     def is_extremum(self, node: ir.IsExtremum, depth: int) -> sympy.Expr:

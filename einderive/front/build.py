@@ -670,9 +670,9 @@ class _Builder:
             top = write
             for var in outer:
                 c = ir.coefficient(write, var)
-                if c.is_nonnegative:
+                if affine.nonnegative(c):
                     top = top.subs(var, extents[var.name] - 1)
-                elif c.is_nonpositive:
+                elif affine.nonpositive(c):
                     top = top.subs(var, 0)
                 else:
                     raise ExtentError(

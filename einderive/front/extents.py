@@ -274,9 +274,9 @@ class Sizes:
                     if any(o.name not in extents and o.name not in lone for o in others):
                         blocked = True
                         continue
-                    if coefficient.is_nonpositive:
+                    if affine.nonpositive(coefficient):
                         continue
-                    if not coefficient.is_positive:
+                    if not affine.positive(coefficient):
                         raise ExtentError(
                             f"cannot infer the extent of {name!r}: the sign of its "
                             f"coefficient {coefficient} is unknown; declare it",
@@ -287,11 +287,11 @@ class Sizes:
                     top = rest
                     for other in others:
                         c = ir.coefficient(rest, other)
-                        if c.is_nonnegative:
+                        if affine.nonnegative(c):
                             known = extents.get(other.name, lone.get(other.name))
                             assert known is not None  # blocked above otherwise
                             top = top.subs(other, known - 1)
-                        elif c.is_nonpositive:
+                        elif affine.nonpositive(c):
                             top = top.subs(other, 0)
                         else:
                             raise ExtentError(
