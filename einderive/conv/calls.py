@@ -169,9 +169,7 @@ def _is_below(entry: Size, bound: Size) -> bool:
         return True
     # sympy does not know that a remainder is below its divisor.
     return (
-        isinstance(entry, sp.Mod)
-        and positive(entry.args[1])
-        and _is_at_most(entry.args[1], bound)
+        isinstance(entry, sp.Mod) and positive(entry.args[1]) and _is_at_most(entry.args[1], bound)
     )
 
 
