@@ -493,3 +493,13 @@ def test_caret_keeps_the_tabs_of_the_source_line():
         ed.derive(text)
     padding = re.sub(r"[^\t]", " ", text[: raised.value.span[0]])
     assert str(raised.value).splitlines()[-1] == f"    {padding}^"
+
+
+@pytest.mark.parametrize(
+    "text", ["Y[i] = (-alpha)**0.5 * X[i]", "Y[i] = X[i] + X[i]*(-alpha)**0.5"]
+)
+def test_a_parameter_value_that_makes_a_constant_complex_is_refused(text: str) -> None:
+    message = r"sqrt\(-alpha\) is not a real number with alpha = 0.7"
+    with pytest.raises(ed.IndexNotationError, match=message):
+        ed.derive(text, params={"alpha": 0.7})
+    assert ed.derive(text, params={"alpha": -0.7}).pullbacks  # real: derived as before

@@ -740,7 +740,42 @@ class _Builder:
             extents=dict(self.sizes.extents),
             definitions={k: self.sizes.current(v) for k, v in self.sizes.definitions.items()},
         )
-        return substitute(program, mapping) if mapping else program
+        if not mapping:
+            return program
+        given = substitute(program, mapping)
+        for before, after in zip(program.statements, given.statements, strict=True):
+            self._check_real(before, after, mapping)
+        return given
+
+    def _check_real(
+        self, before: ir.Statement, after: ir.Statement, mapping: Mapping[sympy.Symbol, sympy.Expr]
+    ) -> None:
+        """A constant that the parameters' values make complex (``(-alpha)**0.5`` with
+        ``alpha = 0.7``) is refused at the statement, naming the constant and the values."""
+        constants = [n for n in ir.walk(before.rhs) if isinstance(n, ir.Const)]
+        for node in ir.walk(after.rhs):
+            if not (isinstance(node, ir.Const) and node.value.is_number):
+                continue
+            if node.value.is_extended_real is False:
+                values = ", ".join(
+                    f"{name} = {value}"
+                    for name, value in sorted(self.arguments.param_values.items())
+                    if value is not None
+                )
+                # the constant as written in parameters, where substitution kept the tree
+                written = next(
+                    (
+                        c
+                        for c in constants
+                        if c.value.free_symbols and c.value.xreplace(mapping) == node.value
+                    ),
+                    None,
+                )
+                what = f"the constant {written.value}" if written else "a constant"
+                span = (written.span if written else None) or before.span
+                raise IndexNotationError(
+                    f"{what} is not a real number with {values} ({node.value})", span, self.text
+                )
 
 
 def _caller_level() -> int:
