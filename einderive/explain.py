@@ -674,7 +674,9 @@ def _pullback_step(work: PullbackWork, derived: ir.Statement) -> Step:
     lines.append([_statement(work.statement, with_domain=True)])
     printed = statement_text(derived, with_domain=False)
     if printed != statement_text(work.statement, with_domain=False):
-        lines.append([f"(einderive names its bound indices apart: {printed})"])
+        # the steps keep apart what the seed binds (argmax_{m1} beside the summed m); once
+        # the deltas are gone, the printed pullback may give the plain names back
+        lines.append([f"(einderive prints it with other names for its bound indices: {printed})"])
     return _step(f"{work.name}: the pullback", variables_of(work.statement), lines, work.tensor)
 
 
