@@ -24,6 +24,7 @@ owes nothing to einderive (torch.autograd of a forward built from index grids); 
 which compiles every operation for every new shape, on every ``--frameworks-every``-th::
 
     python benchmarks/sweep.py --oracle --count 5000 --seed 0
+    python benchmarks/sweep.py --oracle --families reads --count 2000 --minutes 40
 """
 
 from __future__ import annotations
@@ -59,11 +60,23 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--minutes", type=float, default=None, help="--oracle: stop after this long (reported)"
     )
+    parser.add_argument(
+        "--families",
+        choices=["all", "affine", "reads"],
+        default="all",
+        help="--oracle: the programs drawn: all, affine (before issue 18), reads (issue 18's)",
+    )
     return parser.parse_args(argv)
 
 
 def _oracle_sweep(
-    job: int, jobs: int, count: int, seed: int, frameworks_every: int, minutes: float | None
+    job: int,
+    jobs: int,
+    count: int,
+    seed: int,
+    frameworks_every: int,
+    minutes: float | None,
+    families: str = "all",
 ) -> dict:
     """One worker of ``--oracle``: the seeds ``seed*10**6 + job + k*jobs``, ``count`` of them
     (fewer if ``minutes`` run out first)."""
@@ -88,7 +101,7 @@ def _oracle_sweep(
         on_frameworks += with_jax
         begun = time.perf_counter()
         try:
-            case = oracle.random_case(case_seed)
+            case = oracle.random_case(case_seed, families)
             kinds[case.family] += 1
             outcome = oracle.check(case, case_seed, with_jax=with_jax)
             totals.checks += outcome.checks
@@ -194,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.oracle:  # every worker takes its own seeds; the case's seed sits in its key
         work = [
-            (k, jobs, share, args.seed, args.frameworks_every, args.minutes)
+            (k, jobs, share, args.seed, args.frameworks_every, args.minutes, args.families)
             for k, share in enumerate(shares)
         ]
         sweep = _oracle_sweep

@@ -73,6 +73,9 @@ class Alternative:
     value: sympy.Expr
     where: tuple[ir.Constraint, ...]
     variables: tuple[sympy.Symbol, ...]
+    # the range of each new quotient in the sizes alone, implied by ``where`` and the
+    # boxes around: a dense grid needs it (by quotient)
+    ranges: tuple[tuple[sympy.Symbol, tuple[ir.Constraint, ...]], ...] = ()
 
 
 def _innermost(expr: sympy.Expr) -> sympy.Expr | None:
@@ -129,20 +132,22 @@ def _alternatives_of(
             _ge(divisor * quotient_var + divisor - 1 - numerator),
         )
         span = value_range(numerator, boxes)
+        ranges: tuple[tuple[sympy.Symbol, tuple[ir.Constraint, ...]], ...] = ()
         if known is None and span is not None:
-            # the same, with the numerator at its extremes: a range of the quotient in the
-            # sizes alone, which a dense grid needs (n*k >= low - n + 1, n*k <= high)
+            # the same, with the numerator at its extremes (n*k >= low - n + 1, n*k <= high)
             low, high = span
-            where += (
+            bounds = (
                 _ge(divisor * quotient_var - low + divisor - 1),
                 _ge(high - divisor * quotient_var),
             )
+            ranges = ((quotient_var, bounds),)
         value = (
             quotient_var
             if isinstance(function, sympy.floor)
             else numerator - divisor * quotient_var
         )
-        return [Alternative(ir.expand(value), where, () if known is not None else (quotient_var,))]
+        new = () if known is not None else (quotient_var,)
+        return [Alternative(ir.expand(value), where, new, ranges)]
     if isinstance(function, Clamp):
         e, lo, hi = (ir.expand(a) for a in function.args)
         return [
@@ -177,6 +182,7 @@ def alternatives(
                     more.value,
                     alternative.where + more.where,
                     alternative.variables + more.variables,
+                    alternative.ranges + more.ranges,
                 )
             )
     return result
@@ -224,6 +230,13 @@ class Pieces:
             where = tuple(c for a in combination for c in a.where)
             variables = tuple(v for a in combination for v in a.variables)
             indices = tuple(a.value for a in combination)
+            shape = self.shapes[access.tensor]
+            for quotient_var, bounds in (r for a in combination for r in a.ranges):
+                if pad is None and quotient_var in indices:
+                    # a quotient that is a position: its axis bounds it (zero past it), and
+                    # its pullback's guards are then the pullback's own box
+                    bounds = ir.box(quotient_var, shape[indices.index(quotient_var)])
+                where += bounds
             read = replace(plain, indices=indices)
             guards = self._guards(where, variables)
             if guards is None:

@@ -85,12 +85,126 @@ def var(name: str) -> Affine:
 
 
 @dataclass(frozen=True)
-class Read:
-    tensor: str
-    axes: tuple[Affine, ...]
+class Wrapped:
+    """An index function of an affine position (issue 18), as NumPy computes it:
+    ``mod`` (``np.mod``), ``clamp`` to ``[0, n-1]`` (``np.clip``), ``reflect`` (PyTorch's:
+    ``-e`` below 0, ``2n-2-e`` above ``n-1``, once) and ``div`` (``np.floor_divide``)."""
+
+    kind: str
+    inner: Affine
+    n: int
 
     def text(self) -> str:
-        return f"{self.tensor}[{', '.join(a.text() for a in self.axes)}]"
+        inner = self.inner.text()
+        if self.kind == "div":
+            return f"({inner}) // {self.n}"
+        if self.kind == "clamp":
+            return f"clamp({inner}, 0, {self.n - 1})"
+        return f"{self.kind}({inner}, {self.n})"
+
+    def value(self, grids: Mapping[str, np.ndarray]) -> np.ndarray:
+        e = self.inner.value(grids)
+        if self.kind == "mod":
+            return np.mod(e, self.n)
+        if self.kind == "clamp":
+            return np.clip(e, 0, self.n - 1)
+        if self.kind == "reflect":
+            return np.where(e < 0, -e, np.where(e > self.n - 1, 2 * self.n - 2 - e, e))
+        return np.floor_divide(e, self.n)
+
+    def extreme(self, coefficient: int) -> int:
+        """The largest value of ``coefficient * self`` whatever the position (not ``div``)."""
+        return coefficient * (self.n - 1) if coefficient > 0 else 0
+
+
+@dataclass(frozen=True)
+class Composite:
+    """``affine + sum(coefficient * wrapped)``: ``4*c + 2*mod(i, 2) + mod(j, 2)``."""
+
+    affine: Affine
+    parts: tuple[tuple[int, Wrapped], ...]
+
+    lone = None
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        found = list(self.affine.variables)
+        for _, part in self.parts:
+            found += [v for v in part.inner.variables if v not in found]
+        return tuple(found)
+
+    def text(self) -> str:
+        pieces = [self.affine.text()] if self.affine.terms or self.affine.constant else []
+        for coefficient, part in self.parts:
+            factor = "" if coefficient == 1 else f"{coefficient}*"
+            pieces.append(f"{factor}{part.text()}")
+        return " + ".join(pieces)
+
+    def value(self, grids: Mapping[str, np.ndarray]) -> np.ndarray:
+        total = self.affine.value(grids)
+        for coefficient, part in self.parts:
+            total = total + coefficient * part.value(grids)
+        return total
+
+
+def wrapped(kind: str, inner: Affine, n: int, coefficient: int = 1) -> Composite:
+    return Composite(Affine(()), ((coefficient, Wrapped(kind, inner, n)),))
+
+
+Index = Affine | Composite
+
+
+def bounding(index: Index, size: int) -> list[tuple[Affine, int]]:
+    """The affine reads that bound the output's indices (README, "Extents"): ``e // n`` on
+    ``N`` is ``e`` on ``n*N``; a wrapped, clamped or reflected part takes its largest
+    value, and alone bounds nothing."""
+    if isinstance(index, Affine):
+        return [(index, size)]
+    divisions = [p for _, p in index.parts if p.kind == "div"]
+    if divisions:
+        assert len(index.parts) == 1 and not index.affine.terms, "not drawn"
+        (part,) = divisions
+        return [(part.inner, part.n * size)]
+    if not index.affine.terms:
+        return []
+    top = sum(part.extreme(c) for c, part in index.parts)
+    return [(dataclasses.replace(index.affine, constant=index.affine.constant + top), size)]
+
+
+@dataclass(frozen=True)
+class Read:
+    tensor: str
+    axes: tuple[Index, ...]
+    pad: float | None = None  # the value read out of range (zero if None)
+
+    def text(self) -> str:
+        axes = [a.text() for a in self.axes]
+        if self.pad is not None:
+            axes.append(f"pad={self.pad}")
+        return f"{self.tensor}[{', '.join(axes)}]"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``(left op right)``: an index comparison as a factor."""
+
+    left: Affine
+    op: str
+    right: Affine
+
+    def text(self) -> str:
+        return f"({self.left.text()} {self.op} {self.right.text()})"
+
+    def value(self, grids: Mapping[str, np.ndarray]) -> np.ndarray:
+        compare = {
+            "<=": np.less_equal,
+            "<": np.less,
+            ">=": np.greater_equal,
+            ">": np.greater,
+            "==": np.equal,
+            "!=": np.not_equal,
+        }[self.op]
+        return compare(self.left.value(grids), self.right.value(grids))
 
 
 @dataclass(frozen=True)
@@ -99,11 +213,20 @@ class Statement:
     axes: tuple[Affine, ...]
     reads: tuple[Read, ...]
     function: str | None = None  # applied to the product (no summed index: elementwise)
+    conditions: tuple[Condition, ...] = ()
+    reduce: str | None = None  # "max": over every index not on the left
 
     def text(self) -> str:
-        product = "*".join(r.text() for r in self.reads)
+        product = "*".join([r.text() for r in self.reads] + [c.text() for c in self.conditions])
         rhs = f"{self.function}({product})" if self.function else product
+        if self.reduce is not None:
+            lhs = set(self.lhs_variables())
+            reduced = [v for v in self.variables() if v not in lhs]
+            rhs = f"{self.reduce}_{{{','.join(reduced)}}}({rhs})"
         return f"{self.target}[{', '.join(a.text() for a in self.axes)}] = {rhs}"
+
+    def lhs_variables(self) -> list[str]:
+        return [v for a in self.axes for v in a.variables]
 
     @property
     def scatter(self) -> bool:
@@ -111,7 +234,8 @@ class Statement:
 
     def variables(self) -> list[str]:
         seen: list[str] = []
-        for affine in [*self.axes, *(a for r in self.reads for a in r.axes)]:
+        compared = [a for c in self.conditions for a in (c.left, c.right)]
+        for affine in [*self.axes, *(a for r in self.reads for a in r.axes), *compared]:
             for v in affine.variables:
                 if v not in seen:
                     seen.append(v)
@@ -130,6 +254,7 @@ class Case:
     declared: dict[str, tuple[int, ...]] = field(default_factory=dict)
     ranges: dict[str, int] = field(default_factory=dict)
     symbolic: bool = False  # also derive with the inputs' sizes symbolic
+    negative: bool = False  # inputs all negative (max pooling over padded windows)
     extents: list[dict[str, int]] = field(default_factory=list)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -175,7 +300,12 @@ class Case:
                     continue
                 bounds = []
                 for read in statement.reads:
-                    for affine, size in zip(read.axes, shapes[read.tensor], strict=True):
+                    limits = [
+                        limit
+                        for index, axis_size in zip(read.axes, shapes[read.tensor], strict=True)
+                        for limit in bounding(index, axis_size)
+                    ]
+                    for affine, size in limits:
                         step = affine.coefficient(variable)
                         if step <= 0:
                             continue
@@ -295,9 +425,18 @@ def reference_values(case: Case, arrays: Mapping[str, Any]) -> dict[str, Any]:
             source = values[read.tensor]
             inside, where = _positions(read.axes, grids, grid, tuple(source.shape))
             gathered = source[tuple(torch.from_numpy(np.ascontiguousarray(w)) for w in where)]
-            term = term * torch.where(torch.from_numpy(inside), gathered, 0.0)
+            outside = 0.0 if read.pad is None else read.pad
+            term = term * torch.where(torch.from_numpy(inside), gathered, outside)
+        for condition in statement.conditions:
+            mask = np.broadcast_to(condition.value(grids), grid)
+            term = term * torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float64))
         if statement.function is not None:
             term = getattr(torch, statement.function)(term)
+        if statement.reduce is not None:
+            lhs = set(statement.lhs_variables())
+            reduced = [k for k, v in enumerate(extents) if v not in lhs]
+            term = torch.amax(term, dim=reduced, keepdim=True)
+            grid = tuple(term.shape)
         shape = case.shapes[statement.target]
         inside, where = _positions(statement.axes, grids, grid, shape)
         written = torch.where(torch.from_numpy(inside), term, 0.0)
@@ -321,6 +460,8 @@ def reference(case: Case, seed: int) -> Reference:
 
     generator = np.random.default_rng(seed)
     inputs = {name: generator.standard_normal(shape) for name, shape in case.inputs.items()}
+    if case.negative:
+        inputs = {name: -np.abs(a) - 0.1 for name, a in inputs.items()}
     leaves = {name: torch.tensor(a, requires_grad=True) for name, a in inputs.items()}
     values = reference_values(case, leaves)
     intermediates = [s.target for s in case.statements[:-1]]
@@ -523,6 +664,143 @@ def _declared(generator: np.random.Generator) -> Case:
     return case
 
 
+def _padded(generator: np.random.Generator) -> Case:
+    """A convolution over a wrapped, clamped or reflected read, or one with a pad value
+    (PyTorch's padding modes): 1-D or 2-D, channels or not, strides, offsets."""
+    dims = 1 if generator.random() < 0.6 else 2
+    mode = _choice(generator, ["mod", "clamp", "reflect", "pad"])
+    channels = generator.random() < 0.5
+    x_axes: list[Index] = []
+    w_axes: list[Affine] = []
+    y_axes: list[Affine] = []
+    x_shape: list[int] = []
+    w_shape: list[int] = []
+    declared: list[int] = []
+    if channels:
+        w_axes += [var("o"), var("c")]
+        x_axes.append(var("c"))
+        y_axes.append(var("o"))
+        w_shape += [int(generator.integers(1, 3)), int(generator.integers(1, 3))]
+        x_shape.append(w_shape[-1])
+        declared.append(w_shape[0])
+    for u, k in list(zip(["i", "j"], ["m", "n"], strict=True))[:dims]:
+        kernel = int(generator.integers(1, 4))
+        stride = int(_choice(generator, [1, 1, 2]))
+        offset = int(generator.integers(-2, 1))
+        size = int(generator.integers(max(kernel, 2), 7))
+        inner = Affine(((u, stride), (k, 1)), offset)
+        x_axes.append(inner if mode == "pad" else wrapped(mode, inner, size))
+        w_axes.append(var(k))
+        y_axes.append(var(u))
+        x_shape.append(size)
+        w_shape.append(kernel)
+        declared.append(int(generator.integers(1, 8)))
+    pad = float(_choice(generator, [0.5, -1.0, 2.0])) if mode == "pad" else None
+    reads = [Read("W", tuple(w_axes)), Read("X", tuple(x_axes), pad)]
+    if generator.random() < 0.5:
+        reads.reverse()
+    case = Case(
+        "padded",
+        (Statement("Y", tuple(y_axes), tuple(reads)),),
+        {"W": tuple(w_shape), "X": tuple(x_shape)},
+    )
+    if mode != "pad" or generator.random() < 0.5:
+        case.declared["Y"] = tuple(declared)  # nothing bounds a wrapped read's indices
+    return case
+
+
+def _pool(generator: np.random.Generator) -> Case:
+    """Max pooling over windows padded with a value (-inf as PyTorch's max_pool2d), on
+    inputs of any sign or all negative."""
+    dims = 1 if generator.random() < 0.6 else 2
+    x_axes: list[Index] = []
+    y_axes: list[Affine] = []
+    x_shape: list[int] = []
+    ranges: dict[str, int] = {}
+    if generator.random() < 0.5:
+        x_axes.append(var("c"))
+        y_axes.append(var("c"))
+        x_shape.append(int(generator.integers(1, 3)))
+    for u, k in list(zip(["i", "j"], ["m", "n"], strict=True))[:dims]:
+        kernel = int(generator.integers(2, 4))
+        stride = int(_choice(generator, [1, 2]))
+        offset = int(generator.integers(-1, 1))
+        x_axes.append(Affine(((u, stride), (k, 1)), offset))
+        y_axes.append(var(u))
+        x_shape.append(int(generator.integers(kernel + 1, 8)))
+        ranges[k] = kernel
+    pad = float(_choice(generator, [-np.inf, -np.inf, 0.0, -1.5, 0.5]))
+    statement = Statement("Y", tuple(y_axes), (Read("X", tuple(x_axes), pad),), reduce="max")
+    case = Case("pool", (statement,), {"X": tuple(x_shape)}, ranges=ranges)
+    case.negative = generator.random() < 0.5
+    return case
+
+
+def _divmod(generator: np.random.Generator) -> Case:
+    """``//`` and ``mod`` by a number: nearest upsampling, strided and offset quotients, a
+    pixel shuffle (1-D and 2-D)."""
+    kind = _choice(generator, ["upsample", "shuffle"])
+    r = int(generator.integers(2, 4))
+    if kind == "upsample":  # Y[b, i] = X[b, (a*i + c) // r] (* V[i])
+        step = int(_choice(generator, [1, 1, 2]))
+        offset = int(generator.integers(0, 2))
+        size = int(generator.integers(1, 5))
+        reads = [Read("X", (var("b"), wrapped("div", Affine((("i", step),), offset), r)))]
+        inputs = {"X": (int(generator.integers(1, 3)), size)}
+        case = Case("divmod", (Statement("Y", (var("b"), var("i")), tuple(reads)),), inputs)
+        case.resolve()
+        if generator.random() < 0.4:  # a second read, alone: one extent for both
+            n = case.shapes["Y"][1]
+            reads.append(Read("V", (var("i"),)))
+            inputs["V"] = (n,)
+            case = Case("divmod", (Statement("Y", (var("b"), var("i")), tuple(reads)),), inputs)
+        return case
+    if generator.random() < 0.5:  # Y[c, i] = X[r*c + mod(i, r), i // r]
+        channels = Composite(Affine((("c", r),)), ((1, Wrapped("mod", var("i"), r)),))
+        x_axes: tuple[Index, ...] = (channels, wrapped("div", var("i"), r))
+        shape = (r * int(generator.integers(1, 3)), int(generator.integers(1, 4)))
+        statement = Statement("Y", (var("c"), var("i")), (Read("X", x_axes),))
+        return Case("divmod", (statement,), {"X": shape})
+    # Y[c, i, j] = X[r*r*c + r*mod(i, r) + mod(j, r), i // r, j // r] (PyTorch's pixel_shuffle)
+    channels = Composite(
+        Affine((("c", r * r),)),
+        ((r, Wrapped("mod", var("i"), r)), (1, Wrapped("mod", var("j"), r))),
+    )
+    x_axes = (channels, wrapped("div", var("i"), r), wrapped("div", var("j"), r))
+    shape = (r * r * int(generator.integers(1, 3)), *(int(n) for n in generator.integers(1, 4, 2)))
+    statement = Statement("Y", (var("c"), var("i"), var("j")), (Read("X", x_axes),))
+    return Case("divmod", (statement,), {"X": shape})
+
+
+_OPS = ("<=", "<", ">=", ">", "==", "!=")
+
+
+def _mask(generator: np.random.Generator) -> Case:
+    """Index comparisons as factors: causal attention scores, a band, a picked diagonal."""
+    kind = _choice(generator, ["causal", "band", "pick"])
+    n, d = int(generator.integers(1, 6)), int(generator.integers(1, 4))
+    shift = int(generator.integers(-1, 2))
+    if kind == "causal":  # Y[i,j] = Q[i,d]*K[j,d]*(j op i + c)
+        condition = Condition(var("j"), _choice(generator, _OPS), Affine((("i", 1),), shift))
+        reads = (Read("Q", (var("i"), var("d"))), Read("K", (var("j"), var("d"))))
+        statement = Statement("Y", (var("i"), var("j")), reads, conditions=(condition,))
+        inputs = {"Q": (n, d), "K": (int(generator.integers(1, 6)), d)}
+        return Case("mask", (statement,), inputs)
+    if kind == "band":  # Y[i,j] = X[i,j]*(i op j + c)*(j op i + c')
+        conditions = tuple(
+            Condition(var(a), _choice(generator, _OPS), Affine(((b, 1),), c))
+            for a, b, c in (("i", "j", shift), ("j", "i", int(generator.integers(-1, 2))))
+        )
+        reads = (Read("X", (var("i"), var("j"))),)
+        statement = Statement("Y", (var("i"), var("j")), reads, conditions=conditions)
+        return Case("mask", (statement,), {"X": (n, int(generator.integers(1, 6)))})
+    # Y[i] = A[i,j]*B[j]*(i op j + c): a picked or masked contraction
+    condition = Condition(var("i"), _choice(generator, _OPS), Affine((("j", 1),), shift))
+    reads = (Read("A", (var("i"), var("j"))), Read("B", (var("j"),)))
+    statement = Statement("Y", (var("i"),), reads, conditions=(condition,))
+    return Case("mask", (statement,), {"A": (n, d), "B": (d,)})
+
+
 def _as_intermediate(case: Case, generator: np.random.Generator) -> Case:
     """The case's statement as an intermediate Z, read by an elementwise statement."""
     first = case.statements[0]
@@ -537,7 +815,9 @@ def _as_intermediate(case: Case, generator: np.random.Generator) -> Case:
     else:
         follower = Statement("Y", indices, (Read("Z", indices), Read("U", indices)))
         inputs = {**case.inputs, "U": case.shapes["Y"]}
-    return Case(case.family + "+program", (renamed, follower), inputs, declared, case.ranges)
+    program = Case(case.family + "+program", (renamed, follower), inputs, declared, case.ranges)
+    program.negative = case.negative
+    return program
 
 
 FAMILIES: dict[str, Callable[[np.random.Generator], Case]] = {
@@ -547,13 +827,27 @@ FAMILIES: dict[str, Callable[[np.random.Generator], Case]] = {
     "declared": _declared,
 }
 
+# issue 18's reads: wrapped, clamped, reflected and padded reads, // and mod, comparisons
+READ_FAMILIES: dict[str, Callable[[np.random.Generator], Case]] = {
+    "padded": _padded,
+    "pool": _pool,
+    "divmod": _divmod,
+    "mask": _mask,
+}
 
-def random_case(seed: int) -> Case:
-    """A resolved random case; the same seed gives the same case."""
+
+def random_case(seed: int, families: str = "all") -> Case:
+    """A resolved random case; the same seed gives the same case. ``families``: "all",
+    "affine" (the first four, as before issue 18) or "reads" (issue 18's)."""
     generator = np.random.default_rng(seed)
+    drawn = {
+        "affine": FAMILIES,
+        "reads": READ_FAMILIES,
+        "all": {**FAMILIES, **READ_FAMILIES},
+    }[families]
     while True:
-        family = _choice(generator, list(FAMILIES))
-        case = FAMILIES[family](generator)
+        family = _choice(generator, list(drawn))
+        case = drawn[family](generator)
         try:
             if generator.random() < 0.3:
                 case = _as_intermediate(case, generator)
@@ -564,9 +858,9 @@ def random_case(seed: int) -> Case:
         return case
 
 
-def cases(count: int, seed: int = 0) -> Iterator[tuple[int, Case]]:
+def cases(count: int, seed: int = 0, families: str = "all") -> Iterator[tuple[int, Case]]:
     for k in range(count):
-        yield seed + k, random_case(seed + k)
+        yield seed + k, random_case(seed + k, families)
 
 
 # ---- the comparisons --------------------------------------------------------------------------

@@ -117,6 +117,15 @@ def test_random_programs_against_the_oracle(block: int) -> None:
         check(case, seed, with_jax=seed % 10 == 0, full=seed % 4 == 0)
 
 
+@pytest.mark.parametrize("block", range(2))
+def test_random_reads_against_the_oracle(block: int) -> None:
+    """Issue 18's reads only: wrapped, clamped, reflected and padded convolutions, max
+    pooling padded with a value, // and mod, index comparisons (the sweep's ``--families
+    reads``)."""
+    for seed, case in cases(12, seed=5000 + 12 * block, families="reads"):
+        check(case, seed, with_jax=seed % 6 == 0, full=seed % 3 == 0)
+
+
 def test_a_depthwise_kernel_pullback_with_a_batch_is_a_call_in_batch_groups() -> None:
     from einderive.conv.calls import jax_call, torch_call
     from einderive.conv.recognise import ConvPullback

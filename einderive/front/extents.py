@@ -17,7 +17,7 @@ import sympy
 from .. import affine, ir
 from ..errors import ExtentError, Span
 from ..ir import expand, fresh
-from ..parse import SAccess, SStatement
+from ..parse import SAccess, SName, SStatement
 from ..reads import bounding
 from .names import Arguments, first_span, size_named
 from .syntax import count
@@ -267,7 +267,7 @@ class Sizes:
                 ]
                 for expr, size, index in limits:
                     coefficient = ir.coefficient(expr, var)
-                    alone = expr == var and expr == index_of(index)  # sized as a lone index
+                    alone = expr == var and isinstance(index, SName)  # sized as a lone index
                     if coefficient == 0 or not expr.has(var) or alone:
                         continue
                     others = [s for s in expr.free_symbols if s in variables.values() and s != var]
