@@ -1092,13 +1092,18 @@ class Outcome:
     symbolic: int = 0
 
 
-def check(case: Case, seed: int, with_jax: bool = True, full: bool = True) -> Outcome:
+def check(
+    case: Case, seed: int, with_jax: bool = True, full: bool = True, reprint: bool = True
+) -> Outcome:
     """Compare everything einderive computes for ``case`` with the reference (MismatchError).
 
     Without ``with_jax``, the jax backend and module are left out (JAX compiles every
     operation for every new shape, seconds per case); the generic record still runs
     through ``jax.lax.conv_general_dilated``. Without ``full``, the loops module and the
-    symbolic derivation are left out too (their source is the slow part).
+    symbolic derivation are left out too (their source is the slow part). Without
+    ``reprint``, the numeric NumPy/PyTorch/JAX modules checked are the ones the backends
+    just ran (``ed.compile(...).source``: what ``derive(...).source(kind)`` prints for
+    those sizes), not printed a second time.
     """
     import einderive as ed
 
@@ -1125,6 +1130,14 @@ def check(case: Case, seed: int, with_jax: bool = True, full: bool = True) -> Ou
             for name in case.inputs:
                 _close(grads[name], ref.grads[name], f"vjp backend={backend} d{name}")
             outcome.checks += 1
+        printed = {}  # the modules the backends ran, by kind
+        if not reprint:
+            for backend in backends:
+                if backend != "loops":
+                    compiled = ed.compile(
+                        case.text, shapes=case.declared or None, ranges=ranges, backend=backend
+                    )
+                    printed[backend] = compiled.source
         derivations = [("numeric", ed.derive(case.text, shapes=shapes, ranges=ranges))]
         if case.symbolic and full:
             symbolic = ed.derive(case.text, shapes=case.declared or None, ranges=ranges)
@@ -1132,7 +1145,8 @@ def check(case: Case, seed: int, with_jax: bool = True, full: bool = True) -> Ou
         for label, derivation in derivations:
             kinds = ["numpy", "torch"] + (["loops"] if full else []) + (["jax"] if with_jax else [])
             for kind in kinds:
-                source = derivation.source(kind)
+                reused = printed.get(kind) if label == "numeric" else None
+                source = reused if reused is not None else derivation.source(kind)
                 checked = _check_module(source, kind, derivation, ref, f"{label} {kind} module")
                 outcome.checks += checked
                 outcome.symbolic += checked if label == "symbolic" else 0

@@ -105,16 +105,20 @@ def test_a_declared_output_shape_on_the_command_line(capsys: pytest.CaptureFixtu
     assert "Y: (4, 4)" in out and "dX[p] = sum_{j}(dY[p - j, j])" in out
 
 
-SWEEP = 100  # CI; ``benchmarks/sweep.py --oracle`` runs thousands, every check on each
+SWEEP = 300  # CI; ``benchmarks/sweep.py --oracle`` runs thousands, every check on each
+BLOCKS = 12
 
 
-@pytest.mark.parametrize("block", range(4))
+@pytest.mark.parametrize("block", range(BLOCKS))
 def test_random_programs_against_the_oracle(block: int) -> None:
     """Random programs: every backend, the NumPy and PyTorch modules and every conv call on
-    each; the loops module and a symbolic derivation on every fourth, JAX (which compiles
-    per shape) on every tenth."""
-    for seed, case in cases(SWEEP // 4, seed=1000 + block * (SWEEP // 4)):
-        check(case, seed, with_jax=seed % 10 == 0, full=seed % 4 == 0)
+    each; the loops module, a symbolic derivation and a second printing of the numeric
+    modules on every sixth (the others check the modules the backends ran), JAX (which
+    compiles per shape) on every twentieth."""
+    size = SWEEP // BLOCKS
+    for seed, case in cases(size, seed=1000 + block * size):
+        full = seed % 6 == 0
+        check(case, seed, with_jax=seed % 20 == 0, full=full, reprint=full)
 
 
 @pytest.mark.parametrize("block", range(2))
