@@ -479,6 +479,8 @@ def _forward_step(derivation: Derivation) -> Step:
             if isinstance(node, ir.Reduce) and node.variables:
                 bounds, conditions = loop_bounds(node.variables, node.where)
                 summed += [_bounds(b) for b in bounds] + [_condition(c) for c in conditions]
+        if statement.written is not None:
+            lines.append([f"{statement.written}    (as written; in pieces:)"])
         lines.append([_statement(statement)])
         lines.append(["    free indices: ", _joined(free, "; ")] if free else ["    no free index"])
         lines.append(
@@ -938,7 +940,11 @@ def steps(derivation: Derivation) -> list[Step]:
     >>> [line for step in found for line in step.lines if "solved for" in line]
     ['p = s*i is solved for i: i = p / s, an integer only where s divides p']
     """
-    result = [_forward_step(derivation), *_forward_conv_steps(derivation)]
+    rewritten = _reads_step(derivation)
+    if rewritten is not None:  # pieces: the forward is no single convolution call
+        result = [_forward_step(derivation), rewritten]
+    else:
+        result = [_forward_step(derivation), *_forward_conv_steps(derivation)]
     derived = {s.target: s for s in derivation.backward.statements}
     forward = _forward_convolution(derivation)
     for work in pullback_work(derivation):
@@ -956,6 +962,87 @@ def steps(derivation: Derivation) -> list[Step]:
             )
             result.append(Step(step.title, step.lines, step.latex, work.tensor))
     return result
+
+
+def _reads_step(derivation: Derivation) -> Step | None:
+    """What the wrapped, clamped, reflected, divided and padded reads and the comparisons
+    of the forward mean, in pieces, and what their pullbacks do (None if there are none)."""
+    from .parse import SAccess, SCompare, parse, syntax_nodes
+
+    lines: list[str] = []
+    for statement in derivation.program.statements:
+        if statement.written is None:
+            continue
+        (written,) = parse(statement.written)
+        for node in syntax_nodes(written.rhs):
+            if isinstance(node, SAccess):
+                for index in node.indices:
+                    for part in syntax_nodes(index):
+                        said = _read_in_words(node.name, part, statement.written)
+                        if said is not None and said not in lines:
+                            lines.append(said)
+                if node.pad is not None:
+                    value = statement.written[node.pad.value.span[0] : node.pad.value.span[1]]
+                    lines.append(
+                        f"{node.name} reads {value} outside its shape (pad={value}): a constant "
+                        "there, which sends nothing back; inside, the read and its pullback "
+                        "are the plain ones"
+                    )
+            elif isinstance(node, SCompare):
+                text = statement.written[node.span[0] : node.span[1]]
+                lines.append(
+                    f"{text} is a condition: the forward's sum, and each pullback's, runs only "
+                    "where it holds (a bound or a guard, not a mask)"
+                )
+    if not lines:
+        return None
+    lines.append(
+        "each piece is an affine read under affine conditions, differentiated as any read; "
+        "the pullbacks below are sums over the pieces, each with its own exact bounds"
+    )
+    return _step("The reads, in pieces", [], [[line] for line in lines])
+
+
+def _read_in_words(tensor: str, node: object, text: str) -> str | None:
+    """One index function of a read of ``tensor``, and what its pullback does."""
+    from .parse import SBinary, SCall
+
+    if isinstance(node, SBinary) and node.op == "//":
+        e, n = (text[part.span[0] : part.span[1]] for part in (node.left, node.right))
+        return (
+            f"{tensor}[... {e} // {n} ...] reads {tensor}[k] for the one k with "
+            f"{n}*k <= {e} <= {n}*k + {n} - 1: the pullback into {tensor}[k] sums the "
+            f"cotangent over every position whose {e} falls in that range"
+        )
+    if not isinstance(node, SCall) or node.name not in ("mod", "clamp", "reflect"):
+        return None
+    e, *rest = (text[part.span[0] : part.span[1]] for part in node.arguments)
+    if node.name == "mod":
+        (n,) = rest
+        return (
+            f"{tensor}[... mod({e}, {n}) ...] is a wrapped (circular) read of {tensor}[{e} - "
+            f"{n}*k] for the one k with {n}*k <= {e} <= {n}*k + {n} - 1: the pullback folds "
+            f"the cotangent around, {tensor}[p] collecting that of every position whose {e} "
+            f"is p + {n}*k, a sum over k"
+        )
+    if node.name == "clamp":
+        lo, hi = rest
+        return (
+            f"{tensor}[... clamp({e}, {lo}, {hi}) ...] is a clamped (replicate) read, three "
+            f"pieces: {tensor}[{lo}] where {e} < {lo}, {tensor}[{e}] where {lo} <= {e} <= "
+            f"{hi}, {tensor}[{hi}] where {e} > {hi}: the pullback sends the cotangent of every "
+            f"position read below {lo} to the edge {tensor}[{lo}] and of every one above {hi} "
+            f"to the edge {tensor}[{hi}], and the rest back as a plain read does"
+        )
+    (n,) = rest
+    return (
+        f"{tensor}[... reflect({e}, {n}) ...] is a reflected read (PyTorch's reflect), three "
+        f"pieces: {tensor}[-({e})] where {e} < 0, {tensor}[{e}] where 0 <= {e} <= {n} - 1, "
+        f"{tensor}[2*{n} - 2 - ({e})] where {e} > {n} - 1: the pullback mirrors the cotangent "
+        f"of the positions read before the start onto {tensor}[1], {tensor}[2], ... and of "
+        f"those past the end onto {tensor}[{n} - 2], {tensor}[{n} - 3], ..., and adds it to "
+        "theirs"
+    )
 
 
 def _forward_convolution(derivation: Derivation) -> ConvPullback | None:

@@ -238,3 +238,23 @@ def test_every_emitted_module_matches_torch(case_id: str, kind: str) -> None:
     for name in derivation.pullbacks:
         result = namespace[f"pullback_{name}"](convert(cotangent), *arrays)
         _close(result, pulled[name], f"{kind} pullback_{name}")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("Y[i] = W[m]*X[clamp(i+m-1, 0, 7)]", "the edge X[0]"),
+        ("Y[i] = W[m]*X[mod(i+m-1, 8)]", "folds the cotangent around"),
+        ("Y[i] = W[m]*X[reflect(i+m-1, 8)]", "mirrors the cotangent"),
+        ("Y[i] = X[i // 2]", "sums the cotangent over every position"),
+        ("Y[i] = max_{m}(X[2*i+m-1, pad=-inf])", "reads -inf outside its shape"),
+        ("S[i,j] = Q[i,d]*K[j,d]*(j <= i)", "(j <= i) is a condition"),
+    ],
+)
+def test_explain_says_what_the_pullback_of_each_read_does(text: str, words: str) -> None:
+    shapes = {"X": (8,), "Y": (8,), "W": (3,)} if "W[m]" in text else None
+    ranges = {"m": 3} if "max_" in text else None
+    explanation = ed.derive(text, shapes=shapes, ranges=ranges).explain()
+    step = next(s for s in explanation.steps if s.title == "The reads, in pieces")
+    assert any(words in line for line in step.lines), step.lines
+    assert "as written" in "\n".join(explanation.steps[0].lines)

@@ -53,6 +53,10 @@ class LatexPrinter(NotationPrinter):
             return name, ATOM
         return f"{name}_{{{', '.join(self.index(e) for e in node.indices)}}}", ATOM
 
+    def padded(self, read: ir.Access, pad: sympy.Expr) -> str:
+        text, _ = self._print_Access(read)
+        return rf"{text}\big|_{{\mathrm{{pad}} = {self.scalar(pad)}}}"
+
     def _print_Pow(self, node: ir.Pow) -> tuple[str, int]:
         if node.exponent == sympy.Rational(1, 2):
             return rf"\sqrt{{{self.expr(node.base)}}}", ATOM

@@ -173,7 +173,16 @@ class NotationPrinter:
             return node.tensor, ATOM
         return f"{node.tensor}[{', '.join(self.index(e) for e in node.indices)}]", ATOM
 
+    def padded(self, read: ir.Access, pad: sympy.Expr) -> str:
+        """``X[e, pad=v]``: the read, ``v`` out of range."""
+        value = "-inf" if pad == -sympy.oo else "inf" if pad == sympy.oo else self.scalar(pad)
+        text, _ = self._print_Access(read)
+        return f"{text[:-1]}, pad={value}]"
+
     def _print_Add(self, node: ir.Add) -> tuple[str, int]:
+        padded = _padded_read(node)
+        if padded is not None:  # X[e] and the pad value where e is out of range
+            return self.padded(*padded), ATOM
         out = ""
         terms = list(node.terms)
         # lead with a positive term where there is one: `1 - sigmoid(z)`
@@ -322,6 +331,34 @@ class NotationPrinter:
             return []
         bounds, conditions = loop_bounds(term.variables, term.where)
         return [self.bounds(b) for b in bounds] + [self.condition(c) for c in conditions]
+
+
+def _padded_read(node: ir.Add) -> tuple[ir.Access, sympy.Expr] | None:
+    """``X[e]`` plus one pad value under conditions on ``e`` alone, at most two per axis:
+    what ``reads`` makes of ``X[e, pad=v]`` (None for any other sum)."""
+    reads = [t for t in node.terms if isinstance(t, ir.Access)]
+    pads = [
+        t
+        for t in node.terms
+        if isinstance(t, ir.Reduce) and not t.variables and isinstance(t.body, ir.Const)
+    ]
+    if len(reads) != 1 or not pads or len(reads) + len(pads) != len(node.terms):
+        return None
+    read = reads[0]
+    values = {p.body.value for p in pads if isinstance(p.body, ir.Const)}
+    positions = {e for e in read.indices}
+    if len(values) != 1 or len(pads) > 2 * len(read.indices):
+        return None
+    for pad in pads:
+        for constraint in pad.where:
+            position = ir.expand(constraint.expr)
+            if not any(
+                not (ir.expand(position - sign * e).free_symbols & e.free_symbols)
+                for e in positions
+                for sign in (1, -1)
+            ):
+                return None
+    return read, values.pop()
 
 
 def _constant_level(value: sympy.Expr) -> int:
