@@ -360,3 +360,26 @@ def test_a_read_times_zero_is_still_an_input_whose_pullback_is_zero() -> None:
     exec(compile(source, "<loops>", "exec"), namespace)
     np.testing.assert_array_equal(namespace["forward"](np.ones(3)), np.zeros(3))
     np.testing.assert_array_equal(namespace["pullback_X"](np.ones(3), np.ones(3)), np.zeros(3))
+
+
+def test_vjp_returns_every_pullback_as_autodiff_does() -> None:
+    """The loops module's ``vjp`` against jax.vjp of the forward written with jax ops."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
+    text = "H[i] = W[m]*X[s*i+m]; Y[i] = tanh(H[i]) * B[i]"
+    module: dict = {}
+    exec(compile(ed.derive(text).source("loops"), "<loops>", "exec"), module)
+    rng = np.random.default_rng(3)
+    w, x, b, dy = rng.normal(size=3), rng.normal(size=10), rng.normal(size=4), rng.normal(size=4)
+
+    def forward(w, x, b):
+        windows = jnp.stack([x[2 * i : 2 * i + 3] for i in range(4)])
+        return jnp.tanh(windows @ w) * b
+
+    _, pullback = jax.vjp(forward, w, x, b)
+    expected = pullback(dy)
+    got = module["vjp"](dy, w, x, b, s=2)
+    assert len(got) == 3
+    for mine, theirs in zip(got, expected, strict=True):
+        np.testing.assert_allclose(mine, np.asarray(theirs), rtol=1e-12, atol=1e-12)

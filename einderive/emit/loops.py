@@ -220,6 +220,15 @@ def _inverse(power: sympy.Pow) -> sympy.Expr:
     return base if exponent == -1 else sympy.Pow(base, -exponent, evaluate=False)
 
 
+class PullbackCalls(Token):
+    """``return pullback_W(dY, W, X), pullback_X(dY, W, X)``: every pullback, one call each."""
+
+    __slots__ = _fields = ("functions", "arguments", "keywords")
+    _construct_functions = staticmethod(lambda names: sympy.Tuple(*map(String, names)))
+    _construct_arguments = staticmethod(lambda names: sympy.Tuple(*names))
+    _construct_keywords = staticmethod(lambda names: sympy.Tuple(*names))
+
+
 class LoopsPrinter(PythonCodePrinter):
     """Python source for ``sympy.codegen.ast`` loops over NumPy arrays.
 
@@ -252,6 +261,15 @@ class LoopsPrinter(PythonCodePrinter):
     def _fits(self, text: str, depth: int = 0) -> bool:
         indent = len(self.tab) * (self._depth + depth)
         return all(indent + len(line) <= WIDTH for line in text.split("\n"))
+
+    def _print_PullbackCalls(self, node: PullbackCalls) -> str:
+        arguments = [self._print(a) for a in node.arguments]
+        arguments += [f"{self._print(k)}={self._print(k)}" for k in node.keywords]
+        calls = [f"{f.text}({', '.join(arguments)})" for f in node.functions]
+        line = "return " + ", ".join(calls) + ("," if len(calls) == 1 else "")
+        if self._fits(line):
+            return line
+        return "return (\n" + "".join(f"{self.tab}{call},\n" for call in calls) + ")"
 
     def _wrap(self, head: str, pieces: Callable[[], list[str]], tail: str, joined: str) -> str:
         """``head joined tail`` on one line if it fits, else one piece a line inside brackets.
@@ -1269,6 +1287,22 @@ class _Source:
             )
         return functions
 
+    def vjp(self, pullbacks: Sequence[PythonFunction]) -> PythonFunction:
+        """``vjp``: every pullback at once, in the order of the ``pullback_*`` functions."""
+        program, derivation = self.program, self.derivation
+        names = [pullback.name for pullback in derivation.pullbacks.values()]
+        seed = derivation.backward.seeds[0]
+        title = (
+            f"Every pullback of `{program.text}` at once: ({', '.join(names)}"
+            f"{',' if len(names) == 1 else ''}) given {seed} = dL/d{program.output}."
+        )
+        keywords: list[sympy.Basic] = []
+        for function in pullbacks:
+            keywords += [k for k in function.keywords if k not in keywords]
+        calls = PullbackCalls([f.name.text for f in pullbacks], pullbacks[0].parameters, keywords)
+        docstring = "\n".join([*_fill(title), "", "Shapes and bounds: see the pullback functions."])
+        return PythonFunction("vjp", pullbacks[0].parameters, keywords, docstring, [calls])
+
     def function(
         self,
         name: str,
@@ -1376,6 +1410,7 @@ def loops_source(derivation: Derivation) -> str:
     printer = LoopsPrinter(order)
     source = _Source(derivation, printer, shapes, taken)
     functions = source.functions()
+    functions.append(source.vjp(functions[1:]))
     texts = [printer.doprint(f) for f in functions]
     imports = ["import math"] if "math" in printer.module_imports else []
     imports.append("import numpy as np")

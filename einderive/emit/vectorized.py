@@ -53,6 +53,7 @@ from .loops import (
     Divides,
     IsZero,
     LoopsPrinter,
+    PullbackCalls,
     PythonFunction,
     Ranked,
     TrueDivide,
@@ -92,15 +93,6 @@ class ConvCall(Token):
 
     __slots__ = _fields = ("target", "output", "lhs", "rhs", "conv")
     not_in_args = ["conv"]
-
-
-class PullbackCalls(Token):
-    """``return pullback_W(dY, W, X), pullback_X(dY, W, X)``: every pullback, one call each."""
-
-    __slots__ = _fields = ("functions", "arguments", "keywords")
-    _construct_functions = staticmethod(lambda names: sympy.Tuple(*map(String, names)))
-    _construct_arguments = staticmethod(lambda names: sympy.Tuple(*names))
-    _construct_keywords = staticmethod(lambda names: sympy.Tuple(*names))
 
 
 class PullbackCall(Token):
