@@ -942,7 +942,7 @@ def steps(derivation: Derivation) -> list[Step]:
     """
     rewritten = _reads_step(derivation)
     if rewritten is not None:  # pieces: the forward is no single convolution call
-        result = [_forward_step(derivation), rewritten]
+        result = [_forward_step(derivation), rewritten, *_padding_mode_steps(derivation)]
     else:
         result = [_forward_step(derivation), *_forward_conv_steps(derivation)]
     derived = {s.target: s for s in derivation.backward.statements}
@@ -1001,6 +1001,19 @@ def _reads_step(derivation: Derivation) -> Step | None:
         "the pullbacks below are sums over the pieces, each with its own exact bounds"
     )
     return _step("The reads, in pieces", [], [[line] for line in lines])
+
+
+def _padding_mode_steps(derivation: Derivation) -> list[Step]:
+    """The forward as PyTorch's convolution with a padding_mode, where it is one."""
+    from .conv.padding import padded_convolution
+
+    if any(not n.is_number for shape in derivation.shapes.values() for n in shape):
+        return []
+    found = padded_convolution(derivation)
+    if isinstance(found, str):
+        return []
+    title = f"The forward as a convolution with padding_mode={found.mode!r}"
+    return [_step(title, [], [[line] for line in found.lines()])]
 
 
 def _read_in_words(tensor: str, node: object, text: str) -> str | None:

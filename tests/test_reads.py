@@ -258,3 +258,37 @@ def test_explain_says_what_the_pullback_of_each_read_does(text: str, words: str)
     step = next(s for s in explanation.steps if s.title == "The reads, in pieces")
     assert any(words in line for line in step.lines), step.lines
     assert "as written" in "\n".join(explanation.steps[0].lines)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("mode", ["circular", "replicate", "reflect"])
+def test_a_padded_convolution_is_the_pytorch_call_and_jnp_pad(mode: str, stride: int) -> None:
+    """The forward recognised as F.pad(mode) + conv2d (jnp.pad + conv_general_dilated), run
+    here from the record; the pullbacks as that call's gradients, dX folded by the adjoint
+    of the padding; all against einderive's own forward and pullbacks."""
+    from einderive.conv.calls import jax_call
+    from einderive.conv.padding import NUMPY_MODES, padded_convolution
+
+    case = CASES[f"conv2d {mode} stride {stride}"]
+    derivation = ed.derive(case.text, shapes=case.shapes)
+    found = padded_convolution(derivation)
+    assert not isinstance(found, str), found
+    assert found.mode == mode and found.axes == (2, 3)
+    inputs, cotangent = _inputs(case)
+    expected = ed.evaluate(case.text, inputs, shapes=case.shapes)
+    grads = ed.vjp(case.text, inputs, cotangent, shapes=case.shapes, backend="numpy")
+    call = found.torch
+    x = torch.tensor(inputs["X"], requires_grad=True)
+    w = torch.tensor(inputs["W"], requires_grad=True)
+    x_pad = F.pad(x, found.torch_pad(), mode=mode)
+    y = getattr(F, call.function)(x_pad, w, **call.keywords())
+    _close(y.detach().numpy(), expected, "F.pad + conv2d")
+    d_pad, d_w = torch.autograd.grad(y, [x_pad, w], torch.tensor(cotangent))
+    _close(d_w.numpy(), grads["W"], "the weight gradient on the padded input")
+    _close(found.fold(d_pad.numpy()), grads["X"], "the folded input gradient")
+    _close(found.fold(found.pad(inputs["X"])) * 0, np.zeros_like(inputs["X"]), "fold shape")
+    padded = jax.numpy.pad(inputs["X"], found.widths(4), mode=NUMPY_MODES[mode])
+    out = jax.lax.conv_general_dilated(padded, inputs["W"], **jax_call(found.conv.call).keywords())
+    _close(np.asarray(out), expected, "jnp.pad + conv_general_dilated")
+    step = next(s for s in derivation.explain().steps if "padding_mode" in s.title)
+    assert any("folded by the adjoint of the padding" in line for line in step.lines)
