@@ -292,3 +292,24 @@ def test_a_padded_convolution_is_the_pytorch_call_and_jnp_pad(mode: str, stride:
     _close(np.asarray(out), expected, "jnp.pad + conv_general_dilated")
     step = next(s for s in derivation.explain().steps if "padding_mode" in s.title)
     assert any("folded by the adjoint of the padding" in line for line in step.lines)
+
+
+SECOND = [
+    (
+        "Y[i] = W[m]*X[clamp(i+m-1, 0, N_X-1)]*X[i]",
+        "X",
+        {"shapes": {"Y": (5,)}, "ranges": {"m": 3}},
+    ),
+    ("S[i,j] = Q[i,d]*K[j,d]*(j <= i)*Q[i,d]", "Q", {}),
+    ("Y[i] = X[i // 2]*X[mod(i, 3)]", "X", {}),
+    ("Y[i] = max_{m}(X[2*i+m-1, pad=-inf])", "X", {"ranges": {"m": 3}}),
+]
+
+
+@pytest.mark.parametrize(("text", "first", "given"), SECOND)
+def test_forward_mode_and_second_order(text: str, first: str, given: dict) -> None:
+    from einderive.higher import verify_twice
+
+    assert ed.verify_jvp(text, **given).ok
+    if "max_" not in text:  # the derivative of an argmax indicator is zero: nothing to check
+        assert verify_twice(text, first, **given).ok
