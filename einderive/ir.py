@@ -101,6 +101,21 @@ def index_reads(expr: sympy.Basic) -> set[IndexRead]:
     return expr.atoms(IndexRead) if isinstance(expr, sympy.Basic) else set()
 
 
+def index_arrays_read(node: Node) -> set[str]:
+    """The index arrays ``node`` reads: inside its reads' brackets and its domains."""
+    found: set[str] = set()
+    for part in walk(node):
+        exprs: list[sympy.Expr] = []
+        if isinstance(part, Access):
+            exprs += part.indices
+        if isinstance(part, Reduce | IsExtremum):
+            exprs += [c.expr for c in part.where]
+        if isinstance(part, IsExtremum):
+            exprs += part.at
+        found |= {read.array for e in exprs for read in index_reads(e)}
+    return found
+
+
 def reads_through(expr: sympy.Expr, variables: Iterable[sympy.Symbol]) -> bool:
     """Whether ``expr`` reads an index array at a position that depends on ``variables``."""
     wanted = set(variables)

@@ -181,4 +181,5 @@ def substitute(program: Program, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> 
         values=program.values,
         extents=extents,
         definitions=definitions,
+        index_arrays=program.index_arrays,
     )

@@ -215,12 +215,34 @@ def _plain(value: sympy.Expr) -> int | float:
     return int(value) if value.is_Integer else float(value)
 
 
+def index_bound(program: Program, array: str) -> int:
+    """How many positions an index array's values choose among: the size of an axis it
+    stands as a whole position of (``tok`` in ``E[tok[b], d]``: E's first axis), or of a
+    target axis it writes (``Y[idx[i]] = ...``); else the largest size of the program."""
+    for statement in program.statements:
+        shape = program.shapes[statement.target]
+        for node in ir.walk(statement.rhs):
+            if isinstance(node, ir.Access):
+                for index, size in zip(node.indices, program.shapes[node.tensor], strict=True):
+                    if isinstance(index, ir.IndexRead) and index.array == array:
+                        return int(size)
+            found = ir.scatter(node, statement.indices)
+            if found is not None:
+                for var, write in found.writes.items():
+                    if isinstance(write, ir.IndexRead) and write.array == array:
+                        return int(shape[statement.indices.index(var)])
+    return max((int(n) for shape in program.shapes.values() for n in shape), default=1)
+
+
 def _random_inputs(program: Program, generator: np.random.Generator) -> dict[str, np.ndarray]:
     positive = _positive_only(program)
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     for name in program.inputs:
         shape = tuple(int(n) for n in program.shapes[name])
-        if positive:
+        if name in program.index_arrays:
+            # repeated positions, and one past each end (those reads are zero)
+            arrays[name] = generator.integers(-1, index_bound(program, name) + 1, shape)
+        elif positive:
             arrays[name] = generator.uniform(0.5, 2.0, shape)
         else:
             arrays[name] = generator.standard_normal(shape)

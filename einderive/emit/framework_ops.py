@@ -40,6 +40,7 @@ class _Signature:
 
     text: str
     inputs: tuple[str, ...]  # the forward's positional arguments, in order
+    differentiable: tuple[str, ...]  # those with a pullback (all but the index arrays)
     params: tuple[str, ...]  # its keyword-only arguments (symbolic parameters)
     seed: str  # the output's cotangent, e.g. dY
     gradients: dict[str, str]  # input -> its pullback's name, e.g. X -> dX
@@ -60,7 +61,7 @@ def _keywords(tree: ast.Module) -> dict[str, tuple[list[str], list[str]]]:
 
 def _signature(derivation: Derivation, module: str, kind: str) -> _Signature:
     program, backward = derivation.program, derivation.backward
-    missing = [name for name in program.inputs if name not in derivation.pullbacks]
+    missing = [name for name in program.differentiable if name not in derivation.pullbacks]
     if missing:
         raise ArgumentError(
             f"--emit {kind} needs the pullback of every input (autograd asks for each); "
@@ -75,15 +76,18 @@ def _signature(derivation: Derivation, module: str, kind: str) -> _Signature:
     inputs = set(program.inputs)
     reads = {}
     for tensor, pullback in derivation.pullbacks.items():
-        read = {a.tensor for s in _needed(statements, pullback.name) for a in ir.accesses(s.rhs)}
+        needed = _needed(statements, pullback.name)
+        read = {a.tensor for s in needed for a in ir.accesses(s.rhs)}
+        read |= {name for s in needed for name in ir.index_arrays_read(s.rhs)}
         reads[tensor] = tuple(name for name in program.inputs if name in read & inputs)
     return _Signature(
         text=program.text,
         inputs=tuple(program.inputs),
+        differentiable=program.differentiable,
         params=tuple(params),
         seed=backward.seeds[0],
-        gradients={t: derivation.pullbacks[t].name for t in program.inputs},
-        pullback_params={t: tuple(functions[f"pullback_{t}"][1]) for t in program.inputs},
+        gradients={t: derivation.pullbacks[t].name for t in program.differentiable},
+        pullback_params={t: tuple(functions[f"pullback_{t}"][1]) for t in program.differentiable},
         vjp_params=tuple(functions["vjp"][1]),
         reads=reads,
         shapes={t: tuple(str(n) for n in derivation.shapes[t]) for t in program.inputs},
@@ -124,7 +128,7 @@ def _call(function: str, arguments: Sequence[str], keywords: Sequence[str]) -> s
 def _reads_comment(signature: _Signature) -> str:
     """``dW reads X; dX reads W`` (``reads only the sizes``, where a pullback reads none)."""
     parts = []
-    for tensor in signature.inputs:
+    for tensor in signature.differentiable:
         read = signature.reads[tensor]
         what = ", ".join(read) if read else "no input, only the sizes"
         parts.append(f"{signature.gradients[tensor]} reads {what}")
@@ -141,12 +145,13 @@ def _banner(title: str) -> str:
 def _torch_wrapper(signature: _Signature, params_of: Sequence[str]) -> str:
     inputs, params, text = signature.inputs, signature.params, signature.text
     seed, gradients = signature.seed, signature.gradients
-    needs = {t: f"needs_{t}" for t in inputs}
+    differentiable = signature.differentiable  # an index array has no gradient: None
+    needs = {t: f"needs_{t}" if t in differentiable else "_" for t in inputs}
     needs_line = f"{_tuple(list(needs.values()))} = ctx.needs_input_grad[:{len(inputs)}]"
-    saved = [t for t in inputs if any(t in signature.reads[u] for u in inputs)]
+    saved = [t for t in inputs if any(t in signature.reads[u] for u in differentiable)]
     save_lines = []
     for tensor in saved:
-        readers = " or ".join(needs[u] for u in inputs if tensor in signature.reads[u])
+        readers = " or ".join(needs[u] for u in differentiable if tensor in signature.reads[u])
         save_lines.append(f"            {tensor} if {readers} else None,")
     arguments = ", ".join([*inputs, *params])
     lines = [
@@ -204,17 +209,18 @@ def _torch_wrapper(signature: _Signature, params_of: Sequence[str]) -> str:
     if params:
         lines.append(f"        {_tuple(params)} = ctx.params")
     arguments_of = [seed, *inputs]
-    every = " and ".join(needs.values())
-    results = [gradients[t] for t in inputs]
+    every = " and ".join(needs[t] for t in differentiable)
+    results = [gradients[t] for t in differentiable]
     lines.append(f"        if {every}:  # every pullback: vjp (one call where it fuses them)")
     lines.append(
         f"            {_tuple(results)} = {_call('vjp', arguments_of, signature.vjp_params)}"
     )
     lines.append("        else:")
-    for tensor in inputs:
+    for tensor in differentiable:
         call = _call(f"pullback_{tensor}", arguments_of, signature.pullback_params[tensor])
         lines.append(f"            {gradients[tensor]} = {call} if {needs[tensor]} else None")
-    lines.append(f"        return {', '.join([*results, *(['None'] * len(params))])}")
+    returned = [gradients[t] if t in differentiable else "None" for t in inputs]
+    lines.append(f"        return {', '.join([*returned, *(['None'] * len(params))])}")
     lines += [
         "",
         "",
@@ -269,6 +275,12 @@ def _torch_module(signature: _Signature, params_of: Sequence[str]) -> str:
 
 def _check_params_of(derivation: Derivation, params_of: Sequence[str]) -> None:
     inputs = derivation.program.inputs
+    arrays = [name for name in params_of if name in derivation.program.index_arrays]
+    if arrays:
+        raise ArgumentError(
+            f"--params-of names {', '.join(map(repr, arrays))}: an index array holds "
+            "integer positions, not a learned parameter"
+        )
     unknown = [name for name in params_of if name not in inputs]
     if unknown:
         raise ArgumentError(
@@ -292,7 +304,8 @@ def torch_function_source(derivation: Derivation, params_of: Sequence[str] = ())
 
 def _jax_wrapper(signature: _Signature) -> str:
     inputs, params, text, seed = signature.inputs, signature.params, signature.text, signature.seed
-    read = [t for t in inputs if any(t in signature.reads[u] for u in inputs)]
+    differentiable = signature.differentiable  # an index array's cotangent is None
+    read = [t for t in inputs if any(t in signature.reads[u] for u in differentiable)]
     residuals = [t if t in read else f"_sizes_of({t})" for t in inputs]
     positional = ", ".join([*inputs, *params])
     function = "op" if not params else "_op"
@@ -343,10 +356,11 @@ def _jax_wrapper(signature: _Signature) -> str:
         f"    {_tuple([t if t in read else f'_sizes_{t}' for t in inputs])} = residuals",
     ]
     lines += [f"    {t} = _stand_in(_sizes_{t})" for t in inputs if t not in read]
-    results = [signature.gradients[t] for t in inputs]
+    results = [signature.gradients[t] for t in differentiable]
+    returned = [signature.gradients[t] if t in differentiable else "None" for t in inputs]
     lines += [
         f"    {_tuple(results)} = {_call('vjp', [seed, *inputs], signature.vjp_params)}",
-        f"    return {_tuple(results)}",
+        f"    return {_tuple(returned)}",
         "",
         "",
         f"{function}.defvjp({function}_forward, {function}_backward)",

@@ -43,7 +43,7 @@ def input_names(text: str) -> list[str]:
     """The tensors a program reads without writing them (from the syntax alone)."""
     statements = parse(text)
     written = {s.target.name for s in statements}
-    read = [a.name for s in statements for a in accesses(s.rhs)]
+    read = [a.name for s in statements for a in accesses(s.rhs) + accesses(s.target)[1:]]
     return [name for name in dict.fromkeys(read) if name not in written]
 
 

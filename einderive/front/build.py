@@ -34,11 +34,12 @@ from ..parse import (
     SReduce,
     SStatement,
     SSum,
+    index_arrays,
     operands,
     syntax_nodes,
 )
 from ..reads import comparison, has_index_function, needs_rewrite, rewrite_statement
-from ..solve import gather
+from ..solve import gather, implied_by_box
 from .extents import Sizes
 from .limits import MAX_EXPONENT, check_folded_power, checked_constant, number
 from .names import Arguments, Names, check_values, classify, first_span, size_named
@@ -61,14 +62,17 @@ def build(text: str, statements: list[SStatement], arguments: Arguments) -> Prog
     statements = [plain_indices(s) for s in statements]
     names = classify(statements, arguments, text)
     check_values(statements, arguments, names)
-    return _Builder(text, arguments, names).run(statements)
+    return _Builder(text, arguments, names, index_arrays(statements, text)).run(statements)
 
 
 class _Builder:
     """Builds the statements one by one; the sizes they share grow as they are read."""
 
-    def __init__(self, text: str, arguments: Arguments, names: Names) -> None:
+    def __init__(
+        self, text: str, arguments: Arguments, names: Names, arrays: tuple[str, ...]
+    ) -> None:
         self.text = text
+        self.index_arrays = arrays  # read inside brackets: integer inputs (tok in E[tok[b], d])
         self.arguments = arguments
         self.names = names
         self.sizes = Sizes(text, arguments, names.taken)
@@ -121,6 +125,9 @@ class _Builder:
             return sympy.floor(numerator / self._divisor(node.right, variables, "'//'"))
         if isinstance(node, SCall) and node.name in INDEX_FUNCTIONS:
             return self._index_function(node, variables)
+        if isinstance(node, SAccess) and node.name in self.index_arrays:
+            positions = (self.index_expr(i, variables) for i in node.indices)
+            return ir.index_array(node.name)(*positions)
         if isinstance(node, SBinary):  # a power
             raise IndexNotationError(
                 "index expressions must be affine: a power is not allowed in an index",
@@ -244,6 +251,8 @@ class _Builder:
                 self.sizes.declare_tensor(SAccess(value.name, (), value.span, value.span), [])
         reads = accesses(node.rhs)
         target_access = node.target if isinstance(node.target, SAccess) else None
+        if target_access is not None:  # index arrays read on the left: Y[idx[i], d]
+            reads += accesses(target_access)[1:]
         lhs_lone = (
             {i.name for i in target_access.indices if isinstance(i, SName)}
             if target_access
@@ -445,6 +454,13 @@ class _Builder:
         if scatter:
             assert isinstance(node.target, SAccess)
             outer = set().union(*(names_in(i) for i in node.target.indices)) & names
+            # and those inside an index array's read: Y[idx[i], d] writes at every i
+            outer |= {
+                name
+                for access in accesses(node.target)[1:]
+                for i in access.indices
+                for name in names_in(i)
+            } & names
         else:
             outer = set(lhs_names)
         terms: list[ir.Node] = []
@@ -666,7 +682,12 @@ class _Builder:
             key=lambda v: v.name,
         )
         shape: list[sympy.Expr] = []
-        for index, write in zip(node.target.indices, writes, strict=True):
+        for axis, (index, write) in enumerate(zip(node.target.indices, writes, strict=True)):
+            if ir.index_reads(write):
+                # a write through an index array lands where the data says: the axis is
+                # as long as declared (shapes=), else a size of its own
+                shape.append(self.sizes.size_symbol(node.target.name, axis, len(writes), None))
+                continue
             top = write
             for var in outer:
                 c = ir.coefficient(write, var)
@@ -685,6 +706,15 @@ class _Builder:
         targets = tuple(fresh(name, taken) for name in output_names(len(writes)))
         where = tuple(c for v in outer for c in ir.box(v, extents[v.name]))
         rhs_gather = gather(targets, tuple(writes), rhs, tuple(outer), where)
+        if isinstance(rhs_gather, ir.Reduce) and any(ir.index_reads(w) for w in writes):
+            # through an index array, the target's other axes keep guards its shape implies
+            boxes = dict(zip(targets, shape, strict=True))
+            kept = tuple(
+                c
+                for c in rhs_gather.where
+                if c.free_symbols & set(rhs_gather.variables) or not implied_by_box(c, boxes)
+            )
+            rhs_gather = replace(rhs_gather, where=kept)
         return ir.Statement(node.target.name, targets, rhs_gather, node.span), shape
 
     def run(self, statements: list[SStatement]) -> Program:
@@ -739,6 +769,7 @@ class _Builder:
             values=values,
             extents=dict(self.sizes.extents),
             definitions={k: self.sizes.current(v) for k, v in self.sizes.definitions.items()},
+            index_arrays=self.index_arrays,
         )
         if not mapping:
             return program

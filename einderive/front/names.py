@@ -122,7 +122,9 @@ def classify(statements: list[SStatement], arguments: Arguments, text: str) -> N
     targets = {
         s.target.name if isinstance(s.target, SAccess) else s.target.name for s in statements
     }
-    tensors = targets | {a.name for s in statements for a in accesses(s.rhs)}
+    tensors = targets | {
+        a.name for s in statements for a in accesses(s.rhs) + accesses(s.target)[1:]
+    }
     coefficient_params: set[str] = set()
     index_params: set[str] = set()
     ranks = {a.name: len(a.indices) for s in statements for a in accesses(s.rhs)}
@@ -133,8 +135,8 @@ def classify(statements: list[SStatement], arguments: Arguments, text: str) -> N
         in_brackets: set[str] = set()
         multiplied: set[str] = set()
         reads = accesses(statement.rhs)
-        if isinstance(statement.target, SAccess):
-            reads = [statement.target, *reads]
+        if isinstance(statement.target, SAccess):  # and the index arrays read in it
+            reads = accesses(statement.target) + reads
         for access in reads:
             if len(access.indices) > MAX_RANK:
                 raise IndexNotationError(

@@ -244,7 +244,10 @@ def run(
     """The pullbacks of ``cotangent`` into every input, by the named backend, as NumPy."""
     convert = framework(backend)
     made = runner(derivation, backend)
-    native = {name: convert.to_native(a) for name, a in arrays.items()}
+    index_arrays = derivation.program.index_arrays  # integer positions: NumPy in every backend
+    native = {
+        name: a if name in index_arrays else convert.to_native(a) for name, a in arrays.items()
+    }
     results = made.vjp(convert.to_native(cotangent), native)
     shapes = derivation.shapes
     return {
