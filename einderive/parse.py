@@ -417,20 +417,36 @@ def _token_error(text: str, token: Any, expected: set[str]) -> NotationSyntaxErr
 
 def index_arrays(statements: list[SStatement], text: str) -> tuple[str, ...]:
     """The tensors read inside brackets (``tok`` in ``E[tok[b], d]``, ``idx`` in
-    ``Y[idx[i]] = X[i]``), in order of first reading: integer inputs, never written,
-    never read as values."""
-    found: dict[str, SAccess] = {}
+    ``Y[idx[i]] = X[i]``) or compared (``(row[k] == r)``), in order of first reading:
+    integer inputs, never written, never read as values. (A tensor compared and also
+    read as a value is no index array: the comparison's own check reports it.)"""
+    inside: dict[str, SAccess] = {}
+    compared: dict[str, SAccess] = {}
     for statement in statements:
         reads = [n for n in syntax_nodes(statement.rhs) if isinstance(n, SAccess)]
         if isinstance(statement.target, SAccess):
             reads.append(statement.target)
-        for access in reads:
-            for position in access.indices:
+        sides = [
+            side
+            for node in syntax_nodes(statement.rhs)
+            if isinstance(node, SCompare)
+            for side in (node.left, node.right)
+        ]
+        for found, positions in (
+            (inside, [position for access in reads for position in access.indices]),
+            (compared, sides),
+        ):
+            for position in positions:
                 for node in syntax_nodes(position):
                     if isinstance(node, SAccess):
                         found.setdefault(node.name, node)
     written = {s.target.name: s.target for s in statements}
-    for name in found:
+    values: dict[str, SAccess] = {}  # each tensor's first read as a value
+    for statement in statements:
+        for node in syntax_nodes(statement.rhs, brackets=False):
+            if isinstance(node, SAccess):
+                values.setdefault(node.name, node)
+    for name in inside:
         if name in written:
             raise IndexNotationError(
                 f"{name!r} is read inside brackets, so it is an index array, an input of "
@@ -438,16 +454,16 @@ def index_arrays(statements: list[SStatement], text: str) -> tuple[str, ...]:
                 written[name].span,
                 text,
             )
-        for statement in statements:
-            for node in syntax_nodes(statement.rhs, brackets=False):
-                if isinstance(node, SAccess) and node.name == name:
-                    raise IndexNotationError(
-                        f"{name!r} is read inside brackets, so it is an index array of "
-                        "integer positions; it cannot also be read as a value",
-                        node.span,
-                        text,
-                    )
-    return tuple(found)
+        if name in values:
+            raise IndexNotationError(
+                f"{name!r} is read inside brackets, so it is an index array of "
+                "integer positions; it cannot also be read as a value",
+                values[name].span,
+                text,
+            )
+    arrays = dict.fromkeys(inside)
+    arrays.update(dict.fromkeys(n for n in compared if n not in written and n not in values))
+    return tuple(arrays)
 
 
 def index_array_names(text: str) -> tuple[str, ...]:

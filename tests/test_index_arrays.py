@@ -88,6 +88,28 @@ CASES = [
         lambda t: _zeros(5, 3).index_add(0, t["dst"], t["H"][t["src"]] * t["W"]),
         {"A": (5, 3)},
     ),
+    Case(  # the COO product with a comparison factor: the same scatter
+        "Y[r] = sum_{k}(val[k] * X[col[k]] * (row[k] == r))",
+        {
+            "val": _rng.standard_normal(8),
+            "X": _rng.standard_normal(6),
+            "row": np.array([0, 4, 4, 2, 0, 1, 4, 3]),
+            "col": np.array([5, 0, 0, 2, 3, 3, 1, 5]),
+        },
+        lambda t: _zeros(5).index_add(0, t["row"], t["val"] * t["X"][t["col"]]),
+        {"Y": (5,)},
+    ),
+    Case(  # message passing, the aggregation written with a comparison
+        "M[e,d] = H[src[e], d] * W[d]; A[v,d] = sum_{e}(M[e,d] * (dst[e] == v))",
+        {
+            "H": _rng.standard_normal((5, 3)),
+            "src": np.array([0, 1, 1, 4, 2, 0, 3]),
+            "W": _rng.standard_normal(3),
+            "dst": np.array([1, 1, 0, 2, 4, 4, 4]),
+        },
+        lambda t: _zeros(5, 3).index_add(0, t["dst"], t["H"][t["src"]] * t["W"]),
+        {"A": (5, 3)},
+    ),
     Case(  # an index array plus an affine offset: a window at data-dependent starts
         "Y[i] = W[m] * X[idx[i] + m - 1]",
         {"W": _rng.standard_normal(3), "X": _rng.standard_normal(8), "idx": np.array([0, 3, 3, 7])},

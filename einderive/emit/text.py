@@ -97,7 +97,10 @@ def forward_lines(program: Program) -> list[str]:
         if statement.written is not None:
             # reads rewritten into pieces: the statement as written, then its pieces
             lines.append(statement.written)
-            domain = ["  = " + first.partition(" = ")[2], *domain]
+            if " += " in first:  # through an index array: the scatter it is
+                domain = ["  as a scatter: " + first, *domain]
+            else:
+                domain = ["  = " + first.partition(" = ")[2], *domain]
         else:
             lines.append(first)
         printer = NotationPrinter(variables_of(statement))

@@ -230,7 +230,11 @@ class _Builder:
         sides = []
         for side in (node.left, node.right):
             values = (SAccess, SCall, SReduce, SCompare)
-            if any(isinstance(n, values) for n in syntax_nodes(side)):
+            if any(
+                isinstance(n, values)
+                and not (isinstance(n, SAccess) and n.name in self.index_arrays)
+                for n in syntax_nodes(side)
+            ):
                 raise IndexNotationError(
                     "a comparison compares index expressions (affine in the indices), "
                     "not values: (j <= i), (i == m), (i != j)",
