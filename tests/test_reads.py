@@ -313,3 +313,12 @@ def test_forward_mode_and_second_order(text: str, first: str, given: dict) -> No
     assert ed.verify_jvp(text, **given).ok
     if "max_" not in text:  # the derivative of an argmax indicator is zero: nothing to check
         assert verify_twice(text, first, **given).ok
+
+
+def test_pieces_inside_another_node_print_their_conditions() -> None:
+    text = "Y[i] = max_{m}(X[clamp(2*i+m-1, 0, 7)])"
+    derivation = ed.derive(text, shapes={"X": (8,), "Y": (4,)}, ranges={"m": 3})
+    printed = str(derivation.pullbacks["X"])
+    assert "(m + 2*i <= 0) * X[0] + (m + 2*i >= 1) * X[m + 2*i - 1]" in printed
+    padded = ed.derive("Y[i] = max_{m}(X[2*i+m-1, pad=-inf])", ranges={"m": 3})
+    assert "argmax_{m}(X[2*i + m - 1, pad=-inf])" in str(padded.pullbacks["X"])

@@ -28,6 +28,7 @@ class LatexPrinter(NotationPrinter):
     minus = "-"
     at_most = r"\leq"
     at_least = r"\geq"
+    equals = "="
 
     def symbol(self, symbol: sympy.Symbol) -> str:
         return _name(symbol.name)

@@ -49,6 +49,7 @@ class NotationPrinter:
     """Prints IR nodes, index expressions, bounds and conditions in the notation."""
 
     times = " * "
+    equals = "=="  # an index comparison's equality
     minus = "-"
     at_most = "<="
     at_least = ">="
@@ -56,6 +57,9 @@ class NotationPrinter:
     def __init__(self, order: Sequence[sympy.Symbol] = ()) -> None:
         self.order = list(order)
         self._order_key = tuple(order)
+        # how deep inside a product, function, power or reduction the printing is: a
+        # guarded term there shows its conditions (a top-level term's are its domain lines)
+        self._inside = 0
 
     # ---- scalars: index expressions, bounds, parameters ----------------------------------
 
@@ -152,7 +156,12 @@ class NotationPrinter:
 
     def expr(self, node: ir.Node, context: int = ADD) -> str:
         method = getattr(self, f"_print_{type(node).__name__}")
-        text, level = method(node)
+        nests = not isinstance(node, ir.Add | ir.Access | ir.Const)
+        self._inside += nests
+        try:
+            text, level = method(node)
+        finally:
+            self._inside -= nests
         return self.group(text) if level < context else text
 
     def group(self, text: str) -> str:
@@ -238,6 +247,12 @@ class NotationPrinter:
 
     def _print_Reduce(self, node: ir.Reduce) -> tuple[str, int]:
         names = ",".join(self.symbol(v) for v in node.variables)
+        inside = self._inside > 1
+        if not node.variables and inside and all(c.kind != "div" for c in node.where):
+            # a guarded term inside another node: its conditions as comparisons (factors of
+            # the notation), then its value; a top-level term's are its domain lines
+            factors = [self.comparison(c) for c in node.where]
+            return self.times.join([*factors, self.expr(node.body, MUL + 1)]), MUL
         if not node.variables:
             return self.expr(node.body, MUL), MUL
         if isinstance(node.body, ir.Const) and node.body.value == 0:
@@ -285,6 +300,13 @@ class NotationPrinter:
         left, right, flipped = self.sides(expr)
         relation = "=" if constraint.kind == "eq" else ("<=" if flipped else ">=")
         return f"{self.index(left)} {relation} {self.side(right)}"
+
+    def comparison(self, constraint: ir.Constraint) -> str:
+        """A condition as an index comparison of the notation: ``(p >= 2*i)``."""
+        if constraint.kind != "eq":
+            return self.group(self.condition(constraint))
+        left, right, _ = self.sides(self.leading_positive(constraint.expr))
+        return self.group(f"{self.index(left)} {self.equals} {self.side(right)}")
 
     def side(self, expr: sympy.Expr) -> str:
         """The right side of a condition: an index expression, or a plain scalar."""
