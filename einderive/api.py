@@ -166,6 +166,7 @@ def compile(  # noqa: A001 - the name users expect, as re.compile
     shapes: ShapeValues | None = None,
     ranges: RangeValues | None = None,
     backend: str = "numpy",
+    out_of_range: str = "zero",
 ) -> Compiled:
     """``text`` planned once for ``backend``: ``.forward(**inputs)``, ``.vjp(dY, **inputs)``.
 
@@ -173,11 +174,15 @@ def compile(  # noqa: A001 - the name users expect, as re.compile
     is the reference interpreter) is compiled once per input shapes and cached, per
     text, parameters, shapes, ranges and backend.
 
+    ``out_of_range``: a value of an index array outside the axis it reads (``tok`` in
+    ``E[tok[b], d]`` past E's rows) reads zero (``"zero"``, as every read outside a
+    tensor), or is an error naming the value and the axis (``"raise"``).
+
     >>> c = compile("Y[i] = W[m]*X[i+m]")
     >>> c.forward(W=np.array([1.0, 2.0]), X=np.array([1.0, 0.0, 3.0]))
     array([1., 6.])
     """
-    return compile_text(text, params, shapes, ranges, backend)
+    return compile_text(text, params, shapes, ranges, backend, out_of_range)
 
 
 def _inputs(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -194,13 +199,15 @@ def evaluate(
     params: ParamValues | None = None,
     shapes: ShapeValues | None = None,
     ranges: RangeValues | None = None,
+    out_of_range: str = "zero",
 ) -> np.ndarray:
     """The forward value of ``text`` (its last statement) by the reference interpreter.
 
     >>> evaluate("Y[i] = W[m]*X[i+m]", {"W": [1.0, 2.0], "X": [1.0, 0.0, 3.0]})
     array([1., 6.])
     """
-    return compile_text(text, params, shapes, ranges, "loops").forward(**_inputs(inputs))
+    compiled = compile_text(text, params, shapes, ranges, "loops", out_of_range)
+    return compiled.forward(**_inputs(inputs))
 
 
 def vjp(
@@ -211,6 +218,7 @@ def vjp(
     shapes: ShapeValues | None = None,
     ranges: RangeValues | None = None,
     backend: str = "loops",
+    out_of_range: str = "zero",
 ) -> dict[str, Any]:
     """The pullback of ``cotangent`` into every input, computed by ``backend``.
 
@@ -221,4 +229,5 @@ def vjp(
     >>> grads["X"]
     array([1., 3., 2.])
     """
-    return compile_text(text, params, shapes, ranges, backend).vjp(cotangent, **_inputs(inputs))
+    compiled = compile_text(text, params, shapes, ranges, backend, out_of_range)
+    return compiled.vjp(cotangent, **_inputs(inputs))

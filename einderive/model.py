@@ -183,3 +183,28 @@ def substitute(program: Program, mapping: Mapping[sympy.Symbol, sympy.Expr]) -> 
         definitions=definitions,
         index_arrays=program.index_arrays,
     )
+
+
+def index_positions(program: Program) -> dict[str, list[tuple[sympy.Expr, str]]]:
+    """Each index array's uses as a whole position, with the size of that axis: ``tok`` in
+    ``E[tok[b], d]`` -> ``[(N_E0, "axis 0 of 'E'")]``; a write ``Y[idx[i], d] = ...``
+    counts as a position of ``Y``. A value of the array is inside these axes or it reads
+    (writes) nothing."""
+    found: dict[str, list[tuple[sympy.Expr, str]]] = {}
+    for statement in program.statements:
+        target_shape = program.shapes[statement.target]
+        for node in ir.walk(statement.rhs):
+            if isinstance(node, ir.Access) and node.tensor in program.shapes:
+                shape = program.shapes[node.tensor]
+                for axis, index in enumerate(node.indices):
+                    if isinstance(index, ir.IndexRead):
+                        where = f"axis {axis} of {node.tensor!r}"
+                        found.setdefault(index.array, []).append((shape[axis], where))
+            scattered = ir.scatter(node, statement.indices)
+            if scattered is not None:
+                for var, write in scattered.writes.items():
+                    if isinstance(write, ir.IndexRead):
+                        axis = statement.indices.index(var)
+                        where = f"axis {axis} of {statement.target!r}"
+                        found.setdefault(write.array, []).append((target_shape[axis], where))
+    return found

@@ -30,7 +30,7 @@ from .front import (
     analyse,
     learnable_scalars,
 )
-from .model import Backward, Derivation, Program, substitute
+from .model import Backward, Derivation, Program, index_positions, substitute
 from .run.compile import installed, run
 from .run.interpret import run_statements
 
@@ -216,21 +216,11 @@ def _plain(value: sympy.Expr) -> int | float:
 
 
 def index_bound(program: Program, array: str) -> int:
-    """How many positions an index array's values choose among: the size of an axis it
-    stands as a whole position of (``tok`` in ``E[tok[b], d]``: E's first axis), or of a
-    target axis it writes (``Y[idx[i]] = ...``); else the largest size of the program."""
-    for statement in program.statements:
-        shape = program.shapes[statement.target]
-        for node in ir.walk(statement.rhs):
-            if isinstance(node, ir.Access):
-                for index, size in zip(node.indices, program.shapes[node.tensor], strict=True):
-                    if isinstance(index, ir.IndexRead) and index.array == array:
-                        return int(size)
-            found = ir.scatter(node, statement.indices)
-            if found is not None:
-                for var, write in found.writes.items():
-                    if isinstance(write, ir.IndexRead) and write.array == array:
-                        return int(shape[statement.indices.index(var)])
+    """How many positions an index array's values choose among: the smallest axis it
+    stands as a whole position of (``index_positions``); else the largest size."""
+    found = [int(size) for size, _ in index_positions(program).get(array, [])]
+    if found:
+        return min(found)
     return max((int(n) for shape in program.shapes.values() for n in shape), default=1)
 
 

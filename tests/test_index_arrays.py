@@ -285,3 +285,24 @@ def test_cli_says_why_and_exits_2_on_bad_input(capsys: pytest.CaptureFixture[str
     assert run(["Y[b,d] = E[tok[b], d]", "--wrt", "tok"]) == 2
     assert run(["Y[b] = E[tok[b]] * tok[b]"]) == 2
     assert "^^^^^^" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["loops", "numpy", "torch"])
+def test_out_of_range_raise_names_the_value_and_the_axis(backend: str) -> None:
+    inputs = {"E": np.ones((3, 2)), "tok": np.array([0, 3, 1])}
+    with pytest.raises(ArgumentError, match=r"tok\[1\] = 3 is outside axis 0 of 'E'"):
+        ed.vjp(
+            "Y[b,d] = E[tok[b], d]", inputs, np.ones((3, 2)), backend=backend, out_of_range="raise"
+        )
+    with pytest.raises(ArgumentError, match=r"idx\[1\] = -1 is outside axis 0 of 'Y'"):
+        ed.evaluate(
+            "Y[idx[i]] = X[i]",
+            {"X": np.ones(3), "idx": np.array([0, -1, 1])},
+            shapes={"Y": (2,)},
+            out_of_range="raise",
+        )
+    inside = {"E": np.ones((3, 2)), "tok": np.array([0, 2, 2])}
+    grads = ed.vjp(
+        "Y[b,d] = E[tok[b], d]", inside, np.ones((3, 2)), backend=backend, out_of_range="raise"
+    )
+    np.testing.assert_array_equal(np.asarray(grads["E"]), [[1, 1], [0, 0], [2, 2]])

@@ -30,7 +30,7 @@ from ..errors import ArgumentError, BackendMissingError, EinderiveError
 from ..front import input_names, learnable_scalars
 from ..model import Derivation
 from ..parse import index_array_names
-from .inputs import as_index_array, numeric_program
+from .inputs import as_index_array, check_index_values, numeric_program
 from .interpret import run_statements
 from .load import load_source
 
@@ -343,10 +343,15 @@ class Compiled:
         shapes: Mapping[str, Any] | None = None,
         ranges: Mapping[str, Any] | None = None,
         backend: str = "numpy",
+        out_of_range: str = "zero",
     ) -> None:
         if not isinstance(text, str):
             raise ArgumentError(f"the expression must be a string, not {type(text).__name__}")
         check_backend(backend)
+        if out_of_range not in ("zero", "raise"):
+            raise ArgumentError(f"out_of_range is 'zero' or 'raise', not {out_of_range!r}")
+        # an index array's value outside the axis it reads: a zero read, or an error
+        self.out_of_range = out_of_range
         self._framework = framework(backend)
         self._numpy = backend in ("numpy", "loops")  # float64 ndarrays pass as they are
         self.text = text
@@ -417,6 +422,8 @@ class Compiled:
         if made is None:
             made = self._runner_for(dict(zip(names, signature, strict=True)))
         self._last = made
+        if self.out_of_range == "raise":
+            check_index_values(made.derivation.program, arrays)
         if self._numpy:
             self._hot = self._hot_of(made, inputs, arrays)
         return made, arrays, native
@@ -632,12 +639,19 @@ def _module_class(compiled: Compiled, learned: tuple[str, ...]) -> type:
 
 @functools.lru_cache(maxsize=256)
 def _compiled(
-    text: str, params: tuple | None, shapes: tuple | None, ranges: tuple | None, backend: str
+    text: str,
+    params: tuple | None,
+    shapes: tuple | None,
+    ranges: tuple | None,
+    backend: str,
+    out_of_range: str = "zero",
 ) -> Compiled:
     def unfrozen(key: tuple | None) -> dict | None:
         return dict(key) if key is not None else None
 
-    return Compiled(text, unfrozen(params), unfrozen(shapes), unfrozen(ranges), backend)
+    return Compiled(
+        text, unfrozen(params), unfrozen(shapes), unfrozen(ranges), backend, out_of_range
+    )
 
 
 def compile(  # noqa: A001 - the name users expect, as re.compile
@@ -646,14 +660,16 @@ def compile(  # noqa: A001 - the name users expect, as re.compile
     shapes: Mapping[str, Any] | None = None,
     ranges: Mapping[str, Any] | None = None,
     backend: str = "numpy",
+    out_of_range: str = "zero",
 ) -> Compiled:
     """``text`` compiled for ``backend``, cached per text, parameters, shapes and backend."""
     if params is None and shapes is None and ranges is None and type(text) is str:
-        return _compiled(text, None, None, None, backend)  # ``ed.vjp`` in a loop: no keys
+        # ``ed.vjp`` in a loop: no keys
+        return _compiled(text, None, None, None, backend, out_of_range)
     try:
         key = (_frozen(params), _frozen(shapes), _frozen(ranges))
     except TypeError:
-        return Compiled(text, params, shapes, ranges, backend)
+        return Compiled(text, params, shapes, ranges, backend, out_of_range)
     if not isinstance(text, str):
         raise ArgumentError(f"the expression must be a string, not {type(text).__name__}")
-    return _compiled(text, *key, backend)
+    return _compiled(text, *key, backend, out_of_range)

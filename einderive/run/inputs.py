@@ -16,7 +16,7 @@ from ..front import (
     input_names,
     learnable_scalars,
 )
-from ..model import Program
+from ..model import Program, index_positions
 
 
 def as_array(name: str, value: object) -> np.ndarray:
@@ -116,3 +116,23 @@ def check_inputs(program: Program, inputs: Mapping[str, Any]) -> dict[str, np.nd
         )
         for name in program.inputs
     }
+
+
+def check_index_values(program: Program, arrays: Mapping[str, Any]) -> None:
+    """Refuse an index array with a value outside an axis it stands as a whole position
+    of (``out_of_range="raise"``; by default such a read is zero, as every read outside
+    a tensor)."""
+    for name, uses in index_positions(program).items():
+        values = np.asarray(arrays[name])
+        if values.size == 0:
+            continue
+        low, high = int(values.min()), int(values.max())
+        for size, where in uses:
+            if low >= 0 and high < int(size):
+                continue
+            bad = low if low < 0 else high
+            position = tuple(int(k) for k in np.argwhere(values == bad)[0])
+            raise ArgumentError(
+                f"{name}{list(position)} = {bad} is outside {where}, which has size "
+                f"{int(size)} (out_of_range='raise'; with 'zero' that read is zero)"
+            )
