@@ -262,22 +262,25 @@ def run(
 OP_KINDS = {"torch": "torch-function", "jax": "jax-custom-vjp"}
 
 
-_FLOAT64 = np.dtype(np.float64)
+_NDARRAY = np.ndarray
+_FLOAT64 = np.dtype(np.float64)  # NumPy's float64 descriptor; arrays share it
 
 
 class _Hot(NamedTuple):
     """The last signature of float64 NumPy arrays a ``Compiled`` ran, checked once.
 
     A later call by the same names with float64 ndarrays of the same shapes (and a
-    cotangent of the output's shape) goes straight to the runner: its names, values
-    and sizes were checked when the signature was first seen, so nothing is converted
-    or looked up again."""
+    cotangent of the output's shape) goes straight to the printed functions: its names,
+    values and sizes were checked when the signature was first seen, so nothing is
+    converted or looked up again."""
 
     runner: Runner
     arity: int  # how many arrays the call gave: exactly the runner's inputs
     take: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # those arrays, in reading order
-    key: list[tuple[type, np.dtype, tuple[int, ...]]]  # each one's type, dtype and shape
-    cotangent: tuple[type, np.dtype, tuple[int, ...]]  # the cotangent's
+    shapes: list[tuple[int, ...]]  # each one's shape
+    cotangent: tuple[int, ...]  # the output's shape
+    vjp: Callable[..., Any] | None  # the printed ``vjp`` (None: the interpreter)
+    pullbacks: tuple[str, ...]  # the names of its results, in order
 
 
 def _taker(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -435,13 +438,14 @@ class Compiled:
         float64 ndarray taken as it is (else the next call is checked in full)."""
         if len(inputs) != len(made.inputs) or self._index_arrays:
             return None  # index arrays are checked on every call (their values are positions)
-        key: list[tuple[type, np.dtype, tuple[int, ...]]] = []
         for name in made.inputs:
             if name not in inputs or arrays.get(name) is not inputs[name]:
                 return None  # missing, or converted: a later call must convert it too
-            key.append((np.ndarray, _FLOAT64, tuple(inputs[name].shape)))
-        cotangent = (np.ndarray, _FLOAT64, made.output_shape)
-        return _Hot(made, len(inputs), _taker(made.inputs), key, cotangent)
+            if inputs[name].dtype is not _FLOAT64:
+                return None  # an equal descriptor of its own: the identity test would fail
+        shapes = [tuple(inputs[name].shape) for name in made.inputs]
+        take = _taker(made.inputs)
+        return _Hot(made, len(inputs), take, shapes, made.output_shape, made._vjp, made.pullbacks)
 
     def _hot_arrays(self, hot: _Hot, inputs: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The arrays of a call that fits the hot signature, in reading order, or None."""
@@ -449,10 +453,11 @@ class Compiled:
             return None
         try:
             arrays = hot.take(inputs)
-            fits = [(type(a), a.dtype, a.shape) for a in arrays] == hot.key
-        except (KeyError, AttributeError):
-            return None  # a name missing or not an array: the full check says which
-        return arrays if fits else None
+        except KeyError:
+            return None  # a name missing: the full check says which
+        # an array that is not a float64 ndarray drops out, and the list differs
+        shapes = [a.shape for a in arrays if type(a) is _NDARRAY and a.dtype is _FLOAT64]
+        return arrays if shapes == hot.shapes else None
 
     def _given(self, inputs: Mapping[str, Any]) -> tuple[str, ...]:
         """The names given, in reading order; an error names one the text does not read.
@@ -509,15 +514,19 @@ class Compiled:
             # the checks of _hot_arrays, inlined: this is the call users repeat
             try:
                 given = hot.take(inputs)
-                fits = [(type(a), a.dtype, a.shape) for a in given] == hot.key and (
-                    type(cotangent),
-                    cotangent.dtype,
-                    cotangent.shape,
-                ) == hot.cotangent
-            except (KeyError, AttributeError):
-                fits = False
+                fits = (
+                    [a.shape for a in given if type(a) is _NDARRAY and a.dtype is _FLOAT64]
+                    == hot.shapes
+                    and type(cotangent) is _NDARRAY
+                    and cotangent.dtype is _FLOAT64
+                    and cotangent.shape == hot.cotangent
+                )
+            except KeyError:
+                fits = False  # a name missing: the full check says which
             if fits:
-                return hot.runner.vjp_of(cotangent, given)
+                if hot.vjp is None:
+                    return hot.runner.vjp_of(cotangent, given)
+                return dict(zip(hot.pullbacks, hot.vjp(cotangent, *given), strict=True))
         made, arrays, native = self._prepare(inputs)
         results = made.vjp(self._cotangent(made, cotangent), arrays)
         if self.backend in ("numpy", "loops"):
