@@ -720,6 +720,18 @@ def _over(expr: sympy.Expr) -> Math:
     return show
 
 
+def _added(terms: Sequence[ir.Node]) -> list[Line]:
+    """``+ B[o]``, the terms a call leaves out, on a line of their own (none: no line)."""
+    if not terms:
+        return []
+    added = _joined([_node(t) for t in terms], " + ", " + ")
+
+    def plus(pr: NotationPrinter) -> str:
+        return f"+ {added(pr)}"
+
+    return [["    ", plus, ": the statement's other terms, added to the call's result"]]
+
+
 def _call(call: GenericConv) -> Math:
     def show(pr: NotationPrinter) -> str:
         if not _is_latex(pr):
@@ -799,12 +811,14 @@ def conv_step(
     indices: Sequence[sympy.Symbol],
     definitions: dict[sympy.Symbol, sympy.Expr] | None = None,
     transposition: Sequence[Line] = (),
+    rest: Sequence[ir.Node] = (),
 ) -> Step:
     """The convolution a statement is (its generic call and the role of each parameter).
 
     With ``definitions`` (the derived sizes), the padding is written in the sizes of the
     tensors given, not the output's; ``transposition`` says how the call transposes the
-    forward's, where it does.
+    forward's, where it does; ``rest`` are the statement's terms the call leaves out (a
+    bias), added after it.
     """
     from .conv.recognise import NotConvolution
     from .emit.conv import in_given_sizes
@@ -825,6 +839,7 @@ def conv_step(
         at, where = _parenthesised(at), _parenthesised(where)
     lines: list[Line] = [
         [_tensor(name), _equals, _call(call)],
+        *_added(rest),
         ["x = ", _tensor(call.x), ", the input of the call; w = ", _tensor(call.w), ", the kernel"],
         ["at kernel position ", at, ", ", _tensor(call.x), " is read at ", where],
         *transposition,
@@ -904,7 +919,6 @@ def transposition(derivation: Derivation, tensor: str, forward: ConvPullback | N
 
 def _forward_conv_steps(derivation: Derivation) -> list[Step]:
     """The forward as a convolution call and as one matrix product (im2col), where it is one."""
-    from .errors import ArgumentError
     from .matrix import forward_convolution, im2col
 
     try:
@@ -913,7 +927,11 @@ def _forward_conv_steps(derivation: Derivation) -> list[Step]:
         return []
     statement = derivation.program.statements[-1]
     call = conv_step(
-        statement.target, found.conv, statement.indices, derivation.program.definitions
+        statement.target,
+        found.conv,
+        statement.indices,
+        derivation.program.definitions,
+        rest=found.rest,
     )
     x, w = found.conv.call.x, found.conv.call.w
     result = [
