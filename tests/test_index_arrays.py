@@ -306,3 +306,53 @@ def test_out_of_range_raise_names_the_value_and_the_axis(backend: str) -> None:
         "Y[b,d] = E[tok[b], d]", inside, np.ones((3, 2)), backend=backend, out_of_range="raise"
     )
     np.testing.assert_array_equal(np.asarray(grads["E"]), [[1, 1], [0, 0], [2, 2]])
+
+
+CALLS = {  # the statements each case computes with one indexing call, and their kinds
+    "Y[b,d] = E[tok[b], d]": {"Y": "take", "dE": "scatter_add"},
+    "Y[i,j] = X[i, idx[i,j]]": {"Y": "take_along_axis", "dX": "scatter_add_along_axis"},
+    "Y[i,j] = X[idx[i,j], j]": {"Y": "take_along_axis", "dX": "scatter_add_along_axis"},
+    "Y[idx[i], d] = X[i, d]": {"Y": "scatter_add", "dX": "take"},
+    "M[e,d] = H[src[e], d] * W[d]; A[dst[e], d] = M[e, d]": {"A": "scatter_add"},
+}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.text in CALLS], ids=lambda c: c.id)
+def test_printed_indexing_calls_run_and_agree(case: Case) -> None:
+    from einderive.emit.conv import index_calls
+    from einderive.run.interpret import run_statements
+
+    jax.config.update("jax_enable_x64", True)  # float64, as the emitted modules ask
+    derivation = _derivation(case)
+    calls = index_calls(derivation)
+    assert {name: call.kind for name, call in calls.items()} == CALLS[case.text]
+    program = derivation.program
+    values = run_statements(program.statements, program.shapes, dict(case.inputs))
+    cotangent = _expected(case).cotangent
+    values[derivation.backward.seeds[0]] = cotangent
+    values = run_statements(derivation.backward.statements, derivation.shapes, values)
+    for name, call in calls.items():
+        torch_space: dict[str, Any] = {"torch": torch}
+        jax_space: dict[str, Any] = {"jnp": jnp}
+        for tensor, value in values.items():
+            if tensor != name:
+                torch_space[tensor] = torch.tensor(value)
+                jax_space[tensor] = jnp.asarray(value)
+        exec(call.torch(), torch_space)
+        exec(call.jax(), jax_space)
+        np.testing.assert_allclose(torch_space[name].numpy(), values[name], atol=1e-12)
+        np.testing.assert_allclose(np.asarray(jax_space[name]), values[name], atol=1e-12)
+
+
+def test_emit_conv_and_json_print_the_indexing_calls(capsys: pytest.CaptureFixture[str]) -> None:
+    from einderive.cli import run
+    from einderive.emit.outputs import as_data
+
+    entry = as_data(ed.derive("Y[b,d] = E[tok[b], d]"))["pullbacks"]["E"]["conv"]
+    assert entry["generic"] is None
+    assert entry["indexing"]["torch"] == "dE = torch.zeros_like(E).index_add_(0, tok, dY)"
+    assert entry["indexing"]["jax"] == 'dE = jnp.zeros_like(E).at[tok].add(dY, mode="drop")'
+    assert run(["Y[b,d] = E[tok[b], d]", "--emit", "conv"]) == 0
+    printed = capsys.readouterr().out
+    assert "Y = torch.nn.functional.embedding(tok, E)" in printed
+    assert 'Y = jnp.take(E, tok, axis=0, mode="fill", fill_value=0)' in printed

@@ -10,6 +10,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from .. import affine
 from ..conv.calls import jax_call, torch_call
+from ..conv.indexing import IndexCall, recognise_indexing
 from ..conv.recognise import (
     ConvPullback,
     Layout,
@@ -121,12 +122,33 @@ def _floor_as_remainder(floor: sympy.Expr) -> sympy.Expr:
     return (numerator - sympy.Mod(numerator, denominator)) / denominator
 
 
+def index_calls(derivation: Derivation) -> dict[str, IndexCall]:
+    """The forward statements and pullbacks that are one indexing call (a lookup, a gather,
+    a scatter-add), by the name of the tensor each computes."""
+    shapes = derivation.shapes
+    tensors = {name: tensor for tensor, name in derivation.backward.cotangents.items()}
+    found = {}
+    for statement in derivation.program.statements:
+        call = recognise_indexing(statement, shapes)
+        if call is not None:
+            found[statement.target] = call
+    for pullback in derivation.pullbacks.values():
+        call = recognise_indexing(pullback.statement, shapes, like=tensors.get(pullback.name))
+        if call is not None:
+            found[pullback.name] = call
+    return found
+
+
 def describe(derivation: Derivation, name: str) -> list[str]:
     """The lines of ``--emit conv`` for one pullback."""
     recognition = convolutions(derivation)[name]
     pullback = derivation.pullbacks[name].name
     if isinstance(recognition, NotConvolution):
-        return [f"{pullback}: not a convolution: {recognition.reason}"]
+        lines = [f"{pullback}: not a convolution: {recognition.reason}"]
+        indexing = index_calls(derivation).get(pullback)
+        if indexing is not None:
+            lines += [f"    jax:   {indexing.jax()}", f"    torch: {indexing.torch()}"]
+        return lines
     call = recognition.call
     lines = [
         f"{pullback} = {result_code(recognition)}, out = {call}",
@@ -150,6 +172,12 @@ def conv_text(derivation: Derivation) -> str:
     printer = NotationPrinter()
     for symbol, definition in derivation.program.definitions.items():
         lines.append(f"{symbol.name} = {printer.scalar(definition)}")
+    calls = index_calls(derivation)
+    for statement in derivation.program.statements:
+        if statement.target in calls:  # the forward's lookups, gathers and scatter-adds
+            call = calls[statement.target]
+            lines += [f"{statement.target}: {call.kind.replace('_', ' ')} (forward)"]
+            lines += [f"    jax:   {call.jax()}", f"    torch: {call.torch()}"]
     for name in derivation.pullbacks:
         lines += describe(derivation, name)
     return "\n".join(lines)
@@ -159,7 +187,16 @@ def conv_data(derivation: Derivation, name: str) -> dict[str, Any]:
     """The ``conv`` entry of a pullback in JSON: generic, jax and torch (null if not a conv)."""
     recognition = convolutions(derivation)[name]
     if isinstance(recognition, NotConvolution):
-        return {"generic": None, "jax": None, "torch": None, "reason": recognition.reason}
+        data: dict[str, Any] = {
+            "generic": None,
+            "jax": None,
+            "torch": None,
+            "reason": recognition.reason,
+        }
+        indexing = index_calls(derivation).get(derivation.pullbacks[name].name)
+        if indexing is not None:  # a gather or a scatter-add: its framework calls
+            data["indexing"] = indexing.as_dict()
+        return data
     in_sizes = recognition.subs(_numbers(derivation))
     call = in_sizes.call
     generic = call.as_dict()
