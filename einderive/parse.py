@@ -26,6 +26,7 @@ TERMINAL_NAMES = {
     "NUMBER": "a number",
     "REDUCER": "sum_/max_/min_/prod_",
     "EQUALS": "'='",
+    "PLUS_EQUALS": "'+='",
     "PLUS": "'+'",
     "MINUS": "'-'",
     "STAR": "'*'",
@@ -385,7 +386,7 @@ def _token_error(text: str, token: Any, expected: set[str]) -> NotationSyntaxErr
     if (
         opener is not None
         and _CLOSER_TERMINALS[text[opener]] in expected
-        and token.type in ("$END", "_SEPARATOR", "EQUALS")
+        and token.type in ("$END", "_SEPARATOR", "EQUALS", "PLUS_EQUALS")
     ):
         where = "the end of the input" if at_end else found
         return NotationSyntaxError(

@@ -118,6 +118,10 @@ class Read(_Value):
     """``_read(X, i, j)``: a gather, zero outside ``X`` and at a fractional index."""
 
 
+class View(_Value):
+    """``dY[:, None, :]``: an array laid out along the axes of the grids it is read at."""
+
+
 class IndexValues(_Value):
     """``_index(tok, b)``: an index array read over grids (NaN outside it)."""
 
@@ -315,6 +319,12 @@ class NumpyPrinter(LoopsPrinter):
         # sympy dispatches the read of an index array (ir.IndexRead) as an AppliedUndef
         assert isinstance(expr, ir.IndexRead)
         return self._print(IndexValues(sympy.Symbol(expr.array), *expr.args))
+
+    def _print_View(self, expr: View) -> str:
+        tensor, subscript = expr.args
+        if all(part == ":" for part in subscript.text.split(", ")):
+            return self._print(tensor)
+        return f"{self._print(tensor)}[{subscript.text}]"
 
     def _parts_IndexValues(self, expr: IndexValues) -> tuple[str, list[Piece]]:
         return "_index", list(expr.args)
@@ -591,6 +601,7 @@ class _DenseStatement:
         self.lines: list[sympy.Basic] = []
         self.cache: dict[ir.Node, sympy.Symbol] = {}
         self.whole = False  # a whole array was read: the value has the statement's full shape
+        self.views = False  # a read at whole grids may be a view of the array (scatters)
         self.facts: list[ir.Constraint] = []  # the conditions of the masks around the value
         count = len(statement.indices)
         for k, (var, size) in enumerate(
@@ -620,6 +631,7 @@ class _DenseStatement:
         depth = len(statement.indices)
         bounds, rest = self.box(found.variables, found.where)
         self.place(found.variables, bounds, depth)
+        self.views = True
         with self.known(rest):
             body = self.number(found.body, depth + len(found.variables))
         body = self.array(body, found.body)
@@ -715,11 +727,30 @@ class _DenseStatement:
         ):
             self.whole = True
             return tensor
+        if self.views and (view := self.view(node)) is not None:
+            return view
         indices = []
         for expr in node.indices:
             numerator, denominator = quotient(expr)
             indices.append(TrueDivide(numerator, denominator) if denominator != 1 else expr)
         return Read(tensor, *indices)
+
+    def view(self, node: ir.Access) -> sympy.Expr | None:
+        """``dY[:, None, :]``: a read at grids that each span the whole of their axis, in
+        the order of the axes, as a view of the array laid out along the grids' axes (no
+        copy, nothing outside); None for any other read."""
+        grids = [self.grids.get(e) for e in node.indices]
+        shape = self.shapes[node.tensor]
+        if any(
+            g is None or g.start != 0 or ir.expand(g.stop - n) != 0
+            for g, n in zip(grids, shape, strict=True)
+        ):
+            return None
+        trailing = [int(g.trailing) for g in grids if g is not None]
+        if any(a <= b for a, b in zip(trailing, trailing[1:], strict=False)):
+            return None
+        subscript = [":" if t in trailing else "None" for t in range(trailing[0], -1, -1)]
+        return View(sympy.Symbol(node.tensor), String(", ".join(subscript)))
 
     def mask(self, where: Sequence[ir.Constraint]) -> Both | None:
         conditions = [_condition(c) for c in where if not _holds(c)]
