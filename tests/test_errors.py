@@ -78,7 +78,8 @@ BAD_TEXT = [
     case("index-power", "Y[i] = X[i**2]", Index, r"affine: a power is not", 10, "i**2"),
     case("index-division", "Y[i] = X[i/2]", Index, r"affine: division is not", 10, "i/2"),
     case("index-float", "Y[i] = X[1.5]", Index, r"take integers, not '1\.5'", 10, "1.5"),
-    case("tensor-in-index", "Y[i] = X[W[i]]", Index, r"affine: a tensor cannot", 10, "W[i]"),
+    # a tensor in brackets is an index array (issue 19): then it is no value
+    case("index-array-as-value", "Y[i] = X[W[i]] * W[i]", Index, r"also be read as a", 18, "W[i]"),
     case("call-in-index", "Y[i] = X[exp(i)]", Index, r"a function call cannot", 10, "exp(i)"),
     case("sum-in-index", "Y[i] = X[sum_{m}(i)]", Index, r"a reduction cannot", 10, "sum_{m}(i)"),
     case("second-line-index", "Y[i] = X[i]\nZ[j] = Y[j*j]", Index, r"two index", 10, "j*j",
