@@ -40,6 +40,7 @@ TERMINAL_NAMES = {
     "RBRACKET": "']'",
     "LBRACE": "'{'",
     "RBRACE": "'}'",
+    "COLON": "':'",
     "COMMA": "','",
     "_SEPARATOR": "a new statement (';' or a line break)",
     "$END": "the end of the input",
@@ -109,6 +110,7 @@ class SReduce:
     names: tuple[SName, ...]
     body: Any
     span: Span
+    conditions: tuple[SCompare, ...] = ()  # prod_{k : k <= j - 1}: the domain's restrictions
 
 
 @dataclass(frozen=True)
@@ -276,7 +278,12 @@ def _make_transformer() -> Any:
             names = tuple(
                 SName(str(c), _token_span(c)) for c in children[2:close] if _is_token(c, "NAME")
             )
-            return SReduce(op, names, children[close + 2], _span(meta))
+            conditions = tuple(c for c in children[2:close] if isinstance(c, SCompare))
+            return SReduce(op, names, children[close + 2], _span(meta), conditions)
+
+        def condition(self, meta: Any, children: list[Any]) -> SCompare:
+            left, op, right = children
+            return SCompare(str(op), left, right, _span(meta))
 
         def neg(self, meta: Any, children: list[Any]) -> SNeg:
             return SNeg(children[1], _span(meta))
@@ -406,6 +413,8 @@ def _token_error(text: str, token: Any, expected: set[str]) -> NotationSyntaxErr
                 span,
                 text,
             )
+    if token.type == "COLON":
+        return NotationSyntaxError(f"unexpected ':': {_CHARACTER_HINTS[':']}", span, text)
     if token.type == "COMPARE":
         return NotationSyntaxError(
             f"unexpected {found}: a comparison of indices is a factor in parentheses, "
@@ -490,6 +499,8 @@ def _check_calls(statements: list[SStatement], text: str) -> None:
         for node in syntax_nodes(statement.rhs, brackets=False):
             if isinstance(node, SAccess):
                 _check_brackets(node, text)
+            if isinstance(node, SReduce):
+                _check_conditions(node, text)
             if isinstance(node, SBinary) and node.op == "//":
                 raise IndexNotationError(
                     "'//' divides index positions, inside a tensor's brackets (X[i // 2]); "
@@ -504,7 +515,11 @@ def _check_calls(statements: list[SStatement], text: str) -> None:
                     node.name_span,
                     text,
                 )
-            if isinstance(node, SCall) and node.rest and node.name in (*FUNCTIONS, "max", "min"):
+            if (
+                isinstance(node, SCall)
+                and node.name in FUNCTIONS
+                and len(node.arguments) > FUNCTIONS[node.name].arity
+            ):
                 raise _arguments_error(node, text)
             if isinstance(node, SCall) and (
                 node.name not in FUNCTIONS or FUNCTIONS[node.name].arity != len(node.arguments)
@@ -535,6 +550,19 @@ def _check_comparisons(node: Any, factor: bool, text: str) -> None:
     elif isinstance(node, SCall | SBinary):
         for operand in node.arguments if isinstance(node, SCall) else operands(node):
             _check_comparisons(operand, False, text)
+
+
+def _check_conditions(reduction: SReduce, text: str) -> None:
+    """A reduction's domain is a conjunction of affine conditions: no ``!=``."""
+    for condition in reduction.conditions:
+        if condition.op == "!=":
+            raise IndexNotationError(
+                "a reduction's domain is a conjunction of affine conditions, and '!=' is not "
+                "one: split the reduction in two (k <= j - 1 and k >= j + 1), or multiply its "
+                "body by the comparison factor (k != j) in a sum",
+                condition.span,
+                text,
+            )
 
 
 def _check_brackets(access: SAccess, text: str) -> None:
@@ -571,14 +599,16 @@ def _check_brackets(access: SAccess, text: str) -> None:
 
 def _arguments_error(node: SCall, text: str) -> NotationSyntaxError:
     """An elementwise function given several arguments."""
+    arity = FUNCTIONS[node.name].arity
     if node.name in ("max", "min"):
         message = (
-            f"{node.name}(a, b) is not in the notation; {node.name}_{{m}}(...) takes the "
-            f"{node.name}imum over an index, and max(x, 0) is relu(x)"
+            f"{node.name}(a, b) takes two values; {node.name}_{{m}}(...) takes the "
+            f"{node.name}imum over an index"
         )
     else:
         message = f"a function takes one argument, {node.name}(x)"
-    comma = text.rfind(",", node.arg.span[1], node.rest[0].span[0])
+    extra = node.arguments[arity]
+    comma = text.rfind(",", node.arguments[arity - 1].span[1], extra.span[0])
     return NotationSyntaxError(f"unexpected ',': {message}", (comma, comma + 1), text)
 
 
@@ -604,9 +634,10 @@ def _call_hint(node: SCall, statement: SStatement, text: str) -> str:
     )
     summed = [n for n in _index_names(node.arg) if n not in free] or ["i"]
     if name in ("sum", "max", "min", "prod"):
+        two = f"; {name}(a, b) takes two values" if name in ("max", "min") else ""
         return (
             f"'{name}' is written with the indices it reduces: "
-            f"{name}_{{{','.join(summed)}}}({argument})"
+            f"{name}_{{{','.join(summed)}}}({argument}){two}"
         )
     if name in ("softmax", "log_softmax"):
         inside = [n for n in _index_names(node.arg) if n in free]

@@ -58,7 +58,7 @@ def test_range_gives_an_index_its_extent(capsys):
     assert run(["Y[i] = sum_{m}(X[i+m])", "--range", "m=3"]) == 0
     out = capsys.readouterr().out
     assert "m from 0 to 2" in out
-    assert "dX[p] = sum_{i}(dY[i])" in out
+    assert "dX[p] = sum_{i : i <= p, i >= p - 2}(dY[i])" in out
 
 
 def test_emit_json(capsys):

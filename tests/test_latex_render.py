@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from test_programs import CASES as PROGRAMS
 from test_pullbacks import CASES as PULLBACKS
+from test_values import CASES as VALUES
 
 import einderive as ed
 from einderive.explain import explain
@@ -31,15 +32,19 @@ KATEX = Path(__file__).parent / "katex"
 REPEATS = re.compile(
     r"conv2d-k(?!3-s2-d2)|seed-s[13]|.*-sized$|.*-odd$|layer-norm-5|transposed-conv-[3s]"
 )
-EXPRESSIONS = [
-    (case.id, case.text, case.params, case.shapes, case.ranges)
-    for case in PULLBACKS
-    if not REPEATS.match(case.id)
-] + [
-    (f"program-{id_}", text, p or {}, s or {}, r or {})
-    for id_, text, p, s, r in PROGRAMS
-    if not REPEATS.match(id_)
-]
+EXPRESSIONS = (
+    [
+        (case.id, case.text, case.params, case.shapes, case.ranges)
+        for case in PULLBACKS
+        if not REPEATS.match(case.id)
+    ]
+    + [
+        (f"program-{id_}", text, p or {}, s or {}, r or {})
+        for id_, text, p, s, r in PROGRAMS
+        if not REPEATS.match(id_)
+    ]
+    + [(f"values-{id_}", case.text, {}, case.shapes, case.ranges) for id_, case in VALUES.items()]
+)
 
 MATRICES = [
     ("Y[i,j] = K[p,q]*X[i+p,j+q]", {}, {"X": (3, 3), "K": (2, 2)}, "X"),

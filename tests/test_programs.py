@@ -115,7 +115,7 @@ def test_scalars_and_sums_print_without_brackets():
 def test_printed_pullbacks_of_linear_programs():
     assert _notation("Y[i] = X[i] + X[9-i]", "X") == "dX[p] = dY[p] + dY[9 - p]"
     assert _notation("Y[i] = sum_{m}(X[2*i+m]) / 2", "X", ranges={"m": 2}) == (
-        "dX[p] = sum_{i}(1/2 * dY[i])"
+        "dX[p] = sum_{i : 2*i <= p, 2*i >= p - 1}(1/2 * dY[i])"
     )
     assert re.fullmatch(
         r"dX\[(\w+)\] = sum_\{(\w+)\}\(dY\[\2\] \* W\[\2 - s\*\1\]\)",

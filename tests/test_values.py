@@ -9,6 +9,7 @@ owe nothing to einderive.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +38,18 @@ class Case:
     torch_forward: Callable[..., Any]
     jax_forward: Callable[..., Any]
     ranges: dict[str, int] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def options(self) -> dict[str, Any]:
+        return {"ranges": self.ranges or None, "shapes": self.shapes or None}
 
 
 def _normal(**shapes: tuple[int, ...]) -> Callable[[np.random.Generator], dict[str, np.ndarray]]:
     return lambda rng: {name: rng.standard_normal(shape) for name, shape in shapes.items()}
+
+
+def _positions(count: int) -> Any:
+    return torch.arange(count, dtype=torch.float64)
 
 
 def _with_zeros(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -76,6 +85,97 @@ CASES = {
         lambda X, W: torch.prod(X.unfold(0, 3, 1) + W, dim=1),
         lambda X, W: jnp.prod(jnp.stack([X[m : m + 4] for m in range(3)], axis=1) + W, axis=1),
     ),
+    "cumulative product": Case(
+        "Y[j] = prod_{k : k <= j}(X[k])",
+        lambda rng: {"X": np.array([0.5, -2.0, 0.0, 1.5, 3.0, 0.0, -1.0])},
+        lambda X: torch.cumprod(X, dim=0),
+        lambda X: jnp.cumprod(X),
+        shapes={"Y": (7,)},
+    ),
+    "cumulative sum": Case(
+        "Y[j] = sum_{k : k <= j}(X[k])",
+        _normal(X=(6,)),
+        lambda X: torch.cumsum(X, dim=0),
+        lambda X: jnp.cumsum(X),
+        shapes={"Y": (6,)},
+    ),
+    "products before and after": Case(
+        # the exclusive products themselves, as a user writes them
+        "Y[j] = prod_{k : k < j}(X[k]) + 2 * prod_{k : k > j}(X[k])",
+        lambda rng: {"X": np.array([1.5, 0.0, -2.0, 0.5, 0.0])},
+        lambda X: torch.stack([torch.prod(X[:j]) + 2 * torch.prod(X[j + 1 :]) for j in range(5)]),
+        lambda X: jnp.stack([jnp.prod(X[:j]) + 2 * jnp.prod(X[j + 1 :]) for j in range(5)]),
+        shapes={"Y": (5,)},
+    ),
+    "index plus a value": Case(
+        "Y[i] = 2*X[i] + i",
+        _normal(X=(6,)),
+        lambda X: 2 * X + _positions(6),
+        lambda X: 2 * X + jnp.arange(6.0),
+    ),
+    "index values in a product and a sum": Case(
+        "Y[i] = sum_{j}(X[i,j] * (j - i) / 2) * (2*i + 1)",
+        _normal(X=(4, 5)),
+        lambda X: (
+            (X * (_positions(5)[None, :] - _positions(4)[:, None]) / 2).sum(1)
+            * (2 * _positions(4) + 1)
+        ),
+        lambda X: (
+            (X * (jnp.arange(5.0)[None, :] - jnp.arange(4.0)[:, None]) / 2).sum(1)
+            * (2 * jnp.arange(4.0) + 1)
+        ),
+    ),
+    "positional encoding, the issue's": Case(
+        "P[i,d] = X[i,d] + sin(i / 100)",
+        _normal(X=(7, 4)),
+        lambda X: X + torch.sin(_positions(7) / 100)[:, None],
+        lambda X: X + jnp.sin(jnp.arange(7.0) / 100)[:, None],
+    ),
+    "sinusoidal positional encoding": Case(
+        # sin at even features, cos (a quarter turn later) at odd: F[k] = 10000**(-2k/D)
+        "Y[i,k,c] = X[i,k,c] + sin(i * F[k] + c * 1.5707963267948966)",
+        lambda rng: {
+            "X": rng.standard_normal((6, 3, 2)),
+            "F": 10000.0 ** (-2 * np.arange(3) / 6),
+        },
+        lambda X, F: (
+            X
+            + torch.stack(
+                [
+                    torch.sin(_positions(6)[:, None] * F),
+                    torch.cos(_positions(6)[:, None] * F),
+                ],
+                dim=2,
+            )
+        ),
+        lambda X, F: (
+            X
+            + jnp.stack(
+                [jnp.sin(jnp.arange(6.0)[:, None] * F), jnp.cos(jnp.arange(6.0)[:, None] * F)],
+                axis=2,
+            )
+        ),
+    ),
+    "max of two, with ties": Case(
+        "Y[i] = max(X[i], W[i])",
+        lambda rng: {
+            "X": np.array([1.0, -2.0, 3.0, 0.5, 0.0]),
+            "W": np.array([1.0, 2.0, 3.0, -1, 0]),
+        },
+        # torch.maximum and jnp.maximum split a tie's cotangent in halves; the notation sends
+        # it to the first argument, as where(a >= b, a, b) does
+        lambda X, W: torch.where(X >= W, X, W),
+        lambda X, W: jnp.where(X >= W, X, W),
+    ),
+    "min of two, with ties": Case(
+        "Y[i] = min(2 * X[i], W[i] - 1) + min(X[i], 0)",
+        lambda rng: {
+            "X": np.array([1.0, -2.0, 0.0, 0.5, 2.0]),
+            "W": np.array([3.0, -3.0, 1.0, 2, 5]),
+        },
+        lambda X, W: torch.where(2 * X <= W - 1, 2 * X, W - 1) + torch.where(X <= 0, X, 0.0),
+        lambda X, W: jnp.where(2 * X <= W - 1, 2 * X, W - 1) + jnp.where(X <= 0, X, 0.0),
+    ),
     "sin and cos": Case(
         "Y[i] = sin(X[i]) * cos(W[i]) + cos(sin(X[i]))",
         _normal(X=(6,), W=(6,)),
@@ -104,7 +204,7 @@ def _reference(case: Case, inputs: dict[str, np.ndarray], cotangent: np.ndarray,
 def _draw(case: Case, seed: int = 0):
     rng = np.random.default_rng(seed)
     inputs = case.inputs(rng)
-    output = ed.evaluate(case.text, inputs, ranges=case.ranges or None)
+    output = ed.evaluate(case.text, inputs, **case.options())
     cotangent = rng.standard_normal(np.shape(output))
     return inputs, cotangent
 
@@ -118,7 +218,7 @@ def _close(actual: Any, expected: np.ndarray, what: str) -> None:
 @pytest.mark.parametrize("case_id", CASES)
 def test_verified(case_id: str) -> None:
     case = CASES[case_id]
-    report = ed.verify(case.text, ranges=case.ranges or None)
+    report = ed.verify(case.text, **case.options())
     assert report.ok, str(report)
 
 
@@ -128,9 +228,9 @@ def test_every_backend_matches_the_frameworks_autodiff(case_id: str, framework: 
     case = CASES[case_id]
     inputs, cotangent = _draw(case)
     output, pulled = _reference(case, inputs, cotangent, framework)
-    _close(ed.evaluate(case.text, inputs, ranges=case.ranges or None), output, "evaluate")
+    _close(ed.evaluate(case.text, inputs, **case.options()), output, "evaluate")
     for backend in BACKENDS:
-        grads = ed.vjp(case.text, inputs, cotangent, ranges=case.ranges or None, backend=backend)
+        grads = ed.vjp(case.text, inputs, cotangent, **case.options(), backend=backend)
         for name, expected in pulled.items():
             _close(np.asarray(grads[name]), expected, f"{backend} d{name} vs {framework}")
 
@@ -147,7 +247,7 @@ def _converter(kind: str) -> Callable[[np.ndarray], Any]:
 @pytest.mark.parametrize("case_id", CASES)
 def test_every_emitted_module_matches_torch_autograd(case_id: str, kind: str) -> None:
     case = CASES[case_id]
-    derivation = ed.derive(case.text, ranges=case.ranges or None)
+    derivation = ed.derive(case.text, **case.options())
     namespace = load_source(derivation.source(kind), kind)
     inputs, cotangent = _draw(case)
     output, pulled = _reference(case, inputs, cotangent, "torch")
@@ -169,3 +269,65 @@ def test_the_pullback_of_a_product_is_the_product_of_the_others() -> None:
         "dX[p, q] = dY[p] * prod_{j : j <= q - 1}(X[p, j]) * prod_{j5 : j5 >= q + 1}(X[p, j5])"
     )
     assert r"\prod_{\substack{j \\ j \leq q - 1}}" in derivation.pullbacks["X"].latex()
+
+
+@pytest.mark.parametrize("case_id", CASES)
+def test_printed_notation_round_trips(case_id: str) -> None:
+    """The printed forward and every printed pullback, read back as notation, give the same
+    values (the round-trip test's check, on these constructs)."""
+    from test_roundtrip import _check_derivation
+
+    case = CASES[case_id]
+    inputs, _ = _draw(case)
+    shapes = {**{name: np.shape(a) for name, a in inputs.items()}, **case.shapes}
+    derivation = ed.derive(case.text, shapes=shapes, ranges=case.ranges or None)
+    _check_derivation(derivation, inputs, {}, case.ranges)
+
+
+PRINTED = [
+    ("Y[i] = X[i] + i", "dX[p] = dY[p]"),
+    ("Y[i] = sum_{j}(X[i,j] * j)", "dX[p, q] = q * dY[p]"),
+    ("Y[i] = max(X[i], W[i])", "dW[p] = dY[p] * step(W[p] - X[p])"),
+    ("Y[i] = max(X[i], W[i])", "dX[p] = dY[p] * (1 - step(W[p] - X[p]))"),
+    ("Y[i] = min(X[i], W[i])", "dW[p] = dY[p] * step(X[p] - W[p])"),
+    ("Y[i] = sin(X[i])", "dX[p] = dY[p] * cos(X[p])"),
+    ("Y[i] = cos(X[i])", "dX[p] = -dY[p] * sin(X[p])"),
+    ("Y[j] = sum_{k : k <= j}(X[k])", "dX[p] = sum_{j : j >= p}(dY[j])"),
+    (
+        "Y[i] = prod_{j}(X[i,j])",
+        "dX[p, q] = dY[p] * prod_{j : j <= q - 1}(X[p, j]) * prod_{j5 : j5 >= q + 1}(X[p, j5])",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "printed"), PRINTED)
+def test_printed_pullbacks(text: str, printed: str) -> None:
+    derivation = ed.derive(text, shapes={"Y": (5,)} if "<=" in text else None)
+    assert printed in [str(p).splitlines()[0] for p in derivation.pullbacks.values()]
+
+
+def test_a_product_prints_its_conditions_in_latex() -> None:
+    latex = ed.derive("Y[i] = prod_{j}(X[i,j])").pullbacks["X"].latex()
+    assert r"\prod_{\substack{j \\ j \leq q - 1}} X_{p, j}" in latex
+
+
+ERRORS = [
+    ("Y[i] = X[i] / i", "cannot divide", 14, "i"),
+    ("Y[i] = X[i] + i**0.5", "powers are whole numbers", 14, "i**0.5"),
+    ("Y[i] = max(X[i], W[i], X[i])", "max(a, b) takes two values", 21, ","),
+    ("Y[i] = max(X[i])", "max(a, b) takes two values", 7, "max"),
+    ("Y[i] = sin(X[i], 2)", "a function takes one argument", 15, ","),
+    ("Y[j] = prod_{k : k != j}(X[k])", "'!=' is not one", 17, "k != j"),
+    ("Y[j] = prod_{k : k}(X[k])", "expected a comparison", 18, "}"),
+    ("Y[i] = X[i:i+3]", "no slices", 10, ":"),
+]
+
+
+@pytest.mark.parametrize(("text", "message", "column", "underlined"), ERRORS)
+def test_bad_input_points_at_the_column(
+    text: str, message: str, column: int, underlined: str
+) -> None:
+    with pytest.raises(ed.EinderiveError, match=re.escape(message)) as caught:
+        ed.derive(text)
+    start, end = caught.value.span
+    assert start == column and text[start:end] == underlined, (start, end, str(caught.value))

@@ -126,6 +126,16 @@ class TrueDivide(_Value):
     """``a / b`` for an index that is compared, not read (a fraction never matches)."""
 
 
+class AsNumber(_Value):
+    """An index variable read as a number (``X[i] + i``): float arithmetic, not indexing."""
+
+
+def index_value(value: sympy.Expr) -> sympy.Expr:
+    """A constant with its integer symbols (indices, integer parameters) read as numbers."""
+    integers = [s for s in value.free_symbols if s.is_integer]
+    return value.xreplace({s: AsNumber(s) for s in integers}) if integers else value
+
+
 class Called(_Value):
     """``function(a, b)``, the arguments in the order given: ``max(largest, X[i])``."""
 
@@ -522,6 +532,9 @@ class LoopsPrinter(PythonCodePrinter):
     def _print_Where(self, expr: Where) -> str:
         value, condition = expr.args
         return f"({self._print(value)} if {self._print(condition)} else 0.0)"
+
+    def _print_AsNumber(self, expr: AsNumber) -> str:
+        return self._print(expr.args[0])
 
     def _print_Called(self, expr: Called) -> str:
         function, *args = expr.args
@@ -940,7 +953,7 @@ class _Builder:
     def value(self, node: ir.Node) -> sympy.Expr:
         """A sympy expression for ``node``; reductions are computed into locals first."""
         if isinstance(node, ir.Const):
-            return node.value
+            return index_value(node.value)
         if isinstance(node, ir.Access):
             return self.read(node)
         if isinstance(node, ir.Add):

@@ -60,6 +60,8 @@ class NotationPrinter:
         # how deep inside a product, function, power or reduction the printing is: a
         # guarded term there shows its conditions (a top-level term's are its domain lines)
         self._inside = 0
+        # top-level sums whose bounds and conditions are printed as the domain's lines
+        self.domain_terms: set[int] = set()
 
     # ---- scalars: index expressions, bounds, parameters ----------------------------------
 
@@ -264,25 +266,30 @@ class NotationPrinter:
         return f"{node.op}_{{{names}}}({self.expr(node.body)})", ATOM
 
     def reduction_conditions(self, node: ir.Reduce) -> list[str]:
-        """The conditions written in a product's braces: those that tie its variables to
-        the indices around it (``prod_{k : k <= j - 1}``); its box comes from its reads."""
-        if node.op != "prod":
-            return []
-        around = set(self.order) - set(node.variables)
-        return [self.relation(c, node.variables) for c in node.where if c.free_symbols & around]
+        """The conditions written in a reduction's braces (``prod_{k : k <= j - 1}``): all
+        but its box, which reading it back gives again (``k >= 0`` and an upper bound
+        by sizes), and those of a top-level sum that the domain's lines print."""
+        where = [c for c in node.where if not _is_box(c, node)]
+        if node.op == "sum" and id(node) in self.domain_terms:
+            # the domain's lines print the bounds; the braces, what no factor implies
+            where = [c for c in where if c.kind != "div" and not _implied_by_factors(c, node)]
+        return [self.relation(c, node.variables) for c in where]
 
     def relation(self, constraint: ir.Constraint, first: Sequence[sympy.Symbol] = ()) -> str:
         """A condition as the notation reads it back: ``==`` for an equation; a variable of
-        ``first`` (else of the order) alone on the left where it can be: ``k <= j - 1``."""
+        ``first`` (else of the order) alone on the left where it can be: ``k <= j - 1``,
+        ``2*i <= p``."""
         if constraint.kind == "ge":
             for var in [*first, *self.order]:
                 coefficient = ir.coefficient(constraint.expr, var)
-                if coefficient in (1, -1):
-                    rest = ir.expand(-coefficient * (constraint.expr - coefficient * var))
-                    relation = self.at_least if coefficient == 1 else self.at_most
-                    return f"{self.symbol(var)} {relation} {self.side(rest)}"
+                if coefficient.is_Integer and coefficient != 0:
+                    sign = 1 if coefficient > 0 else -1
+                    rest = ir.expand(-sign * (constraint.expr - coefficient * var))
+                    relation = self.at_least if sign > 0 else self.at_most
+                    left = self.index(sign * coefficient * var)
+                    return f"{left} {relation} {self.side(rest)}"
         text = self.condition(constraint)
-        return text.replace(" = ", " == ") if constraint.kind == "eq" else text
+        return text.replace(" = ", f" {self.equals} ") if constraint.kind == "eq" else text
 
     def _print_IsExtremum(self, node: ir.IsExtremum) -> tuple[str, int]:
         names = ",".join(self.symbol(v) for v in node.variables)
@@ -381,6 +388,64 @@ def _padded_read(node: ir.Add) -> tuple[ir.Access, sympy.Expr] | None:
             ):
                 return None
     return read, values.pop()
+
+
+def _is_box(constraint: ir.Constraint, node: ir.Reduce) -> bool:
+    """Whether ``constraint`` is ``v >= 0`` or ``bound - v >= 0`` of one variable of
+    ``node``, the bound free of indices: a box that the variable's extent gives."""
+    own = constraint.free_symbols & set(node.variables)
+    if constraint.kind != "ge" or len(own) != 1:
+        return False
+    (var,) = own
+    coefficient = ir.coefficient(constraint.expr, var)
+    rest = ir.expand(constraint.expr - coefficient * var)
+    if any(s.is_integer and not s.is_positive for s in rest.free_symbols):
+        return False  # a bound that moves with an index (or an offset parameter)
+    if coefficient == 1:
+        return rest == 0
+    return coefficient == -1
+
+
+def _moves(expr: sympy.Expr) -> bool:
+    """Whether ``expr`` has an index (or an offset parameter) in it, not only sizes."""
+    return any(s.is_integer and not s.is_positive for s in expr.free_symbols)
+
+
+def _implied_by_factors(constraint: ir.Constraint, node: ir.Reduce) -> bool:
+    """Whether a factor of the body is zero wherever ``constraint`` fails: a read outside
+    its tensor (``e >= 0`` or ``bound - e >= 0`` of one of its indices ``e``, up to a
+    positive factor), or an argmax indicator outside its window."""
+    terms = node.body.terms if isinstance(node.body, ir.Add) else (node.body,)
+    return all(_implied_in(constraint, term) for term in terms)
+
+
+def _implied_in(constraint: ir.Constraint, term: ir.Node) -> bool:
+    """Whether a factor of ``term`` is zero wherever ``constraint`` fails."""
+    factors = term.factors if isinstance(term, ir.Mul) else (term,)
+    for factor in factors:
+        if isinstance(factor, ir.IsExtremum):
+            at = dict(zip(factor.variables, factor.at, strict=True))
+            if any(ir.normalise(c.subs(at)) == ir.normalise(constraint) for c in factor.where):
+                return True
+        if not isinstance(factor, ir.Access):
+            continue
+        for index in factor.indices:
+            moving = [s for s in index.free_symbols if _moves(s)]
+            if not moving:
+                continue
+            var = moving[0]
+            scale = ir.coefficient(constraint.expr, var) / ir.coefficient(index, var)
+            if not (scale.is_number and scale != 0):
+                continue
+            rest = ir.expand(constraint.expr - scale * index)
+            if _moves(rest):
+                continue
+            # e >= 0 (or weaker), or a size bound above: bound - e >= 0
+            if scale > 0 and rest.is_number and rest >= 0:
+                return True
+            if scale < 0:
+                return True
+    return False
 
 
 def _constant_level(value: sympy.Expr) -> int:

@@ -43,6 +43,7 @@ def scatter_lines(statement: ir.Statement, with_domain: bool = True) -> list[str
     if not any(scatters):
         return None
     printer = NotationPrinter(variables_of(statement))
+    printer.domain_terms = {id(term) for term in terms}
     lines = []
     for term, found in zip(terms, scatters, strict=True):
         if found is None:
@@ -77,6 +78,7 @@ def statement_text(statement: ir.Statement, with_domain: bool = True) -> str:
     if scattered is not None:
         return "\n".join(scattered)
     printer = NotationPrinter(variables_of(statement))
+    printer.domain_terms = {id(term) for term in terms_of(statement.rhs)}
     lines = [f"{lhs(statement, printer)} = {printer.expr(statement.rhs)}"]
     if with_domain:
         terms = terms_of(statement.rhs)

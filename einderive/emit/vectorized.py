@@ -62,6 +62,7 @@ from .loops import (
     _plus_one,
     _Source,
     _Value,
+    index_value,
 )
 from .text import statement_text, variables_of
 
@@ -397,6 +398,8 @@ class NumpyPrinter(LoopsPrinter):
     def _precedence(self, expr: sympy.Basic) -> int:
         if isinstance(expr, AsFloat) and self._print_AsFloat(expr).startswith("1.0 * "):
             return MUL_LEVEL
+        if isinstance(expr, Constant) and self._print_Constant(expr) == self._print(expr.args[0]):
+            return self._precedence(expr.args[0])  # printed as it is: `(2*p + 1) * dY`
         return super()._precedence(expr)
 
     # ---- numbers and functions ---------------------------------------------------------------
@@ -657,7 +660,8 @@ class _DenseStatement:
             and node.factors[1].variables
         ):
             reduced = self.reduction(node.factors[1], depth)
-            return sympy.Mul(node.factors[0].value, reduced, evaluate=False)
+            coefficient, _ = self.value(node.factors[0], depth)  # an array if it reads an index
+            return sympy.Mul(coefficient, reduced, evaluate=False)
         return self.number(node, depth)
 
     def number(self, node: ir.Node, depth: int) -> sympy.Expr:
@@ -667,11 +671,16 @@ class _DenseStatement:
 
     def array(self, value: sympy.Expr, node: ir.Node) -> sympy.Expr:
         """``value`` where an array is needed: a value that reads no tensor is marked."""
-        return value if any(True for _ in ir.accesses(node)) else Constant(value)
+        if value.atoms(Constant) or any(True for _ in ir.accesses(node)):
+            return value  # an array already (an index read as a number is one)
+        return Constant(value)
 
     def value(self, node: ir.Node, depth: int) -> tuple[sympy.Expr, bool]:
         """The value of ``node`` over the grid, and whether it is a boolean test."""
         if isinstance(node, ir.Const):
+            if node.value.free_symbols & self.index_vars:
+                # an index read as a number (`X[i] + i`): an array over the grid
+                return Constant(index_value(node.value)), False
             return node.value, False
         if isinstance(node, ir.Access):
             return self.read(node), False

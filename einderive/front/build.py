@@ -46,6 +46,7 @@ from .names import Arguments, Names, check_values, classify, first_span, size_na
 from .syntax import (
     accesses,
     comparisons,
+    condition_sides,
     count,
     is_gather_target,
     names_in,
@@ -438,6 +439,8 @@ class _Builder:
                 any(name in names_in(i) for a in accesses(node.rhs) for i in a.indices)
                 or any(name in {n.name for n in r.names} for r in reductions(node.rhs))
                 or any(name in names_in(c) for c in comparisons(node.rhs))
+                or any(name == n.name for n in value_names(node.rhs))
+                or any(name in names_in(side) for side in condition_sides(node.rhs))
             )
             if not used and name not in self.arguments.range_values:
                 raise IndexNotationError(
@@ -543,6 +546,8 @@ class _Builder:
                 )
             if node.name in self.references:
                 return ir.Const(size_named(node.name), node.span)
+            if node.name in variables:
+                return ir.Const(variables[node.name], node.span)  # an index read as a number
             return ir.Const(self.names.param_symbols[node.name], node.span)
         if isinstance(node, SAccess):
             if node.name in self.sizes.shapes and not self.sizes.shapes[node.name] and node.indices:
@@ -566,7 +571,8 @@ class _Builder:
                     node.name_span,
                     self.text,
                 )
-            return ir.Call(node.name, self.value(node.arg, variables, extents, bound), node.span)
+            arguments = [self.value(a, variables, extents, bound) for a in node.arguments]
+            return ir.Call(node.name, arguments[0], node.span, tuple(arguments[1:]))
         if isinstance(node, SReduce):
             reduced = []
             for name in node.names:
@@ -584,8 +590,32 @@ class _Builder:
             body = self.value(node.body, variables, extents, bound | set(reduced))
             symbols = tuple(variables[n] for n in reduced)
             where = tuple(c for v in symbols for c in ir.box(v, extents[v.name]))
+            where += tuple(self._condition(c, variables) for c in node.conditions)
             return ir.Reduce(node.op, symbols, body, where, node.span)  # type: ignore[arg-type]
         raise IndexNotationError("unsupported expression", getattr(node, "span", None), self.text)
+
+    def _condition(self, node: SCompare, variables: Mapping[str, sympy.Symbol]) -> ir.Constraint:
+        """A condition of a reduction's domain, ``k <= j - 1``, as an affine constraint."""
+        left = self.index_expr(node.left, variables)
+        right = self.index_expr(node.right, variables)
+        # `!=` is refused by the parser: a domain is a conjunction of affine conditions
+        difference = {
+            "<=": right - left,
+            "<": right - left - 1,
+            ">=": left - right,
+            ">": left - right - 1,
+            "==": left - right,
+        }[node.op]
+        if node.op == "==":
+            return ir.normalise(ir.Constraint("eq", expand(difference)))
+        return ir.normalise(ir.Constraint("ge", expand(difference)))
+
+    def _reads_an_index(self, node: ir.Node, variables: Mapping[str, sympy.Symbol]) -> bool:
+        """Whether ``node``'s folded constant reads an index as a number (``2*i`` in
+        ``2*i*X[i]``)."""
+        parts = node.factors if isinstance(node, ir.Mul) else (node,)
+        symbols = set(variables.values())
+        return any(isinstance(p, ir.Const) and p.value.free_symbols & symbols for p in parts)
 
     def _chain(
         self,
@@ -609,6 +639,13 @@ class _Builder:
         constant: sympy.Expr = sympy.Integer(0 if is_sum else 1)
         for operand, invert in zip(operands, inverted, strict=True):
             value = self.value(operand, variables, extents, bound)
+            if invert and not is_sum and self._reads_an_index(value, variables):
+                raise IndexNotationError(
+                    "an index used as a value is a polynomial of indices: it cannot divide "
+                    "(i / 100 and i*j are values; 1/i is not, infinite at 0)",
+                    operand.span,
+                    self.text,
+                )
             if invert and is_sum:
                 value = ir.make_mul([ir.Const(sympy.Integer(-1)), value])
             elif invert:
@@ -648,6 +685,15 @@ class _Builder:
             )
         if isinstance(left, ir.Const) and left.value == 0 and right.value < 0:
             raise IndexNotationError("zero to a negative power", node.span, self.text)
+        if self._reads_an_index(left, variables) and not (
+            right.value.is_integer and right.value >= 0
+        ):
+            raise IndexNotationError(
+                "an index used as a value is a polynomial of indices: its powers are "
+                "whole numbers (i**2, not i**0.5 or i**-1)",
+                node.span,
+                self.text,
+            )
         if isinstance(left, ir.Const) and left.value.is_number and left.value != 0:
             check_folded_power(left.value, right.value, node, self.text)
         if abs(right.value) > MAX_EXPONENT:

@@ -24,6 +24,7 @@ from .syntax import (
     accesses,
     all_names,
     comparisons,
+    condition_sides,
     is_gather_target,
     multiplied_names,
     names_in,
@@ -153,6 +154,10 @@ def classify(statements: list[SStatement], arguments: Arguments, text: str) -> N
         for compared in comparisons(statement.rhs):  # index positions too
             in_brackets |= names_in(compared)
             multiplied |= multiplied_names(compared)
+        # a reduction's conditions are index expressions, as a bracket's positions
+        for side in condition_sides(statement.rhs):
+            in_brackets |= names_in(side)
+            multiplied |= multiplied_names(side)
         bound = {n.name for r in reductions(statement.rhs) for n in r.names}
         variables = (lone | bound | (in_brackets & set(arguments.range_values))) - set(
             arguments.param_values
@@ -186,12 +191,7 @@ def classify(statements: list[SStatement], arguments: Arguments, text: str) -> N
     for k, statement in enumerate(statements):
         for node in value_names(statement.rhs):
             if node.name in index_vars[k]:
-                raise IndexNotationError(
-                    f"index {node.name!r} is used as a value; "
-                    "only tensors, numbers and parameters can be",
-                    node.span,
-                    text,
-                )
+                continue  # an index read as a number: X[i] + i
             if node.name not in targets and node.name not in size_references[k]:
                 value_params.add(node.name)
     for name in sorted(arguments.scalar_inputs):

@@ -69,6 +69,12 @@ def reductions(node: Any) -> list[SReduce]:
     return [n for n in syntax_nodes(node) if isinstance(n, SReduce)]
 
 
+def condition_sides(node: Any) -> list[Any]:
+    """The sides of every condition of every reduction in a syntax tree (index expressions:
+    ``k`` and ``j - 1`` of ``prod_{k : k <= j - 1}``)."""
+    return [side for r in reductions(node) for c in r.conditions for side in (c.left, c.right)]
+
+
 def value_names(node: Any) -> list[SName]:
     """Names used as values (outside brackets)."""
     return [n for n in syntax_nodes(node, brackets=False) if isinstance(n, SName)]
@@ -89,6 +95,8 @@ def all_names(statement: SStatement) -> set[str]:
             names |= names_in(index)
     for reduction in reductions(statement.rhs):
         names |= {n.name for n in reduction.names}
+    for side in condition_sides(statement.rhs):
+        names |= names_in(side)
     names |= {n.name for n in value_names(statement.rhs)}
     return names
 
@@ -139,7 +147,9 @@ def plain_indices(node: Any) -> Any:
     if isinstance(node, SNeg):
         return replace(node, operand=plain_indices(node.operand))
     if isinstance(node, SCall):
-        return replace(node, arg=plain_indices(node.arg))
+        return replace(
+            node, arg=plain_indices(node.arg), rest=tuple(plain_indices(a) for a in node.rest)
+        )
     if isinstance(node, SReduce):
         return replace(node, body=plain_indices(node.body))
     if isinstance(node, SStatement):

@@ -257,14 +257,30 @@ def compile_node(node: ir.Node, tensors: Tensors) -> Callable[[Env], float]:
 
 
 def _index_value(value: sympy.Expr) -> Callable[[Env], float]:
-    """An index expression read as a number (``i / 100``), at a point."""
-    try:
-        exact = affine(value)
-    except ArgumentError:
-        raise ArgumentError(
-            f"{value} has no numeric value; give every parameter a number"
-        ) from None
-    return lambda env: float(exact(env))
+    """A polynomial of indices read as a number (``i / 100``, ``(2*i + 1)*(j - i)``), at a
+    point: exact where the coefficients are rational, so that i/100 rounds once, as NumPy's
+    division does."""
+    terms: list[tuple[int | Fraction | float, list[tuple[sympy.Symbol, int]]]] = []
+    for term, coefficient in sympy.expand(value).as_coefficients_dict().items():
+        powers = [] if term == 1 else list(term.as_powers_dict().items())
+        if not coefficient.is_number or not all(
+            isinstance(base, sympy.Symbol) and exponent.is_Integer and exponent > 0
+            for base, exponent in powers
+        ):
+            raise ArgumentError(f"{value} has no numeric value; give every parameter a number")
+        number = _number(coefficient) if coefficient.is_Rational else float(coefficient)
+        terms.append((number, [(base, int(exponent)) for base, exponent in powers]))
+
+    def evaluate(env: Env) -> float:
+        total: int | Fraction | float = 0
+        for coefficient, powers in terms:
+            product = coefficient
+            for var, exponent in powers:
+                product *= env[var] ** exponent
+            total += product
+        return float(total)
+
+    return evaluate
 
 
 def _compile_reduce(node: ir.Reduce, tensors: Tensors) -> Callable[[Env], float]:
