@@ -12,6 +12,7 @@ import sympy as sp
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import einderive as ed
 from einderive.conv.calls import (
     GenericConv,
     JaxConvCall,
@@ -508,11 +509,26 @@ def test_symbolic_records_print_and_serialise() -> None:
     assert conv.subs(VALUES[0]).as_dict()["padding"] == [[1, 3]]
 
 
-def test_torch_pads_of_unknown_sign_pad_first() -> None:
+def test_torch_pads_of_unknown_sign_add_their_zeros_then_crop() -> None:
     a, b = sp.symbols("a b", integer=True)
     call = torch_call(_conv(((a, -2), (3, b))))
-    assert (call.pad, call.crop, call.padding) == ((3, b, a, 0), (0, 0, 0, -2), (0, 0))
-    assert call.as_dict()["crop"] == [0, 0, 0, -2]
+    assert call.pad == (3, sp.Max(b, 0), sp.Max(a, 0), 0)
+    assert call.crop == (0, sp.Min(b, 0), sp.Min(a, 0), -2)
+    assert call.padding == (0, 0)
+    assert call.as_dict()["crop"] == [0, "Min(0, b)", "Min(0, a)", -2]
+
+
+def test_a_symbolic_pad_of_both_signs_runs_in_torch() -> None:
+    """One torch pad of (4, -2) on a length-1 input crops first and fails (found by the
+    oracle sweep): the printed module adds max(side, 0) zeros, then crops min(side, 0)."""
+    torch = pytest.importorskip("torch")
+    text = "Y[i] = W[m]*X[4-i-m]"
+    module: dict = {}
+    exec(ed.derive(text, shapes={"Y": (1,)}).source("torch"), module)
+    for w, x in [([2.0], [1.0, 2.0, 3.0]), ([2.0, 3.0], [1.0, 2.0, 3.0, 4.0, 5.0])]:
+        expected = sum(w[m] * x[4 - m] for m in range(len(w)) if 4 - m < len(x))
+        got = module["forward"](torch.tensor(w), torch.tensor(x))
+        np.testing.assert_allclose(got.numpy(), [expected])
 
 
 def test_subs_accepts_symbols_and_names() -> None:

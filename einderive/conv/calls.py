@@ -510,15 +510,24 @@ def _split_torch_padding(lo: Size, hi: Size) -> tuple[Size, tuple[Size, Size], t
 
     Adding before cropping lets a crop reach into the zeros added on the other side,
     as the generic call allows, where torch's pad refuses to crop more than the input
-    holds. A side of unknown sign goes to the first pad, which crops as well.
+    holds. A side of unknown sign is split by its value: ``max(side, 0)`` zeros added,
+    ``min(side, 0)`` cropped (one pad of both signs crops first, and fails when the
+    crop is longer than the input before the zeros are added).
     """
     if _is_zero(lo - hi) and _is_nonnegative(lo):
         return lo, (0, 0), (0, 0)
 
     def added(side: Size) -> Size:
-        return 0 if _is_negative(side) else side
+        if _is_negative(side):
+            return 0
+        return side if _is_nonnegative(side) else _size(sp.Max(side, 0))
 
-    return 0, (added(lo), added(hi)), (_size(lo - added(lo)), _size(hi - added(hi)))
+    def cropped(side: Size) -> Size:
+        if _is_negative(side) or _is_nonnegative(side):
+            return _size(side - added(side))
+        return _size(sp.Min(side, 0))
+
+    return 0, (added(lo), added(hi)), (cropped(lo), cropped(hi))
 
 
 def _torch_pad_argument(pairs: Sequence[tuple[Size, Size]]) -> tuple[Size, ...] | None:
