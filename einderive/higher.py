@@ -93,6 +93,7 @@ def backward_program(derivation: Derivation, wrt: str) -> Program:
         values=dict(forward.values),
         extents=dict(forward.extents),
         definitions=dict(forward.definitions),
+        index_arrays=forward.index_arrays,
     )
 
 

@@ -160,7 +160,13 @@ def tangents(program: Program, wrt: Iterable[str] | None = None) -> list[ir.Stat
 def _forward_mode(
     program: Program, wrt: Iterable[str] | None
 ) -> tuple[tuple[ir.Statement, ...], dict[str, str]]:
-    moving = list(program.inputs if wrt is None else wrt)
+    moving = list(program.differentiable if wrt is None else wrt)
+    arrays = [name for name in moving if name in program.index_arrays]
+    if arrays:
+        raise ArgumentError(
+            f"cannot take tangents along {', '.join(map(repr, arrays))}: an index array "
+            "holds integer positions"
+        )
     unknown = [name for name in moving if name not in program.inputs]
     if unknown:
         raise ArgumentError(

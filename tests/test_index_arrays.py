@@ -356,3 +356,19 @@ def test_emit_conv_and_json_print_the_indexing_calls(capsys: pytest.CaptureFixtu
     printed = capsys.readouterr().out
     assert "Y = torch.nn.functional.embedding(tok, E)" in printed
     assert 'Y = jnp.take(E, tok, axis=0, mode="fill", fill_value=0)' in printed
+
+
+def test_forward_mode_moves_the_table_not_the_tokens() -> None:
+    embedding, tok = np.arange(6.0).reshape(3, 2), np.array([2, 0, 2])
+    tangent = ed.jvp("Y[b,d] = E[tok[b], d]", {"E": embedding, "tok": tok}, {"E": embedding})
+    np.testing.assert_array_equal(tangent, embedding[tok])
+    with pytest.raises(ArgumentError, match="an index array holds integer positions"):
+        ed.jvp("Y[b,d] = E[tok[b], d]", {"E": embedding, "tok": tok}, {"tok": np.ones(3)})
+
+
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [("Y[b,d] = tanh(E[tok[b], d])", "E"), ("Y[i,j] = W[j] * X[i, idx[i,j]]", "X")],
+)
+def test_second_order_through_a_scatter(text: str, first: str) -> None:
+    assert ed.verify_twice(text, first).ok

@@ -106,13 +106,19 @@ def forward_lines(program: Program) -> list[str]:
         else:
             lines.append(first)
         printer = NotationPrinter(variables_of(statement))
-        free = ", ".join(printer.symbol(v) for v in statement.indices) or "none"
+        scatters = [ir.scatter(t, statement.indices) for t in terms_of(statement.rhs)]
+        # a scatter's written axes are no free index of its own: tok[b] stands there
+        pinned = {v for s in scatters if s is not None for v in s.writes}
+        free = ", ".join(printer.symbol(v) for v in statement.indices if v not in pinned)
+        free = free or "none"
         summed = [
             printer.symbol(v)
             for node in ir.walk(statement.rhs)
             if isinstance(node, ir.Reduce)
             for v in node.variables
         ]
+        if pinned:
+            summed = list(dict.fromkeys(summed))
         lines.append(f"    free: {free}; summed: {', '.join(summed) or 'none'}")
         lines += domain
     return lines
