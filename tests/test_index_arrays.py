@@ -372,3 +372,12 @@ def test_forward_mode_moves_the_table_not_the_tokens() -> None:
 )
 def test_second_order_through_a_scatter(text: str, first: str) -> None:
     assert ed.verify_twice(text, first).ok
+
+
+def test_a_scattered_axis_needs_its_size() -> None:
+    inputs = {"X": np.ones((3, 2)), "idx": np.array([0, 1, 1])}
+    with pytest.raises(ArgumentError, match=r"no array gives N_Y0; declare it"):
+        ed.evaluate("Y[idx[i], d] = X[i, d]", inputs)
+    np.testing.assert_array_equal(
+        ed.evaluate("Y[idx[i], d] = X[i, d]", inputs, shapes={"Y": (2, 2)}), [[1, 1], [2, 2]]
+    )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import sympy
 
 from ..errors import ArgumentError, EinderiveError
 from ..front import (
@@ -95,6 +96,15 @@ def numeric_program(
     if program.params:
         symbolic = ", ".join(p.name for p in program.params)
         raise ArgumentError(f"give a number for every parameter: params={{...}} for {symbolic}")
+    for name, shape in program.shapes.items():
+        # an axis written through an index array (Y[idx[i], d]): no array gives its size
+        unknown = [n for n in shape if not sympy.sympify(n).is_number]
+        if unknown:
+            sizes = ", ".join(str(n) for n in unknown)
+            raise ArgumentError(
+                f"the shape of {name!r} is {tuple(shape)}: no array gives {sizes}; "
+                f"declare it (shapes={{{name!r}: (...)}}, or --shape {name}=...)"
+            )
     return program
 
 
