@@ -96,8 +96,10 @@ def numeric_program(
     if program.params:
         symbolic = ", ".join(p.name for p in program.params)
         raise ArgumentError(f"give a number for every parameter: params={{...}} for {symbolic}")
-    for name, shape in program.shapes.items():
+    given = all(name in inputs for name in program.inputs)  # else: "no array given"
+    for name in {s.target for s in program.statements} if given else ():
         # an axis written through an index array (Y[idx[i], d]): no array gives its size
+        shape = program.shapes[name]
         unknown = [n for n in shape if not sympy.sympify(n).is_number]
         if unknown:
             sizes = ", ".join(str(n) for n in unknown)
