@@ -322,3 +322,10 @@ def test_pieces_inside_another_node_print_their_conditions() -> None:
     assert "(m + 2*i <= 0) * X[0] + (m + 2*i >= 1) * X[m + 2*i - 1]" in printed
     padded = ed.derive("Y[i] = max_{m}(X[2*i+m-1, pad=-inf])", ranges={"m": 3})
     assert "argmax_{m}(X[2*i + m - 1, pad=-inf])" in str(padded.pullbacks["X"])
+
+
+@pytest.mark.parametrize("text", ["Y[p] = X[p] * (2*(p // 2) == p)", "Y[p] = X[p] * (p <= p // 3)"])
+def test_a_quotient_in_a_comparison_is_refused_at_its_column(text: str) -> None:
+    with pytest.raises(ed.IndexNotationError, match="affine index expressions") as caught:
+        ed.derive(text)
+    assert caught.value.span is not None and "//" in text[slice(*caught.value.span)]

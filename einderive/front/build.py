@@ -242,7 +242,17 @@ class _Builder:
                     side.span,
                     self.text,
                 )
-            sides.append(self.index_expr(side, variables))
+            expr = self.index_expr(side, variables)
+            if has_index_function(expr):
+                # a quotient or remainder in a condition would need a fresh quotient of its
+                # own; reads have it, conditions do not (yet): refused here, not downstream
+                raise IndexNotationError(
+                    "a comparison takes affine index expressions: '//', mod, clamp and "
+                    "reflect are for reads (X[i // 2]), not for conditions",
+                    side.span,
+                    self.text,
+                )
+            sides.append(expr)
         return comparison(node.op, *sides)
 
     # ---- shapes and extents ------------------------------------------------------------
