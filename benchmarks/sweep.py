@@ -25,6 +25,11 @@ which compiles every operation for every new shape, on every ``--frameworks-ever
 
     python benchmarks/sweep.py --oracle --count 5000 --seed 0
     python benchmarks/sweep.py --oracle --families reads --count 2000 --minutes 40
+
+Each ``--oracle`` job runs its cases in a child process and prints a failure as soon as
+it is found; a child that dies (XLA aborts the process on an internal error) is a
+failure of the case it was on, and a new child goes on from the next case, so that a
+crash costs one case, not the run.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import zlib
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -66,68 +72,154 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="all",
         help="--oracle: the programs drawn: all, affine (before issue 18), reads (issue 18's)",
     )
+    worker = parser.add_argument_group("one --oracle worker process (used by the sweep itself)")
+    worker.add_argument("--oracle-worker", action="store_true", help=argparse.SUPPRESS)
+    for flag, kind in [("--job", int), ("--first", int), ("--deadline", float), ("--log", Path)]:
+        worker.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def _oracle_sweep(
+def _oracle_worker(
+    job: int,
+    jobs: int,
+    first: int,
+    count: int,
+    seed: int,
+    frameworks_every: int,
+    deadline: float | None,
+    families: str,
+    log: Path,
+) -> None:
+    """One worker of ``--oracle``, in a process of its own: the seeds
+    ``seed*10**6 + job + k*jobs`` for ``k`` from ``first`` to ``count - 1`` (fewer if the
+    wall-clock ``deadline`` passes first).
+
+    Each case appends two lines to ``log`` (JSON, flushed): one when it begins, one with its
+    outcome, so that the parent can tell which case a process died on (XLA aborts the whole
+    process on an internal error) and start a new one after it.
+    """
+    import json
+    import warnings
+
+    import oracle
+
+    warnings.filterwarnings("ignore")
+    started, failing = time.perf_counter(), 0
+    with log.open("a") as out:
+
+        def write(**fields: object) -> None:
+            out.write(json.dumps(fields) + "\n")
+            out.flush()
+
+        for k in range(first, count):
+            if deadline is not None and time.time() > deadline:
+                write(k=k, stopped=True)
+                break
+            case_seed = seed * 1_000_000 + job + k * jobs
+            with_jax = case_seed % frameworks_every == 0
+            write(k=k, seed=case_seed, begun=True)
+            begun = time.perf_counter()
+            family, call, failure = "?", f"oracle.random_case({case_seed})", None
+            counts = oracle.Outcome()
+            try:
+                case = oracle.random_case(case_seed, families)
+                family, call = case.family, case.call()
+                counts = oracle.check(case, case_seed, with_jax=with_jax)
+            except Exception as error:  # a crash of the generator is a failure too
+                failure = f"seed {case_seed}: {call}: {type(error).__name__}: {error}"
+                print("FAILED", failure, file=sys.stderr, flush=True)
+                failing += 1
+            write(
+                k=k,
+                seed=case_seed,
+                family=family,
+                call=call,
+                jax=with_jax,
+                seconds=time.perf_counter() - begun,
+                checks=counts.checks,
+                conv_calls=counts.conv_calls,
+                symbolic=counts.symbolic,
+                failure=failure,
+            )
+            if (k + 1) % 250 == 0:
+                elapsed = time.perf_counter() - started
+                print(
+                    f"[job {job}] {k + 1}/{count} ({elapsed:.0f} s in this process, "
+                    f"{failing} failing)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
+def _oracle_job(
     job: int,
     jobs: int,
     count: int,
     seed: int,
     frameworks_every: int,
     minutes: float | None,
-    families: str = "all",
+    families: str,
+    folder: Path,
 ) -> dict:
-    """One worker of ``--oracle``: the seeds ``seed*10**6 + job + k*jobs``, ``count`` of them
-    (fewer if ``minutes`` run out first)."""
-    import warnings
+    """Run job ``job``'s cases in child processes until ``count`` are done; a child that dies
+    (a signal, an abort inside a framework) costs the case it was on, reported as a
+    failure, and a new child takes the next one."""
+    import json
+    import subprocess
 
-    import oracle
-
-    warnings.filterwarnings("ignore")
-    seen: set[tuple] = set()
-    failures: list[str] = []
-    kinds: Counter[str] = Counter()
-    on_frameworks = 0
-    slowest: list[tuple[float, str]] = []
-    started = time.perf_counter()
-    totals = oracle.Outcome()
-    for k in range(count):
-        if minutes is not None and time.perf_counter() - started > 60 * minutes:
+    log = folder / f"job{job}.jsonl"
+    deadline = None if minutes is None else time.time() + 60 * minutes
+    records: list[dict] = []
+    deaths: list[str] = []
+    first = 0
+    while first < count:
+        command = [
+            sys.executable,
+            __file__,
+            "--oracle-worker",
+            *("--job", str(job), "--jobs", str(jobs), "--first", str(first)),
+            *("--count", str(count), "--seed", str(seed), "--families", families),
+            *("--frameworks-every", str(frameworks_every), "--log", str(log)),
+            *(("--deadline", repr(deadline)) if deadline is not None else ()),
+        ]
+        status = subprocess.run(command, check=False).returncode
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        log.unlink()
+        records += [r for r in lines if "failure" in r]
+        if any(r.get("stopped") for r in lines) or status == 0:
             break
-        case_seed = seed * 1_000_000 + job + k * jobs
-        seen.add((case_seed,))
-        with_jax = case_seed % frameworks_every == 0
-        on_frameworks += with_jax
-        begun = time.perf_counter()
-        try:
-            case = oracle.random_case(case_seed, families)
-            kinds[case.family] += 1
-            outcome = oracle.check(case, case_seed, with_jax=with_jax)
-            totals.checks += outcome.checks
-            totals.conv_calls += outcome.conv_calls
-            totals.symbolic += outcome.symbolic
-        except Exception as error:  # a crash of the generator is a failure too
-            failures.append(f"seed {case_seed}: {type(error).__name__}: {error}")
-            continue
-        slowest.append((time.perf_counter() - begun, f"{case.call()} (seed {case_seed})"))
-        slowest.sort(reverse=True)
-        del slowest[3:]
-        if (k + 1) % 250 == 0:
-            elapsed = time.perf_counter() - started
-            print(
-                f"[job {job}] {k + 1}/{count} in {elapsed:.0f} s, {len(failures)} failing",
-                file=sys.stderr,
-                flush=True,
-            )
-    kinds["(checks)"] = totals.checks
-    kinds["(conv calls run)"] = totals.conv_calls
-    kinds["(symbolic checks)"] = totals.symbolic
+        begun = [r for r in lines if r.get("begun")]
+        finished = {r["k"] for r in lines if "failure" in r}
+        dead = next((r for r in reversed(begun) if r["k"] not in finished), None)
+        where = f"seed {dead['seed']}" if dead else f"case {first}"
+        deaths.append(f"{where}: the worker process died (exit status {status})")
+        print("FAILED", deaths[-1], file=sys.stderr, flush=True)
+        first = (dead["k"] if dead else first) + 1
+    return {"records": records, "deaths": deaths}
+
+
+def _oracle_results(results: list[dict]) -> dict:
+    """The jobs' records, summed into ``main``'s report."""
+    records = [r for result in results for r in result["records"]]
+    kinds: Counter[str] = Counter(r["family"] for r in records)
+    for field, label in [
+        ("checks", "(checks)"),
+        ("conv_calls", "(conv calls run)"),
+        ("symbolic", "(symbolic checks)"),
+    ]:
+        kinds[label] = sum(r[field] for r in records)
+    failures = [r["failure"] for r in records if r["failure"]]
+    failures += [d for result in results for d in result["deaths"]]
+    slowest = sorted(
+        ((r["seconds"], f"{r['call']} (seed {r['seed']})") for r in records), reverse=True
+    )[:3]
+    seeds = [r["seed"] for r in records]
     return {
-        "seen": seen,
+        "seen": set(seeds),
+        "count": len(seeds),
         "failures": failures,
         "kinds": kinds,
-        "frameworks": on_frameworks,
+        "frameworks": sum(r["jax"] for r in records),
         "slowest": slowest,
     }
 
@@ -202,28 +294,42 @@ def _sweep(job: int, jobs: int, count: int, seed: int, frameworks_every: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.oracle_worker:
+        _oracle_worker(
+            args.job,
+            args.jobs,
+            args.first,
+            args.count,
+            args.seed,
+            args.frameworks_every,
+            args.deadline,
+            args.families,
+            args.log,
+        )
+        return 0
     jobs = max(1, min(args.jobs, args.count))
     shares = [args.count // jobs + (k < args.count % jobs) for k in range(jobs)]
     started = time.perf_counter()
-    if args.oracle:  # every worker takes its own seeds; the case's seed sits in its key
-        work = [
-            (k, jobs, share, args.seed, args.frameworks_every, args.minutes, args.families)
-            for k, share in enumerate(shares)
-        ]
-        sweep = _oracle_sweep
+    if args.oracle:  # every job takes its own seeds, in child processes it restarts on a crash
+        with tempfile.TemporaryDirectory() as folder, ThreadPoolExecutor(jobs) as threads:
+            work = [
+                (k, jobs, share, args.seed, args.frameworks_every, args.minutes, args.families)
+                for k, share in enumerate(shares)
+            ]
+            futures = [threads.submit(_oracle_job, *w, Path(folder)) for w in work]
+            results = [_oracle_results([f.result() for f in futures])]
     else:
         work = [
             (k, jobs, share, args.seed + k, args.frameworks_every) for k, share in enumerate(shares)
         ]
-        sweep = _sweep
-    if jobs == 1:
-        results = [sweep(*work[0])]
-    else:
-        with ProcessPoolExecutor(jobs) as pool:
-            futures = [pool.submit(sweep, *arguments) for arguments in work]
-            results = [f.result() for f in futures]
+        if jobs == 1:
+            results = [_sweep(*work[0])]
+        else:
+            with ProcessPoolExecutor(jobs) as pool:
+                futures = [pool.submit(_sweep, *arguments) for arguments in work]
+                results = [f.result() for f in futures]
     elapsed = time.perf_counter() - started
-    count = sum(len(r["seen"]) for r in results)
+    count = sum(r.get("count", len(r["seen"])) for r in results)
     distinct = len(set().union(*(r["seen"] for r in results)))
     failures = [f for r in results for f in r["failures"]]
     kinds = sum((r["kinds"] for r in results), Counter())
