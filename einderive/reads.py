@@ -261,7 +261,7 @@ class Pieces:
         for index, size in zip(indices, self.shapes[tensor], strict=True):
             for side in (_ge(-1 - index), _ge(index - size)):
                 guards = self._guards(where + inside + (side,), variables)
-                if guards is not None and side in guards:
+                if guards is not None:  # implied by the box: pad everywhere it ranges
                     pieces.append(Piece(variables, ir.Const(pad), guards))
             inside += (_ge(index), _ge(size - 1 - index))
         return pieces

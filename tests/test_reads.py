@@ -329,3 +329,44 @@ def test_a_quotient_in_a_comparison_is_refused_at_its_column(text: str) -> None:
     with pytest.raises(ed.IndexNotationError, match="affine index expressions") as caught:
         ed.derive(text)
     assert caught.value.span is not None and "//" in text[slice(*caught.value.span)]
+
+
+@pytest.mark.parametrize(
+    ("text", "shapes", "padded"),
+    [
+        # every position of the output reads below the input's start: all pad
+        ("Y[i] = W[m]*X[i+m-2, pad=2.0]", {"W": (1,), "X": (4,), "Y": (2,)}, [(2, 0)]),
+        # one axis entirely out of range, the other partly
+        (
+            "Y[i, j] = X[i+m-1, 2*j+n, pad=0.5]*W[m, n]",
+            {"W": (1, 3), "X": (4, 3), "Y": (1, 6)},
+            [(1, 0), (0, 10)],
+        ),
+    ],
+)
+def test_a_pad_value_where_every_read_of_an_axis_is_out_of_range(
+    text: str, shapes: dict, padded: list
+) -> None:
+    """The pad piece of a side the output's box lies wholly beyond is the whole read (seeds
+    8000385 and 8000467 of the oracle sweep: the piece was dropped, reading zeros)."""
+    rng = np.random.default_rng(0)
+    inputs = {name: rng.normal(size=shape) for name, shape in shapes.items() if name != "Y"}
+    pad = float(text.split("pad=")[1].split("]")[0])
+    x = torch.tensor(np.pad(inputs["X"], padded, constant_values=pad), requires_grad=True)
+    w = torch.tensor(inputs["W"], requires_grad=True)
+    if len(shapes["X"]) == 1:  # Y[i] = W[m] * Xpad[i + m]
+        y = torch.nn.functional.conv1d(x[None, None], w[None, None])[0, 0][: shapes["Y"][0]]
+    else:  # Y[i, j] = W[m, n] * Xpad[i + m, 2*j + n]
+        y = torch.nn.functional.conv2d(x[None, None], w[None, None], stride=(1, 2))[0, 0]
+        y = y[: shapes["Y"][0], : shapes["Y"][1]]
+    assert tuple(y.shape) == shapes["Y"]
+    cotangent = rng.normal(size=shapes["Y"])
+    y.backward(torch.tensor(cotangent))
+    declared = {"Y": shapes["Y"]}
+    np.testing.assert_allclose(ed.evaluate(text, inputs, shapes=declared), y.detach().numpy())
+    for backend in BACKENDS:
+        grads = ed.vjp(text, inputs, cotangent, shapes=declared, backend=backend)
+        # the pad's own positions are constants: the input's gradient is the padded one's middle
+        middle = tuple(slice(lo, lo + n) for (lo, _), n in zip(padded, shapes["X"], strict=True))
+        np.testing.assert_allclose(grads["X"], x.grad.numpy()[middle], atol=1e-12)
+        np.testing.assert_allclose(grads["W"], w.grad.numpy(), atol=1e-12)
