@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 
 from . import model
+from .conv.padding import NotPaddedConv, PaddedConv, padding_mode_call
 from .conv.recognise import Recognition, convolutions
 from .derive import derivation as derive_record
 from .emit.latex import derivation_latex, statement_latex
 from .emit.outputs import source as emitted_source
+from .emit.padding_mode import padding_mode_data
 from .emit.text import derivation_text, statement_text
 from .errors import ArgumentError, EinderiveError
 from .explain import Explanation, Step, explain, steps
@@ -65,6 +67,28 @@ class Derivation(model.Derivation):
     def convolutions(self) -> dict[str, Recognition]:
         """Each pullback recognised as a generic convolution call, or why it is not one."""
         return convolutions(self)
+
+    @property
+    def padding_mode(self) -> PaddedConv | NotPaddedConv | None:
+        """The forward as PyTorch's convolution with a ``padding_mode`` (a convolution over
+        a wrapped, clamped or reflected read, the sizes given): the mode, the padding, the
+        unpadded call on the padded input and each pullback's call on it; or why it is not
+        one call; None if the forward reads nothing through ``mod``, ``clamp``, ``reflect``.
+
+        >>> d = derive("Y[i] = W[m]*X[mod(i+m-1, 8)]", shapes={"X": (8,), "W": (3,), "Y": (8,)})
+        >>> d.padding_mode.mode, d.padding_mode.padding
+        ('circular', ((1, 1),))
+        """
+        return padding_mode_call(self)
+
+    def padding_mode_calls(self) -> dict[str, Any] | None:
+        """``padding_mode`` as code that runs as printed (the ``padding_mode`` entry of the
+        JSON): ``forward.{jax,torch}.code`` (the pad, then the call; ``torch.module``: the
+        same as ``nn.ConvNd(padding=p, padding_mode=...)`` where it is one),
+        ``pullbacks.<T>.{jax,torch}.code`` (the call on the padded input, the input's then
+        folded back by the adjoint of the padding); ``{"reason": ...}`` if not one call.
+        """
+        return padding_mode_data(self)
 
     def source(self, kind: str = "loops") -> str:
         """Standalone Python source of the forward and every pullback.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from importlib.util import find_spec
 
 import numpy as np
@@ -20,6 +21,7 @@ import pytest
 import sympy
 
 import einderive as ed
+from einderive.conv.padding import NotPaddedConv, PaddedConv
 from einderive.emit.outputs import as_json, conv
 
 needs_jax = pytest.mark.skipif(find_spec("jax") is None, reason="jax is not installed")
@@ -174,3 +176,179 @@ def test_printed_call_runs_as_pasted(
                 pullbacks[names[target]] = _run(framework, statement, arrays, sizes)
             assert pullbacks, source
             _check_adjoint(text, inputs, cotangent, pullbacks, declared)
+
+
+# ---- a convolution over a wrapped, clamped or reflected read: PyTorch's padding_mode -------
+#
+# The forward (pad, then the unpadded call; and the nn.ConvNd module) and both pullbacks (the
+# call on the padded input, the input's folded back by the padding's adjoint), each line as
+# printed by the text output, --emit conv and the JSON, executed in order with the tensors
+# bound, against torch.nn.Conv1d/Conv2d with that padding_mode and torch.autograd (float64).
+
+PADDED_READS = {
+    "circular": "mod({e}, {n})",
+    "replicate": "clamp({e}, 0, {n} - 1)",
+    "reflect": "reflect({e}, {n})",
+}
+_LABEL = {"jax": "  jax:    ", "torch": "  torch:  ", "module": "  module: "}
+
+
+def _padded_case(mode: str, stride: int, dims: int) -> tuple[str, dict]:
+    """2-D with a batch (``X[b, c, ...]``), 1-D without one (``X[c, ...]``, unbatched)."""
+    sizes = (7, 6)[:dims]
+    reads = ", ".join(
+        PADDED_READS[mode].format(e=f"{stride}*{u}+{k}-1", n=n)
+        for u, k, n in zip("ij", "mn", sizes, strict=False)
+    )
+    out = tuple((n - 1) // stride + 1 for n in sizes)  # PyTorch's, with padding 1
+    if dims == 2:
+        text = f"Y[b,o,i,j] = W[o,c,m,n]*X[b, c, {reads}]"
+        return text, {"X": (2, 2, *sizes), "W": (3, 2, 3, 3), "Y": (2, 3, *out)}
+    text = f"Y[o,i] = W[o,c,m]*X[c, {reads}]"
+    return text, {"X": (2, *sizes), "W": (3, 2, 3), "Y": (3, *out)}
+
+
+def _padded_reference(mode: str, stride: int, dims: int, arrays: Arrays) -> Arrays:
+    import torch
+
+    module = getattr(torch.nn, f"Conv{dims}d")(
+        2, 3, 3, stride=stride, padding=1, padding_mode=mode, bias=False
+    )
+    x = torch.tensor(arrays["X"], requires_grad=True)
+    w = torch.tensor(arrays["W"], requires_grad=True)
+    y = torch.func.functional_call(module, {"weight": w}, (x,))
+    dx, dw = torch.autograd.grad(y, (x, w), torch.tensor(arrays["dY"]))
+    return {"Y": y.detach().numpy(), "X": dx.numpy(), "W": dw.numpy()}
+
+
+def _padded_printed(derivation: ed.Derivation, framework: str) -> dict[str, list[list[str]]]:
+    """Each printed form's runs (lines executed together, in order): the calls of the text
+    output and of --emit conv, the JSON's; and the nn.ConvNd module's line alone."""
+    runs: dict[str, list[list[str]]] = {}
+    for source, printed in (("text", str(derivation)), ("conv", conv(derivation))):
+        lines = printed.splitlines()
+        start = next(k for k, line in enumerate(lines) if line.startswith("padding_mode="))
+        section = lines[start:]
+        runs[source] = [[line[10:] for line in section if line.startswith(_LABEL[framework])]]
+        if framework == "torch":
+            runs[source] += [[line[10:] for line in section if line.startswith(_LABEL["module"])]]
+    data = json.loads(as_json(derivation))["padding_mode"]
+    code = data["forward"][framework]["code"]
+    code += [line for p in data["pullbacks"].values() for line in p[framework]["code"]]
+    runs["json"] = [code]
+    if framework == "torch":
+        runs["json"].append([data["forward"]["torch"]["module"]])
+    return runs
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("dims", [1, 2])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("mode", list(PADDED_READS))
+def test_padding_mode_calls_run_as_printed(mode: str, stride: int, dims: int, framework: str):
+    text, shapes = _padded_case(mode, stride, dims)
+    derivation = ed.derive(text, shapes=shapes)
+    assert derivation.padding_mode is not None and derivation.padding_mode.mode == mode
+    rng = np.random.default_rng(3)
+    arrays = {name: rng.standard_normal(shapes[name]) for name in ("X", "W")}
+    arrays["dY"] = rng.standard_normal(shapes["Y"])
+    expected = _padded_reference(mode, stride, dims, arrays)
+    # the derivation's own pullbacks are the reference's too
+    grads = ed.vjp(text, {"X": arrays["X"], "W": arrays["W"]}, arrays["dY"], shapes=shapes)
+    for name in ("X", "W"):
+        np.testing.assert_allclose(grads[name], expected[name], rtol=1e-10, atol=1e-12)
+    context: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if framework == "jax":
+        import jax
+
+        context = jax.enable_x64(True)
+    runs = _padded_printed(derivation, framework)
+    assert len(runs["text"]) == len(runs["conv"]) == len(runs["json"])
+    assert runs["text"] == runs["conv"]
+    with context:
+        for source, sources_runs in runs.items():
+            for lines in sources_runs:
+                assert lines, source
+                results = _run_lines(framework, lines, arrays)
+                # the module's line computes the forward only; the calls compute all three
+                checked = ("Y",) if "functional_call" in lines[0] else ("Y", "dW", "dX")
+                for name in checked:
+                    np.testing.assert_allclose(
+                        results[name],
+                        expected[name.removeprefix("d")],
+                        rtol=1e-10,
+                        atol=1e-12,
+                        err_msg=f"{source} {framework} {name}: {lines}",
+                    )
+
+
+def _run_lines(framework: str, lines: list[str], arrays: Arrays) -> Arrays:
+    """Execute printed lines in order, the tensors bound as the framework's arrays."""
+    namespace: dict[str, object]
+    if framework == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        namespace = {"jax": jax, **{k: jnp.asarray(v) for k, v in arrays.items()}}
+    else:
+        import torch
+
+        namespace = {"torch": torch, **{k: torch.from_numpy(v.copy()) for k, v in arrays.items()}}
+    for line in lines:
+        exec(line, namespace)  # noqa: S102 - the printed line, as a user pastes it
+    return {
+        name: np.asarray(namespace[name], dtype=np.float64)
+        for name in ("Y", "dW", "dX")
+        if name in namespace and name not in arrays
+    }
+
+
+NOT_ONE_CALL = [
+    # (expression, shapes, the line --emit conv prints)
+    (
+        "Y[i,j] = W[m,n]*X[mod(i+m-1, 6), clamp(j+n-1, 0, 5)]",
+        {"X": (6, 6), "W": (3, 3), "Y": (6, 6)},
+        "padding_mode: not one call: padding modes differ between axes",
+    ),
+    (
+        "Y[i] = W[m]*X[reflect(i+m-4, 4)]",
+        {"X": (4,), "W": (3,), "Y": (4,)},
+        "padding_mode: not one call: PyTorch reflects once: the padding must be smaller than "
+        "the size",
+    ),
+    (
+        "Y[i] = W[m]*X[mod(i+m-1, N_X)]",
+        {"Y": (8,)},
+        "padding_mode: not one call: the sizes are symbolic; with every size given, it is "
+        "recognised",
+    ),
+    # the F.pad form is the call; the module cannot pad 2 before and none after
+    (
+        "Y[i] = W[m]*X[mod(i+m-2, 8)]",
+        {"X": (8,), "W": (3,), "Y": (8,)},
+        "  module: not one module: torch.nn.Conv1d pads as much before as after, and here it "
+        "is (2, 0) on axis 0 (the F.pad form is the call)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "shapes", "line"), NOT_ONE_CALL)
+def test_where_it_is_not_one_call_it_says_why_in_one_line(text: str, shapes: dict, line: str):
+    derivation = ed.derive(text, shapes=shapes)
+    assert line in conv(derivation).splitlines()
+    data = json.loads(as_json(derivation))["padding_mode"]
+    reason = re.split("not one (?:call|module): ", line)[-1]
+    module = data.get("forward", {}).get("torch", {}).get("module_reason")
+    assert reason in (data.get("reason"), module)
+    recognised = "reason" not in data
+    assert ("padding_mode=" in str(derivation)) == recognised  # the text shows calls only
+    found = derivation.padding_mode
+    assert isinstance(found, PaddedConv if recognised else NotPaddedConv)
+    assert recognised or found.reason == data["reason"]  # type: ignore[union-attr]
+
+
+def test_no_wrapped_read_no_padding_mode() -> None:
+    derivation = ed.derive("Y[i] = W[m]*X[i+m-1]", shapes={"X": (8,), "W": (3,)})
+    assert derivation.padding_mode is None and derivation.padding_mode_calls() is None
+    assert json.loads(as_json(derivation))["padding_mode"] is None
+    assert "padding_mode" not in conv(derivation) + str(derivation)

@@ -8,15 +8,16 @@ reading the statement as written with ``X[...]`` replaced by ``X_pad[e + lo, ...
 the padded input, which the recogniser sees as a plain convolution. In JAX the padding is
 an explicit ``jnp.pad(x, ..., mode=...)`` before ``lax.conv_general_dilated``.
 
-The pullbacks are those of the unpadded convolution on the padded input, finished by the
-adjoint of the padding (``fold``): the circular margins are added onto the other end,
-the replicated ones into the edge, the reflected ones onto the positions they mirror.
+The pullbacks are those of the unpadded convolution on the padded input (recognised as
+calls on the padded program's own derivation), finished by the adjoint of the padding
+(``fold``): the circular margins are added onto the other end, the replicated ones into
+the edge, the reflected ones onto the positions they mirror.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from ..model import Derivation, Program
 from ..parse import SAccess, SCall, parse, syntax_nodes
 from ..reads import value_range
 from .calls import TorchConvCall, jax_call, torch_call
-from .recognise import ConvPullback, recognise
+from .recognise import ConvPullback, Recognition, convolutions, recognise
 
 MODES = {"mod": "circular", "clamp": "replicate", "reflect": "reflect"}
 NUMPY_MODES = {"circular": "wrap", "replicate": "edge", "reflect": "reflect"}  # jnp.pad too
@@ -43,10 +44,71 @@ class PaddedConv:
     axes: tuple[int, ...]  # the axes of ``tensor`` that are padded
     padding: tuple[tuple[int, int], ...]  # (before, after) per padded axis
     conv: ConvPullback  # the forward on the padded input
+    shape: tuple[int, ...] = ()  # the shape of ``tensor``
+    # each pullback of the padded forward, by the name of the tensor whose pullback it
+    # finishes: the kernel's as it is, ``tensor``'s (into ``padded``) before the fold
+    pullbacks: dict[str, Recognition] = field(default_factory=dict, compare=False)
+
+    @property
+    def padded(self) -> str:
+        """The padded input's name (``X_pad``)."""
+        return f"{self.tensor}_pad"
+
+    @property
+    def padded_shape(self) -> tuple[int, ...]:
+        shape = list(self.shape)
+        for axis, (lo, hi) in zip(self.axes, self.padding, strict=True):
+            shape[axis] += lo + hi
+        return tuple(shape)
 
     @property
     def torch(self) -> TorchConvCall:
         return torch_call(self.conv.call, self.conv.kernel_size)
+
+    def module_padding(self) -> tuple[int, ...] | str:
+        """``nn.ConvNd``'s ``padding`` per spatial axis of the call, where the module is the
+        same call: a plain ``convNd`` whose padded axes are spatial axes of the call, each
+        padded as much before as after. Otherwise why not, in one line."""
+        call = self.torch
+        module = f"torch.nn.Conv{len(call.stride)}d"
+        plain = (
+            call.function.startswith("conv")
+            and not call.function.startswith("conv_transpose")
+            and not (call.transpose_input or call.transpose_kernel or call.flip_dims)
+            and call.fill is None
+            and call.pad is None
+            and call.crop is None
+            and call.batch_groups == 1
+            and not self.conv.x_layout.flips
+        )
+        if not plain:
+            return f"the call transposes, flips or dilates its operands, which {module} does not"
+        spatial = self.conv.x_layout.axes[2:]
+        if not set(self.axes) <= set(spatial):
+            return f"a padded axis of {self.tensor} is not a spatial axis of the call"
+        # the module pads p on both sides: the reads must start p before, and the margin
+        # after that no window reaches must not change the output's size
+        widths = dict(zip(self.axes, self.padding, strict=True))
+        padding = []
+        for k, axis in enumerate(spatial):
+            if not isinstance(axis, int):  # a spatial axis is one axis of the tensor
+                return f"a spatial axis of the call is not one axis of {self.tensor}"
+            lo, hi = widths.get(axis, (0, 0))
+            size, out = self.shape[axis], int(self.conv.output_size[k])
+            window = (int(self.conv.kernel_size[k]) - 1) * int(call.dilation[k]) + 1
+            if hi > lo or (size + 2 * lo - window) // int(call.stride[k]) + 1 != out:
+                return (
+                    f"{module} pads as much before as after, and here it is ({lo}, {hi}) "
+                    f"on axis {axis} (the F.pad form is the call)"
+                )
+            padding.append(lo)
+        return tuple(padding)
+
+    def source_positions(self, axis: int) -> np.ndarray:
+        """Where each position of the padded ``axis`` reads ``tensor`` (the fold's targets)."""
+        lo, hi = self.padding[self.axes.index(axis)]
+        size = self.shape[axis]
+        return _source(np.arange(-lo, size + hi), size, self.mode)
 
     def widths(self, rank: int) -> tuple[tuple[int, int], ...]:
         """``np.pad`` / ``jnp.pad``'s widths for a tensor of ``rank`` axes."""
@@ -63,16 +125,17 @@ class PaddedConv:
         """The calls, and how the pullbacks finish, in words."""
         call = self.torch
         keywords = ", ".join(f"{k}={v}" for k, v in call.keywords().items() if k != "padding")
-        x, padded = self.tensor, f"{self.tensor}_pad"
-        rank = len(self.conv.input_size) + 2
+        x, padded = self.tensor, self.padded
+        rank = len(self.shape)
         lines = [
             f"{padded} = F.pad({x}, {self.torch_pad()}, mode={self.mode!r})",
             f"Y = F.{call.function}({padded}, W, {keywords})",
         ]
-        if len({pair for pair in self.padding}) == 1 and self.padding[0][0] == self.padding[0][1]:
+        module = self.module_padding()
+        if not isinstance(module, str):
             lines.append(
                 f"    the same as torch.nn.Conv{len(self.axes)}d(..., "
-                f"padding={self.padding[0][0]}, padding_mode={self.mode!r})"
+                f"padding={module}, padding_mode={self.mode!r})"
             )
         widths = ", ".join(f"({lo}, {hi})" for lo, hi in self.padding)
         lines += [
@@ -168,7 +231,7 @@ def padded_convolution(derivation: Derivation) -> PaddedConv | str:
     # the padded input's reads, unshifted first: their range gives the padding
     shapes = {name: tuple(int(n) for n in s) for name, s in program.shapes.items()}
 
-    def replaced(shifts: Sequence[int], sizes: dict[str, tuple[int, ...]]) -> ir.Statement:
+    def replaced(shifts: Sequence[int], sizes: dict[str, tuple[int, ...]]) -> Program:
         positions = []
         inner_positions = iter(zip(inner, shifts, strict=True))
         for axis, index in enumerate(read.indices):
@@ -178,11 +241,10 @@ def padded_convolution(derivation: Derivation) -> PaddedConv | str:
             else:
                 positions.append(text[index.span[0] : index.span[1]])
         source = text[: read.span[0]] + f"{padded}[{', '.join(positions)}]" + text[read.span[1] :]
-        analysed = analyse(source, shapes={k: v for k, v in sizes.items() if k != read.name})
-        return analysed.statements[-1]
+        return analyse(source, shapes={k: v for k, v in sizes.items() if k != read.name})
 
     try:
-        unshifted = replaced([0] * len(axes), {**shapes, padded: shapes[read.name]})
+        unshifted = replaced([0] * len(axes), {**shapes, padded: shapes[read.name]}).statements[-1]
         reads = [a for a in ir.accesses(unshifted.rhs) if a.tensor == padded]
         boxes = {v: program.extents[v] for v in program.extents}
         for node in ir.walk(unshifted.rhs):
@@ -200,12 +262,17 @@ def padded_convolution(derivation: Derivation) -> PaddedConv | str:
         for axis, (lo, hi) in zip(axes, padding, strict=True):
             padded_shape[axis] += lo + hi
         sizes = {**shapes, padded: tuple(padded_shape)}
-        forward = replaced([lo for lo, _ in padding], sizes)
+        padded_program = replaced([lo for lo, _ in padding], sizes)
     except EinderiveError as error:
         return f"the padded read cannot be written: {error}"
+    forward = padded_program.statements[-1]
     once = all(max(p) <= int(shape[a]) - 1 for a, p in zip(axes, padding, strict=True))
     if mode == "reflect" and not once:
         return "PyTorch reflects once: the padding must be smaller than the size"
+    if mode == "circular" and not all(
+        max(p) <= int(shape[a]) for a, p in zip(axes, padding, strict=True)
+    ):
+        return "PyTorch wraps once: the padding must be at most the size"
     kernels = [t for t in program.inputs if t != read.name]
     recognition = recognise(
         forward, {k: tuple(sympy.Integer(n) for n in v) for k, v in sizes.items()}, kernels
@@ -214,7 +281,58 @@ def padded_convolution(derivation: Derivation) -> PaddedConv | str:
         return f"on the padded input, not a convolution: {recognition.reason}"
     if any(not (lo == 0 and hi == 0) for lo, hi in recognition.call.padding):
         return "on the padded input, the convolution still pads"
-    return PaddedConv(read.name, mode, tuple(axes), tuple(padding), recognition)
+    # the padded forward's own pullbacks, those asked for: each one call on the padded input
+    from ..derive import derivation as derive_record
+
+    asked = [padded if name == read.name else name for name in derivation.pullbacks]
+    calls = convolutions(derive_record(padded_program, asked))
+    pullbacks = {read.name if name == padded else name: calls[name] for name in asked}
+    return PaddedConv(
+        read.name,
+        mode,
+        tuple(axes),
+        tuple(padding),
+        recognition,
+        tuple(int(n) for n in shape),
+        pullbacks,
+    )
+
+
+@dataclass(frozen=True)
+class NotPaddedConv:
+    """Why a forward with a wrapped, clamped or reflected read is not one padding_mode call."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return f"not a convolution with a padding_mode: {self.reason}"
+
+
+def padding_mode_call(derivation: Derivation) -> PaddedConv | NotPaddedConv | None:
+    """The forward as one PyTorch convolution with a ``padding_mode`` (and its pullbacks'
+    calls), or why it is not one; None when the forward reads nothing through ``mod``,
+    ``clamp`` or ``reflect``. Kept in the derivation's memo."""
+    memo = derivation.memo
+    if "padding_mode" not in memo:
+        memo["padding_mode"] = _padding_mode_call(derivation)
+    return memo["padding_mode"]  # type: ignore[return-value]
+
+
+def _padding_mode_call(derivation: Derivation) -> PaddedConv | NotPaddedConv | None:
+    written = [s.written for s in derivation.program.statements if s.written is not None]
+    if not any(
+        isinstance(index, SCall) and index.name in MODES
+        for text in written
+        for statement in parse(text)
+        for node in syntax_nodes(statement.rhs, brackets=False)
+        if isinstance(node, SAccess)
+        for index in node.indices
+    ):
+        return None
+    if any(not n.is_number for shape in derivation.program.shapes.values() for n in shape):
+        return NotPaddedConv("the sizes are symbolic; with every size given, it is recognised")
+    found = padded_convolution(derivation)
+    return NotPaddedConv(found) if isinstance(found, str) else found
 
 
 def _sizes(program: Program) -> dict[sympy.Symbol, sympy.Expr]:

@@ -60,15 +60,19 @@ def jax_custom_vjp(derivation: Derivation) -> str:
 
 def conv(derivation: Derivation) -> str:
     from .conv import conv_text
+    from .padding_mode import padding_mode_lines
 
-    return conv_text(derivation)
+    return "\n".join([conv_text(derivation), *padding_mode_lines(derivation)])
 
 
 def as_data(derivation: Derivation) -> dict[str, Any]:
-    """Everything as JSON-ready data: the forward, its shapes, and every pullback with its
-    notation, LaTeX and convolution calls (``conv.{generic,jax,torch}``, null if none)."""
+    """Everything as JSON-ready data: the forward, its shapes, every pullback with its
+    notation, LaTeX and convolution calls (``conv.{generic,jax,torch}``, null if none), and
+    the forward as a convolution with a padding_mode (``padding_mode``, null if it reads
+    nothing through mod, clamp or reflect)."""
     from .conv import conv_data
     from .latex import statement_latex
+    from .padding_mode import padding_mode_data
     from .printer import NotationPrinter
     from .text import statement_text
 
@@ -102,6 +106,8 @@ def as_data(derivation: Derivation) -> dict[str, Any]:
             }
             for name, pullback in derivation.pullbacks.items()
         },
+        # a forward convolving a wrapped, clamped or reflected read: PyTorch's padding_mode
+        "padding_mode": padding_mode_data(derivation),
     }
 
 

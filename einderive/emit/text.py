@@ -9,6 +9,7 @@ import sympy
 from .. import ir
 from ..model import Derivation, Program
 from ..solve import loop_bounds
+from .padding_mode import padding_mode_lines
 from .printer import NotationPrinter
 
 
@@ -147,4 +148,5 @@ def derivation_text(derivation: Derivation) -> str:
     for statement in derivation.backward.statements:
         for line in statement_text(statement).splitlines():
             lines.append("  " + line)
+    lines += padding_mode_lines(derivation, with_reason=False)  # the calls, where it is one
     return "\n".join(lines)
