@@ -1085,6 +1085,62 @@ def _check_conv_calls(derivation: Any, ref: Reference, with_jax: bool) -> list[s
     return checked
 
 
+def _check_padding_mode_calls(derivation: Any, ref: Reference, with_jax: bool) -> int:
+    """Run the printed lines of a forward recognised as a padding_mode call (the pad and the
+    call, the nn.ConvNd module, each pullback's call and fold), as printed, in order; the
+    number of runs."""
+    calls = derivation.padding_mode_calls()
+    if calls is None or "reason" in calls:
+        return 0
+    seed = derivation.backward.seeds[0]
+    output = derivation.program.output
+    expected = {output: ref.values[output]}
+    expected.update({p["name"]: ref.grads[name] for name, p in calls["pullbacks"].items()})
+    runs = 0
+    for framework in ["torch"] + (["jax"] if with_jax else []):
+        forward = calls["forward"][framework]
+        if forward["code"] is None:
+            continue
+        pullbacks = [p for p in calls["pullbacks"].values() if p[framework] is not None]
+        lines = forward["code"] + [line for p in pullbacks for line in p[framework]["code"]]
+        blocks = [(lines, [output] + [p["name"] for p in pullbacks])]
+        if framework == "torch" and forward.get("module"):
+            blocks.append(([forward["module"]], [output]))
+        for block, computed in blocks:
+            what = f"padding_mode {framework} lines {block}"
+            try:
+                namespace = _run_printed(framework, block, ref, seed)
+            except Exception as error:  # a line that does not run is a mismatch
+                raise MismatchError(f"{what}: {type(error).__name__}: {error}") from error
+            for name in computed:
+                _close(namespace[name], expected[name], f"{what} {name}")
+            runs += 1
+    return runs
+
+
+def _run_printed(framework: str, lines: list[str], ref: Reference, seed: str) -> dict[str, Any]:
+    """Execute printed lines in order, the inputs and the cotangent bound as the framework's
+    arrays (float64: JAX with x64 enabled); the namespace they leave."""
+    if framework == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            namespace: dict[str, Any] = {"jax": jax, seed: jax.numpy.asarray(ref.cotangent)}
+            namespace.update({n: jax.numpy.asarray(a) for n, a in ref.inputs.items()})
+            for line in lines:
+                exec(line, namespace)  # noqa: S102 - the printed line, as pasted
+            # read out inside x64, as float64 NumPy
+            arrays = {k: np.asarray(v) for k, v in namespace.items() if isinstance(v, jax.Array)}
+            return {**namespace, **arrays}
+    import torch
+
+    namespace = {"torch": torch, seed: torch.from_numpy(ref.cotangent.copy())}
+    namespace.update({n: torch.from_numpy(a.copy()) for n, a in ref.inputs.items()})
+    for line in lines:
+        exec(line, namespace)  # noqa: S102 - the printed line, as pasted
+    return namespace
+
+
 @dataclass
 class Outcome:
     checks: int = 0
@@ -1152,6 +1208,7 @@ def check(
                 outcome.symbolic += checked if label == "symbolic" else 0
             if label == "numeric":
                 outcome.conv_calls += len(_check_conv_calls(derivation, ref, with_jax))
+                outcome.conv_calls += _check_padding_mode_calls(derivation, ref, with_jax)
     except MismatchError as error:
         raise MismatchError(f"{case.call()} (seed {seed}): {error}") from None
     except Exception as error:

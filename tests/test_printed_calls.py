@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Callable
 from importlib.util import find_spec
 
 import numpy as np
@@ -208,15 +209,20 @@ def _padded_case(mode: str, stride: int, dims: int) -> tuple[str, dict]:
     return text, {"X": (2, *sizes), "W": (3, 2, 3), "Y": (3, *out)}
 
 
-def _padded_reference(mode: str, stride: int, dims: int, arrays: Arrays) -> Arrays:
+def _padded_reference(
+    mode: str, stride: int, dims: int, arrays: Arrays, padding: int = 1, length: int = 0
+) -> Arrays:
+    """The module's forward (its first ``length`` positions along the last axis, if given)
+    and both gradients by ``torch.autograd``."""
     import torch
 
     module = getattr(torch.nn, f"Conv{dims}d")(
-        2, 3, 3, stride=stride, padding=1, padding_mode=mode, bias=False
+        2, 3, 3, stride=stride, padding=padding, padding_mode=mode, bias=False
     )
     x = torch.tensor(arrays["X"], requires_grad=True)
     w = torch.tensor(arrays["W"], requires_grad=True)
     y = torch.func.functional_call(module, {"weight": w}, (x,))
+    y = y[..., :length] if length else y
     dx, dw = torch.autograd.grad(y, (x, w), torch.tensor(arrays["dY"]))
     return {"Y": y.detach().numpy(), "X": dx.numpy(), "W": dw.numpy()}
 
@@ -230,13 +236,14 @@ def _padded_printed(derivation: ed.Derivation, framework: str) -> dict[str, list
         start = next(k for k, line in enumerate(lines) if line.startswith("padding_mode="))
         section = lines[start:]
         runs[source] = [[line[10:] for line in section if line.startswith(_LABEL[framework])]]
-        if framework == "torch":
-            runs[source] += [[line[10:] for line in section if line.startswith(_LABEL["module"])]]
+        module = [line[10:] for line in section if line.startswith(_LABEL["module"])]
+        if framework == "torch" and not module[0].startswith("not one module: "):
+            runs[source].append(module)
     data = json.loads(as_json(derivation))["padding_mode"]
     code = data["forward"][framework]["code"]
     code += [line for p in data["pullbacks"].values() for line in p[framework]["code"]]
     runs["json"] = [code]
-    if framework == "torch":
+    if framework == "torch" and data["forward"]["torch"]["module"] is not None:
         runs["json"].append([data["forward"]["torch"]["module"]])
     return runs
 
@@ -247,12 +254,36 @@ def _padded_printed(derivation: ed.Derivation, framework: str) -> dict[str, list
 @pytest.mark.parametrize("mode", list(PADDED_READS))
 def test_padding_mode_calls_run_as_printed(mode: str, stride: int, dims: int, framework: str):
     text, shapes = _padded_case(mode, stride, dims)
+    _check_padding_mode_lines(text, shapes, mode, framework, lambda arrays: (stride, dims, 1, 0))
+
+
+# reads 2 before the start and none after, the output declared shorter than the module's:
+# F.pad by (2, 0), then a call that crops (the module's line says why it is not the call)
+CROPPED = [
+    ("Y[o,i] = W[o,c,m]*X[c, reflect(i+m-2, 5)]", "reflect"),
+    ("Y[o,i] = W[o,c,m]*X[c, mod(i+m-2, 5)]", "circular"),
+    ("Y[o,i] = W[o,c,m]*X[c, clamp(i+m-2, 0, 4)]", "replicate"),
+]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(("text", "mode"), CROPPED)
+def test_padding_mode_calls_that_crop_run_as_printed(text: str, mode: str, framework: str):
+    shapes = {"X": (2, 5), "W": (3, 2, 3), "Y": (3, 3)}
+    _check_padding_mode_lines(text, shapes, mode, framework, lambda arrays: (1, 1, 2, 3))
+
+
+def _check_padding_mode_lines(
+    text: str, shapes: dict, mode: str, framework: str, reference: Callable[[Arrays], tuple]
+) -> None:
+    """Every printed run of ``text`` against the module: ``reference`` gives its stride,
+    dimensions, padding and the output's length (0: the module's own)."""
     derivation = ed.derive(text, shapes=shapes)
     assert derivation.padding_mode is not None and derivation.padding_mode.mode == mode
     rng = np.random.default_rng(3)
     arrays = {name: rng.standard_normal(shapes[name]) for name in ("X", "W")}
     arrays["dY"] = rng.standard_normal(shapes["Y"])
-    expected = _padded_reference(mode, stride, dims, arrays)
+    expected = _padded_reference(mode, *reference(arrays)[:2], arrays, *reference(arrays)[2:])
     # the derivation's own pullbacks are the reference's too
     grads = ed.vjp(text, {"X": arrays["X"], "W": arrays["W"]}, arrays["dY"], shapes=shapes)
     for name in ("X", "W"):
@@ -326,8 +357,9 @@ NOT_ONE_CALL = [
     (
         "Y[i] = W[m]*X[mod(i+m-2, 8)]",
         {"X": (8,), "W": (3,), "Y": (8,)},
-        "  module: not one module: torch.nn.Conv1d pads as much before as after, and here it "
-        "is (2, 0) on axis 0 (the F.pad form is the call)",
+        "  module: not one module: torch.nn.Conv1d pads as much before as after, and its "
+        "output is as long as that allows; here the padding is (2, 0) on axis 0 and the output "
+        "8 long (the F.pad form is the call)",
     ),
 ]
 

@@ -77,7 +77,6 @@ class PaddedConv:
             and not (call.transpose_input or call.transpose_kernel or call.flip_dims)
             and call.fill is None
             and call.pad is None
-            and call.crop is None
             and call.batch_groups == 1
             and not self.conv.x_layout.flips
         )
@@ -98,8 +97,9 @@ class PaddedConv:
             window = (int(self.conv.kernel_size[k]) - 1) * int(call.dilation[k]) + 1
             if hi > lo or (size + 2 * lo - window) // int(call.stride[k]) + 1 != out:
                 return (
-                    f"{module} pads as much before as after, and here it is ({lo}, {hi}) "
-                    f"on axis {axis} (the F.pad form is the call)"
+                    f"{module} pads as much before as after, and its output is as long as "
+                    f"that allows; here the padding is ({lo}, {hi}) on axis {axis} and the "
+                    f"output {out} long (the F.pad form is the call)"
                 )
             padding.append(lo)
         return tuple(padding)
@@ -279,7 +279,8 @@ def padded_convolution(derivation: Derivation) -> PaddedConv | str:
     )
     if not isinstance(recognition, ConvPullback):
         return f"on the padded input, not a convolution: {recognition.reason}"
-    if any(not (lo == 0 and hi == 0) for lo, hi in recognition.call.padding):
+    # a declared output shorter than the padded input allows crops it (negative padding)
+    if any(not (lo <= 0 and hi <= 0) for lo, hi in recognition.call.padding):
         return "on the padded input, the convolution still pads"
     # the padded forward's own pullbacks, those asked for: each one call on the padded input
     from ..derive import derivation as derive_record
