@@ -101,6 +101,17 @@ def test_derive_answers_the_json_of_the_command_line(server: PageServer) -> None
     assert page["conv"]["W"]["generic"].startswith("dW = ")
 
 
+def test_a_padding_mode_call_is_in_the_json_not_in_a_pullback_block(server: PageServer) -> None:
+    text = "Y[i] = W[m]*X[mod(i+m-1, 8)]"
+    request = {"expression": text, "shapes": "X=8, W=3, Y=8"}
+    status, page = answer(server, "/api/derive", request)
+    assert status == 200, page
+    assert page["derivation"]["padding_mode"]["mode"] == "circular"
+    (line,) = page["conv"]["X"]["lines"]  # the section after it is no line of dX's block
+    assert line.startswith("dX: not a convolution: ")
+    assert page["conv"]["W"]["lines"][0].startswith("dW: not a convolution: ")
+
+
 def test_jacobian_cells_name_the_elements_of_the_seed(server: PageServer) -> None:
     status, page = answer(
         server, "/api/derive", {"expression": SEED, "params": "s=2", "shapes": "X=5x5, W=3x3"}

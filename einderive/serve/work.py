@@ -110,6 +110,8 @@ def _conv_blocks(derivation: ed.Derivation) -> dict[str, dict[str, Any]]:
     definitions: list[str] = []
     current: dict[str, Any] | None = None
     for line in EMITTERS["conv"](derivation).splitlines():
+        if line.startswith("padding_mode"):  # the forward's section: the JSON carries it
+            break
         head = line.split(" ", 1)[0].rstrip(":")
         if not line.startswith(" ") and head in names:
             current = {"lines": [line], "generic": [line], "jax": None, "torch": None}
