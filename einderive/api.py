@@ -34,7 +34,7 @@ class Pullback(model.Pullback):
 
     def notation(self) -> str:
         """The pullback in the notation, on one line (reads out of range are zero)."""
-        return statement_text(self.statement, with_domain=False)
+        return statement_text(self.statement, with_domain=False, shapes=self.shapes)
 
     def latex(self) -> str:
         return statement_latex(self.statement)
@@ -43,7 +43,7 @@ class Pullback(model.Pullback):
         return f"$\\displaystyle {self.latex()}$"
 
     def __str__(self) -> str:
-        return statement_text(self.statement)
+        return statement_text(self.statement, shapes=self.shapes)
 
     def __repr__(self) -> str:
         return f"Pullback({self.notation()!r})"
@@ -61,7 +61,9 @@ class Derivation(model.Derivation):
         >>> derive("H[i] = W[m]*X[i+m]; Y[i] = tanh(H[i])").intermediates
         (Pullback('dH[p] = dY[p] * (1 - tanh(H[p])**2)'),)
         """
-        return tuple(Pullback(p.tensor, p.statement, p.cotangent) for p in super().intermediates)
+        return tuple(
+            Pullback(p.tensor, p.statement, p.cotangent, p.shapes) for p in super().intermediates
+        )
 
     @property
     def convolutions(self) -> dict[str, Recognition]:
@@ -134,7 +136,8 @@ def public(record: model.Derivation) -> Derivation:
     if isinstance(record, Derivation):
         return record
     pullbacks = {
-        name: Pullback(p.tensor, p.statement, p.cotangent) for name, p in record.pullbacks.items()
+        name: Pullback(p.tensor, p.statement, p.cotangent, p.shapes)
+        for name, p in record.pullbacks.items()
     }
     return Derivation(record.program, record.backward, pullbacks)
 

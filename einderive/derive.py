@@ -469,11 +469,13 @@ def derivation(program: Program, wrt: Iterable[str] | None = None) -> Derivation
                 f"the inputs are {', '.join(program.inputs)}"
             )
     backward = pullbacks(program, wrt)
+    shapes = Derivation(program, backward).shapes
     result = {
         name: Pullback(
             name,
             next(s for s in backward.statements if s.target == backward.cotangents[name]),
             backward.seeds[0],
+            shapes,
         )
         for name in program.differentiable
         if wrt is None or name in wrt

@@ -40,7 +40,30 @@ class Reflect(sympy.Function):
     nargs = 2
 
 
-_OPAQUE = (sympy.floor, sympy.ceiling, sympy.Min, sympy.Max, sympy.Mod, Clamp, Reflect)
+class Divide(sympy.Function):
+    """``e / n`` in an index position: exact division, a read only where ``n`` divides
+    ``e`` (zero elsewhere); ``e`` itself where ``n`` divides every term (``2*i / 2``)."""
+
+    nargs = 2
+
+    @classmethod
+    def eval(cls, numerator: sympy.Expr, divisor: sympy.Expr) -> sympy.Expr | None:
+        quotient = sympy.together(numerator / divisor)
+        if sympy.fraction(quotient)[1] == 1:
+            return sympy.expand(quotient)
+        return None
+
+
+_OPAQUE = (
+    sympy.floor,
+    sympy.ceiling,
+    sympy.Min,
+    sympy.Max,
+    sympy.Mod,
+    Clamp,
+    Reflect,
+    Divide,
+)
 
 
 def _is_expanded(expr: sympy.Expr) -> bool:
@@ -239,6 +262,26 @@ def coefficient(expr: sympy.Expr, var: sympy.Symbol) -> sympy.Expr:
     return sympy.Add(*found) if found else sympy.Integer(0)
 
 
+def exact_quotient(expr: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr, sympy.Expr] | None:
+    """An index with fractions as ``numerator / denominator + rest``, the terms with a
+    denominator over a common (positive) one and ``rest`` the integral terms: ``p/2 - 1/2 - i``
+    is ``((p - 1), 2, -i)``; None when no term has a denominator.
+
+    A derived pullback reads ``dY[p/2 - 1/2]`` only where 2 divides ``p - 1``: the notation
+    writes it ``dY[(p - 1) / 2 - i]``, ``/`` in a bracket being exact division.
+    """
+    fractional: list[sympy.Expr] = []
+    integral: list[sympy.Expr] = []
+    for term in sympy.Add.make_args(expand(expr)):
+        (integral if sympy.fraction(term)[1] == 1 else fractional).append(term)
+    if not fractional:
+        return None
+    numerator, denominator = sympy.fraction(sympy.together(sympy.Add(*fractional)))
+    if denominator.could_extract_minus_sign():
+        numerator, denominator = -numerator, -denominator
+    return expand(numerator), denominator, sympy.Add(*integral)
+
+
 ReduceOp = Literal["sum", "max", "min", "prod"]
 ConstraintKind = Literal["ge", "eq", "div"]
 
@@ -334,8 +377,8 @@ class Access(Node):
     """A read ``T[e0, e1, ...]``; zero outside the tensor's shape.
 
     Between the front end and ``reads.rewrite_statement`` only, an index may hold an
-    index function (``floor``, ``Mod``, ``Clamp``, ``Reflect``) and ``pad`` the value read
-    out of range; a program's statements hold neither (they are rewritten into pieces).
+    index function (``floor``, ``Mod``, ``Clamp``, ``Reflect``, ``Divide``) and ``pad`` the
+    value read out of range; a program's statements hold neither (they are rewritten into pieces).
     """
 
     tensor: str

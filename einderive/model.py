@@ -100,6 +100,11 @@ class Pullback:
     tensor: str
     statement: ir.Statement
     cotangent: str
+    # the shapes of the tensors the statement reads (its derivation's): its printed line
+    # leaves out a bound that a read's axis implies, and says one that is narrower
+    shapes: Mapping[str, tuple[sympy.Expr, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def name(self) -> str:
@@ -150,7 +155,7 @@ class Derivation:
         inputs = {p.name for p in self.pullbacks.values()}
         tensors = {name: tensor for tensor, name in self.backward.cotangents.items()}
         return tuple(
-            Pullback(tensors[s.target], s, self.backward.seeds[0])
+            Pullback(tensors[s.target], s, self.backward.seeds[0], self.shapes)
             for s in self.backward.statements
             if s.target not in inputs
         )

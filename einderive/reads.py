@@ -6,6 +6,7 @@ Kronecker delta, exact bounds, the interpreter and the vectorized lowering see n
 new::
 
     X[e // n]            = sum_{k : n*k <= e <= n*k + n - 1} X[k]
+    X[e / n]             = X[e/n] [n divides e]           (exact division)
     X[mod(e, n)]         = sum_{k : n*k <= e <= n*k + n - 1} X[e - n*k]
     X[clamp(e, lo, hi)]  = X[lo] [e < lo] + X[e] [lo <= e <= hi] + X[hi] [e > hi]
     X[reflect(e, n)]     = X[-e] [e < 0] + X[e] [0 <= e <= n-1] + X[2n-2-e] [e > n-1]
@@ -18,7 +19,10 @@ that a pullback gets exact bounds per piece: ``Y[i] = X[i // 2]`` gives
 ``dX[p] = sum_{i : 2p <= i <= 2p+1} dY[i]``.
 
 In the index expressions the analysis builds, the index functions are
-``sympy.floor(e/n)``, ``sympy.Mod(e, n)``, ``Clamp(e, lo, hi)`` and ``Reflect(e, n)``.
+``sympy.floor(e/n)``, ``sympy.Mod(e, n)``, ``Clamp(e, lo, hi)``, ``Reflect(e, n)`` and
+``Divide(e, n)``; the read of an exact division is the read a derivation makes when it
+solves ``2*i = p`` for ``i`` (``dY[p/2]`` where 2 divides ``p``), so that a printed
+pullback reads back as itself.
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ from dataclasses import dataclass, replace
 import sympy
 
 from . import ir
-from .ir import Clamp, Reflect
+from .ir import Clamp, Divide, Reflect
 from .solve import implied_by_box, quotient, simplify_constraints
 
-INDEX_FUNCTIONS = (sympy.floor, sympy.Mod, Clamp, Reflect)
+INDEX_FUNCTIONS = (sympy.floor, sympy.Mod, Clamp, Reflect, Divide)
 
 # a product of pieces is distributed up to this many pieces (four 3-D clamped reads make
 # 3**12); past it the pieces stay a sum, computed as a value
@@ -148,6 +152,9 @@ def _alternatives_of(
         )
         new = () if known is not None else (quotient_var,)
         return [Alternative(ir.expand(value), where, new, ranges)]
+    if isinstance(function, Divide):
+        e, n = (ir.expand(a) for a in function.args)
+        return [Alternative(ir.expand(e / n), (ir.Constraint("div", e, n),), ())]
     if isinstance(function, Clamp):
         e, lo, hi = (ir.expand(a) for a in function.args)
         return [
@@ -443,8 +450,11 @@ def bounding(expr: sympy.Expr, size: sympy.Expr) -> list[tuple[sympy.Expr, sympy
 
     ``X[i // 2]`` on an axis of ``N`` is ``i`` on ``2N``; ``X[4*c + 2*mod(i, 2)]`` is
     ``4*c + 2`` on ``N`` (every value of the wrap taken); a whole wrapped, clamped or
-    reflected position never runs past its tensor, and says nothing.
+    reflected position never runs past its tensor, and says nothing. An exact division is
+    its value (``X[p / 2]`` on ``N`` is ``p/2 <= N - 1``: it reads where it divides).
     """
+    if expr.has(Divide):
+        expr = ir.expand(expr.replace(Divide, lambda numerator, divisor: numerator / divisor))
     if not has_index_function(expr):
         return [(expr, size)]
     rest: sympy.Expr = sympy.Integer(0)

@@ -77,7 +77,12 @@ BAD_TEXT = [
     case("index-times-index", "Y[i,j] = X[i*j]", Index, r"multiplies two index", 12, "i*j"),
     case("times-summed-index", "Y[i] = W[j]*X[i*j]", Index, r"multiplies two index", 15, "i*j"),
     case("index-power", "Y[i] = X[i**2]", Index, r"affine: a power is not", 10, "i**2"),
-    case("index-division", "Y[i] = X[i/2]", Index, r"affine: division is not", 10, "i/2"),
+    # `/` in a bracket is exact division, by a number or a parameter (issue 17 item 4)
+    case("index-division", "Y[i,j] = X[i/j]", Index,
+         r"the divisor of '/' must be a number or a parameter, not an index", 12, "i/j"),
+    case("index-division-by-zero", "Y[i] = X[i/0]", Index, r"a division by zero", 10, "i/0"),
+    case("index-division-in-comparison", "Y[i] = X[i] * (i/2 <= 1)", Index,
+         r"'/', '//', mod, clamp and reflect are for reads", 16, "i/2"),
     case("index-float", "Y[i] = X[1.5]", Index, r"take integers, not '1\.5'", 10, "1.5"),
     # a tensor in brackets is an index array (issue 19): then it is no value
     case("index-array-as-value", "Y[i] = X[W[i]] * W[i]", Index, r"also be read as a", 18, "W[i]"),

@@ -88,6 +88,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from einderive.run.load import load_source  # noqa: E402
+from einderive.verify import available_backends  # noqa: E402
 
 torch = pytest.importorskip("torch")
 jax = pytest.importorskip("jax")
@@ -319,7 +320,8 @@ def test_pieces_inside_another_node_print_their_conditions() -> None:
     text = "Y[i] = max_{m}(X[clamp(2*i+m-1, 0, 7)])"
     derivation = ed.derive(text, shapes={"X": (8,), "Y": (4,)}, ranges={"m": 3})
     printed = str(derivation.pullbacks["X"])
-    assert "(m + 2*i <= 0) * X[0] + (m + 2*i >= 1) * X[m + 2*i - 1]" in printed
+    # the middle piece's condition (m + 2*i >= 1) is its read's own: X[-1] is zero
+    assert "(m + 2*i <= 0) * X[0] + X[m + 2*i - 1]" in printed
     padded = ed.derive("Y[i] = max_{m}(X[2*i+m-1, pad=-inf])", ranges={"m": 3})
     assert "argmax_{m}(X[2*i + m - 1, pad=-inf])" in str(padded.pullbacks["X"])
 
@@ -370,3 +372,44 @@ def test_a_pad_value_where_every_read_of_an_axis_is_out_of_range(
         middle = tuple(slice(lo, lo + n) for (lo, _), n in zip(padded, shapes["X"], strict=True))
         np.testing.assert_allclose(grads["X"], x.grad.numpy()[middle], atol=1e-12)
         np.testing.assert_allclose(grads["W"], w.grad.numpy(), atol=1e-12)
+
+
+# ---- exact division (issue 17 item 4: a printed divisibility condition reads back) ----------
+
+
+def test_exact_division_reads_only_where_it_divides() -> None:
+    x = np.array([1.0, 2.0, 3.0])
+    # X = [a, b, c] gives [a, 0, b, 0, c]: the extent is the last position that divides
+    np.testing.assert_array_equal(ed.evaluate("Y[p] = X[p / 2]", {"X": x}), [1, 0, 2, 0, 3])
+    np.testing.assert_array_equal(
+        ed.evaluate("Y[p] = X[(p + 1) / 3]", {"X": x}), [0, 0, 2, 0, 0, 3]
+    )
+    np.testing.assert_array_equal(
+        ed.evaluate("Y[p] = X[p / s]", {"X": x}, params={"s": 3}), [1, 0, 0, 2, 0, 0, 3]
+    )
+    # zero where it does not divide, inside a function too (as a read out of range)
+    np.testing.assert_allclose(
+        ed.evaluate("Y[p] = exp(X[p / 2])", {"X": x}), np.exp([1, 0, 2, 0, 3])
+    )
+    assert ed.derive("Y[p] = X[2*p / 2]").pullbacks["X"].notation() == "dX[p1] = dY[p1]"
+
+
+def test_exact_division_is_a_transposed_convolution_in_gather_form() -> None:
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal(4), rng.standard_normal(3)
+    text = "Y[p] = sum_{m}(W[m] * X[(p - m) / 2])"
+    # the reference: the scatter Y[2*i + m] += W[m] * X[i], in NumPy
+    expected = np.zeros(2 * 3 + 3)
+    for i in range(4):
+        expected[2 * i : 2 * i + 3] += w * x[i]
+    got = ed.evaluate(text, {"X": x, "W": w}, shapes={"Y": (9,)})
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    dy = rng.standard_normal(9)
+    for backend in available_backends():
+        grads = ed.vjp(text, {"X": x, "W": w}, dy, shapes={"Y": (9,)}, backend=backend)
+        # <dY, Y> is bilinear: its gradient in X is W's correlation with dY at stride 2
+        dx = np.array([sum(w[m] * dy[2 * i + m] for m in range(3)) for i in range(4)])
+        dw = np.array([sum(x[i] * dy[2 * i + m] for i in range(4)) for m in range(3)])
+        np.testing.assert_allclose(np.asarray(grads["X"]), dx, rtol=1e-9, err_msg=backend)
+        np.testing.assert_allclose(np.asarray(grads["W"]), dw, rtol=1e-9, err_msg=backend)
+    assert ed.verify(text, shapes={"X": (4,), "W": (3,), "Y": (9,)}).ok

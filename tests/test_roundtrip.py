@@ -5,9 +5,11 @@ functions, reductions, parameters, programs with an intermediate) are derived;
 the printed forward, every printed cotangent statement (intermediates' and
 inputs'), the printed tangents of forward mode and the printed second-order
 derivation are read back as programs and evaluated by the reference interpreter
-on random inputs, against the values of what was printed. A pullback whose
-domain carries a condition the notation cannot write (``where 2 divides p``, an
-``argmax`` indicator) is checked as far as its forward.
+on random inputs, against the values of what was printed. Conditions print as
+the notation writes them: in a reduction's braces (``sum_{i : i <= p}``), as
+comparison factors (``(p == q) * dY[p]``). A pullback whose domain carries a
+condition the notation cannot write yet (``where 2 divides p``, an ``argmax``
+indicator) is checked as far as its forward.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ LEAVES = st.sampled_from(
         "alpha",
         "sum_{m}(W[m]*X[i+m])",
         "sum_{m}(W[m] * X[i+m]) / 3",
+        # index comparisons: guards, equalities and bounds in the pullbacks
+        "sum_{m}(W[m] * X[i+m] * (m == 1))",
+        # (a leaf that is zero somewhere would divide by zero in `1/leaf`: inf * 0 is
+        # nan where a guard multiplies and no number where it restricts a loop)
+        "(X[i+1] * (i <= 2) + 1)",
+        "sum_{m}(W[m] * X[i+m] * (m <= i))",
+        # strides and diagonals: divisibility conditions and guards in the pullbacks
+        "(sum_{m}(W[m] * X[2*i+m]) + 1)",
+        "(X[2*i+1] + 2)",
+        "sum_{m}(W[m] * X[i+m] * X[2*m])",
     ]
 )
 EXPONENTS = st.sampled_from(["2", "3", "0.5", "-1", "-0.5", "1.5", "(1/3)", "-2"])
@@ -92,15 +104,14 @@ def _statements_text(statements: tuple) -> str:
     return "\n".join(statement_text(s, with_domain=False) for s in statements)
 
 
-def _writable(statement: ir.Statement) -> bool:
-    """Whether the notation can say it all: no argmax indicator, no condition on its domain.
+def _writable(statement: ir.Statement, shapes: dict) -> bool:
+    """Whether the notation can say it all: no argmax indicator.
 
-    ``dX[p] = dY[p / 2]`` holds where 2 divides p, ``dX[p, q] = dY[p]`` where p = q; the
-    notation has no way to write either, so such a pullback is not a statement of its own.
+    ``dX[p] = dY[p / 2]`` reads where 2 divides p (``/`` in a bracket is exact division);
+    an equation prints as a comparison, ``dX[p, q] = (p == q) * dY[p]``.
     """
-    domain = statement_text(statement).splitlines()[1:]
-    line = statement_text(statement, with_domain=False)
-    return "argm" not in line and not any(" divides " in d or " = " in d for d in domain)
+    line = statement_text(statement, with_domain=False, shapes=shapes)
+    return "argm" not in line
 
 
 def _read_back(
@@ -108,7 +119,7 @@ def _read_back(
 ) -> np.ndarray:
     """The printed statement parsed and evaluated alone, on the values computed so far,
     its left-hand side's shape declared."""
-    line = statement_text(statement, with_domain=False)
+    line = statement_text(statement, with_domain=False, shapes=shapes)
     shape = shapes[statement.target]
     if isinstance(statement.rhs, ir.Const) and statement.indices:
         # `dW[p] = 0` (W unread once simplified): the notation wants every left-hand
@@ -148,7 +159,7 @@ def _check_derivation(
     cotangents = {name: tensor for tensor, name in derivation.backward.cotangents.items()}
     for statement in derivation.backward.statements:
         tensor = cotangents[statement.target]
-        if not _writable(statement):
+        if not _writable(statement, shapes):
             return
         values[statement.target] = _read_back(statement, values, params, shapes, ranges)
         if tensor in expected:
@@ -188,6 +199,13 @@ EXAMPLES = [
     ("Y[i] = exp(X[i]) / sum_{j}(exp(X[j]))", {"X": (6,)}, None),
     ("Y[i] = max_{m}(X[i+m])", {"X": (6,)}, {"m": 3}),
     ("Y[i] = W[m]*X[2*i+m]", {"X": (9,), "W": (3,)}, None),
+    ("Y[i] = X[i,i]", {"X": (5, 5)}, None),
+    ("Y[i] = X[2*i+1]", {"X": (7,)}, None),
+    ("Y[i] = X[2*i+1, 3*i]", {"X": (7, 9)}, None),
+    ("Y[i,j] = X[2*i + 2*j]", {"X": (9,), "Y": (3, 2)}, None),
+    ("Y[i] = X[3*i] * W[2*i]", {"X": (9,), "W": (7,)}, None),
+    ("Y[i,j] = A[i,k] * B[k,j] * (j <= i)", {"A": (4, 3), "B": (3, 4)}, None),
+    ("Y[i] = sum_{m}(X[i+m]) * (i >= 1)", {"X": (6,)}, {"m": 3}),
     ("mu = sum_{j}(X[j]) / 4; Y[i] = (X[i] - mu)**2", {"X": (6,)}, None),
 ]
 
@@ -224,3 +242,19 @@ def test_printed_second_order_round_trips() -> None:
     inputs = {n: rng.uniform(0.5, 2.0, sizes[n]) for n in second.program.inputs}
     numeric = ed.derive(second.program.text, shapes=sizes)
     _check_derivation(numeric, inputs, {})
+
+
+def test_an_equation_left_as_a_guard_prints_as_a_comparison_factor() -> None:
+    # it printed `dX[p, q] = dY[p]`, the guard `p = q` on a domain line only: read back,
+    # every q got the diagonal's value
+    derivation = ed.derive("Y[i] = X[i,i]", shapes={"X": (4, 4)})
+    assert derivation.pullbacks["X"].notation() == "dX[p, q] = (p == q) * dY[p]"
+    _check_derivation(derivation, {"X": np.random.default_rng(2).standard_normal((4, 4))}, {})
+
+
+def test_a_bound_narrower_than_the_axis_is_printed_and_one_it_implies_is_not() -> None:
+    narrower = ed.derive("Y[i] = X[i+1] * (i <= 2)", shapes={"X": (6,)})
+    assert narrower.pullbacks["X"].notation() == "dX[p] = (p <= 3) * dY[p - 1]"
+    _check_derivation(narrower, _inputs(0), {})
+    implied = ed.derive("Y[i] = W[m]*X[i+m]", shapes={"X": (6,), "W": (3,)})
+    assert implied.pullbacks["X"].notation() == "dX[p] = sum_{i}(dY[i] * W[p - i])"

@@ -45,6 +45,9 @@ class LatexPrinter(NotationPrinter):
     def fraction(self, numerator: str, denominator: str, compound: bool) -> str:
         return rf"\frac{{{numerator}}}{{{denominator}}}"
 
+    def quotient(self, numerator: str, denominator: str, sum_above: bool, compound: bool) -> str:
+        return rf"\frac{{{numerator}}}{{{denominator}}}"
+
     def index_read(self, read: ir.IndexRead) -> str:
         return rf"{_tensor(read.array)}_{{{', '.join(self.index(e) for e in read.args)}}}"
 

@@ -78,6 +78,7 @@ def as_data(derivation: Derivation) -> dict[str, Any]:
 
     program = derivation.program
     printer = NotationPrinter()
+    shapes = derivation.shapes
     return {
         "expression": program.text,
         "output": program.output,
@@ -91,16 +92,16 @@ def as_data(derivation: Derivation) -> dict[str, Any]:
         "cotangent": derivation.backward.seeds[0],
         "intermediates": [
             {
-                "notation": statement_text(p.statement, with_domain=False),
-                "text": statement_text(p.statement),
+                "notation": statement_text(p.statement, with_domain=False, shapes=shapes),
+                "text": statement_text(p.statement, shapes=shapes),
             }
             for p in derivation.intermediates
         ],
         "pullbacks": {
             name: {
                 "name": pullback.name,
-                "notation": statement_text(pullback.statement, with_domain=False),
-                "text": statement_text(pullback.statement),
+                "notation": statement_text(pullback.statement, with_domain=False, shapes=shapes),
+                "text": statement_text(pullback.statement, shapes=shapes),
                 "latex": statement_latex(pullback.statement),
                 "conv": conv_data(derivation, name),
             }

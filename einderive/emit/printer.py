@@ -6,14 +6,16 @@ the sum sign, and how bounds are written.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import sympy
 from sympy.printing.str import StrPrinter
 
-from .. import ir
-from ..solve import Bounds, loop_bounds
+from .. import affine, ir
+from ..solve import Bounds, loop_bounds, simplify_constraints
+
+Shapes = Mapping[str, Sequence[sympy.Expr]]
 
 
 class ScalarPrinter(StrPrinter):
@@ -54,12 +56,12 @@ class NotationPrinter:
     at_most = "<="
     at_least = ">="
 
-    def __init__(self, order: Sequence[sympy.Symbol] = ()) -> None:
+    def __init__(self, order: Sequence[sympy.Symbol] = (), shapes: Shapes | None = None) -> None:
         self.order = list(order)
         self._order_key = tuple(order)
-        # how deep inside a product, function, power or reduction the printing is: a
-        # guarded term there shows its conditions (a top-level term's are its domain lines)
-        self._inside = 0
+        # the tensors' shapes, where known: a bound that a read's own axis implies is not
+        # printed (without them, one in numbers is taken as the axis's, as for sizes)
+        self.shapes = shapes
         # top-level sums whose bounds and conditions are printed as the domain's lines
         self.domain_terms: set[int] = set()
 
@@ -88,10 +90,27 @@ class NotationPrinter:
         return _index_text(type(self), self._order_key, expr)
 
     def index_text(self, expr: sympy.Expr) -> str:
-        """``index`` computed afresh."""
+        """``index`` computed afresh.
+
+        The terms with a denominator are one exact quotient, ``(p - 1) / 2 - i``: read back,
+        ``/`` in a bracket reads only where the division is exact, the condition that the
+        derivation attached to such a read (``2 divides p - 1``).
+        """
         expr = ir.expand(expr)
-        variables = [v for v in self.order if expr.has(v)]
         parts: list[tuple[bool, str]] = []
+        exact = ir.exact_quotient(expr)
+        if exact is not None:
+            numerator, denominator, expr = exact
+            negative = _looks_negative(numerator)
+            magnitude = ir.expand(-numerator if negative else numerator)
+            text = self.quotient(
+                self.index(magnitude),
+                self.scalar(denominator),
+                isinstance(magnitude, sympy.Add),
+                not (denominator.is_Integer or denominator.is_Symbol),
+            )
+            parts.append((negative, text))
+        variables = [v for v in self.order if expr.has(v)]
         rest = expr
         # reads of index arrays first: `tok[b] + m - 1`
         for term in sympy.Add.make_args(expr):
@@ -158,12 +177,7 @@ class NotationPrinter:
 
     def expr(self, node: ir.Node, context: int = ADD) -> str:
         method = getattr(self, f"_print_{type(node).__name__}")
-        nests = not isinstance(node, ir.Add | ir.Access | ir.Const)
-        self._inside += nests
-        try:
-            text, level = method(node)
-        finally:
-            self._inside -= nests
+        text, level = method(node)
         return self.group(text) if level < context else text
 
     def group(self, text: str) -> str:
@@ -237,6 +251,11 @@ class NotationPrinter:
     def fraction(self, numerator: str, denominator: str, compound: bool) -> str:
         return f"{numerator} / " + (f"({denominator})" if compound else denominator)
 
+    def quotient(self, numerator: str, denominator: str, sum_above: bool, compound: bool) -> str:
+        """An exact division in an index: ``(p - 1) / 2``, ``p / (2*s)``."""
+        above = self.group(numerator) if sum_above else numerator
+        return self.fraction(above, denominator, compound)
+
     def _print_Pow(self, node: ir.Pow) -> tuple[str, int]:
         base = self.expr(node.base, ATOM)
         exponent = self.scalar(node.exponent)
@@ -249,11 +268,13 @@ class NotationPrinter:
 
     def _print_Reduce(self, node: ir.Reduce) -> tuple[str, int]:
         names = ",".join(self.symbol(v) for v in node.variables)
-        inside = self._inside > 1
-        if not node.variables and inside and all(c.kind != "div" for c in node.where):
-            # a guarded term inside another node: its conditions as comparisons (factors of
-            # the notation), then its value; a top-level term's are its domain lines
-            factors = [self.comparison(c) for c in node.where]
+        unsaid = [c for c in node.where if not _implied_in(c, node.body, self.shapes)]
+        if not node.variables and unsaid:
+            # a guarded term: its conditions that no factor implies as comparisons (factors
+            # of the notation), then its value, so that the line reads back as derived (a
+            # top-level term's domain lines say them too); a divisibility is said by the
+            # exact division that reads the value (dY[p / 2])
+            factors = [self.comparison(c) for c in unsaid]
             return self.times.join([*factors, self.expr(node.body, MUL + 1)]), MUL
         if not node.variables:
             return self.expr(node.body, MUL), MUL
@@ -269,10 +290,15 @@ class NotationPrinter:
         """The conditions written in a reduction's braces (``prod_{k : k <= j - 1}``): all
         but its box, which reading it back gives again (``k >= 0`` and an upper bound
         by sizes), and those of a top-level sum that the domain's lines print."""
-        where = [c for c in node.where if not _is_box(c, node)]
+        where = [c for c in node.where if not _is_box(c, node, self.shapes)]
         if node.op == "sum" and id(node) in self.domain_terms:
             # the domain's lines print the bounds; the braces, what no factor implies
-            where = [c for c in where if c.kind != "div" and not _implied_by_factors(c, node)]
+            where = [c for c in where if not _implied_by_factors(c, node, self.shapes)]
+        else:
+            # a divisibility is said by the exact division that reads the value
+            where = [
+                c for c in where if c.kind != "div" or not _implied_by_factors(c, node, self.shapes)
+            ]
         return [self.relation(c, node.variables) for c in where]
 
     def relation(self, constraint: ir.Constraint, first: Sequence[sympy.Symbol] = ()) -> str:
@@ -390,9 +416,12 @@ def _padded_read(node: ir.Add) -> tuple[ir.Access, sympy.Expr] | None:
     return read, values.pop()
 
 
-def _is_box(constraint: ir.Constraint, node: ir.Reduce) -> bool:
+def _is_box(constraint: ir.Constraint, node: ir.Reduce, shapes: Shapes | None = None) -> bool:
     """Whether ``constraint`` is ``v >= 0`` or ``bound - v >= 0`` of one variable of
-    ``node``, the bound free of indices: a box that the variable's extent gives."""
+    ``node``, the bound free of indices: a box that the variable's extent gives. With
+    ``shapes``, a bound above is one only where it is the extent that reading the line
+    back gives: that of an axis the variable indexes alone (``i <= 2`` is no box of
+    ``sum_{i}(dY[i])`` with ``dY`` of 4)."""
     own = constraint.free_symbols & set(node.variables)
     if constraint.kind != "ge" or len(own) != 1:
         return False
@@ -403,6 +432,15 @@ def _is_box(constraint: ir.Constraint, node: ir.Reduce) -> bool:
         return False  # a bound that moves with an index (or an offset parameter)
     if coefficient == 1:
         return rest == 0
+    if coefficient == -1 and shapes is not None:
+        lone = [
+            shapes[read.tensor][axis]
+            for read in ir.accesses(node.body)
+            if read.tensor in shapes and len(shapes[read.tensor]) == len(read.indices)
+            for axis, index in enumerate(read.indices)
+            if index == var
+        ]
+        return not lone or any(ir.expand(rest - size + 1) == 0 for size in lone)
     return coefficient == -1
 
 
@@ -411,16 +449,22 @@ def _moves(expr: sympy.Expr) -> bool:
     return any(s.is_integer and not s.is_positive for s in expr.free_symbols)
 
 
-def _implied_by_factors(constraint: ir.Constraint, node: ir.Reduce) -> bool:
+def _implied_by_factors(
+    constraint: ir.Constraint, node: ir.Reduce, shapes: Shapes | None = None
+) -> bool:
     """Whether a factor of the body is zero wherever ``constraint`` fails: a read outside
     its tensor (``e >= 0`` or ``bound - e >= 0`` of one of its indices ``e``, up to a
-    positive factor), or an argmax indicator outside its window."""
+    positive factor), a read by an exact division that does not divide, or an argmax
+    indicator outside its window."""
     terms = node.body.terms if isinstance(node.body, ir.Add) else (node.body,)
-    return all(_implied_in(constraint, term) for term in terms)
+    return all(_implied_in(constraint, term, shapes) for term in terms)
 
 
-def _implied_in(constraint: ir.Constraint, term: ir.Node) -> bool:
-    """Whether a factor of ``term`` is zero wherever ``constraint`` fails."""
+def _implied_in(constraint: ir.Constraint, term: ir.Node, shapes: Shapes | None = None) -> bool:
+    """Whether a factor of ``term`` is zero wherever ``constraint`` fails.
+
+    With ``shapes``, a bound above is implied where it is at least the read's axis; without
+    them, where it is in sizes or numbers (what a box of the read's own extent gives)."""
     factors = term.factors if isinstance(term, ir.Mul) else (term,)
     for factor in factors:
         if isinstance(factor, ir.IsExtremum):
@@ -429,23 +473,55 @@ def _implied_in(constraint: ir.Constraint, term: ir.Node) -> bool:
                 return True
         if not isinstance(factor, ir.Access):
             continue
-        for index in factor.indices:
+        if constraint.kind == "div":
+            if any(_divides_alike(constraint, index) for index in factor.indices):
+                return True
+            continue
+        if constraint.kind != "ge":
+            continue
+        shape = shapes.get(factor.tensor) if shapes is not None else None
+        for axis, index in enumerate(factor.indices):
             moving = [s for s in index.free_symbols if _moves(s)]
             if not moving:
                 continue
             var = moving[0]
-            scale = ir.coefficient(constraint.expr, var) / ir.coefficient(index, var)
-            if not (scale.is_number and scale != 0):
+            scale = sympy.cancel(ir.coefficient(constraint.expr, var) / ir.coefficient(index, var))
+            above = affine.negative(scale)
+            if not (above or affine.positive(scale)):
                 continue
             rest = ir.expand(constraint.expr - scale * index)
             if _moves(rest):
                 continue
-            # e >= 0 (or weaker), or a size bound above: bound - e >= 0
-            if scale > 0 and rest.is_number and rest >= 0:
+            # e >= 0 (or weaker), or a bound above that the axis implies: N - 1 - e >= 0
+            if not above and rest.is_number and rest >= 0:
                 return True
-            if scale < 0:
+            if above and shape is not None and len(shape) == len(factor.indices):
+                if affine.nonnegative(ir.expand(rest + scale * (shape[axis] - 1))):
+                    return True
+            elif above:
                 return True
     return False
+
+
+def _divides_alike(constraint: ir.Constraint, index: sympy.Expr) -> bool:
+    """Whether ``index``, printed, is an exact division whose condition is ``constraint``:
+    ``dY[(p - 1) / 2]`` reads where 2 divides p - 1 (or p + 1: the same condition)."""
+    exact = ir.exact_quotient(index)
+    if exact is None:
+        return False
+    numerator, denominator, _ = exact
+    said = simplify_constraints([ir.Constraint("div", numerator, denominator)])
+    wanted = simplify_constraints([constraint])
+    if not said or not wanted or len(said) != 1 or len(wanted) != 1:
+        return False
+    (said_one,), (wanted_one,) = said, wanted
+    if said_one.modulus != wanted_one.modulus:
+        return False
+    modulus = said_one.modulus
+    return any(
+        ir.exact_quotient(ir.expand((said_one.expr + sign * wanted_one.expr) / modulus)) is None
+        for sign in (1, -1)
+    )
 
 
 def _constant_level(value: sympy.Expr) -> int:

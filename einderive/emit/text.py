@@ -10,7 +10,7 @@ from .. import ir
 from ..model import Derivation, Program
 from ..solve import loop_bounds
 from .padding_mode import padding_mode_lines
-from .printer import NotationPrinter
+from .printer import NotationPrinter, Shapes
 
 
 def variables_of(statement: ir.Statement) -> list[sympy.Symbol]:
@@ -35,7 +35,9 @@ def terms_of(rhs: ir.Node) -> Sequence[ir.Node]:
     return rhs.terms if isinstance(rhs, ir.Add) else (rhs,)
 
 
-def scatter_lines(statement: ir.Statement, with_domain: bool = True) -> list[str] | None:
+def scatter_lines(
+    statement: ir.Statement, with_domain: bool = True, shapes: Shapes | None = None
+) -> list[str] | None:
     """A statement whose terms write through index arrays, one ``+=`` line per term in
     scatter form (``dE[tok[b], q] += dY[b, q]``), each with its domain and why it is not
     a gather; None if no term is such a scatter."""
@@ -43,7 +45,7 @@ def scatter_lines(statement: ir.Statement, with_domain: bool = True) -> list[str
     scatters = [ir.scatter(term, statement.indices) for term in terms]
     if not any(scatters):
         return None
-    printer = NotationPrinter(variables_of(statement))
+    printer = NotationPrinter(variables_of(statement), shapes)
     printer.domain_terms = {id(term) for term in terms}
     lines = []
     for term, found in zip(terms, scatters, strict=True):
@@ -69,16 +71,19 @@ def scatter_lines(statement: ir.Statement, with_domain: bool = True) -> list[str
     return lines
 
 
-def statement_text(statement: ir.Statement, with_domain: bool = True) -> str:
+def statement_text(
+    statement: ir.Statement, with_domain: bool = True, shapes: Shapes | None = None
+) -> str:
     """``target[...] = rhs``, then the bounds and conditions of each term, indented.
 
     A term that writes through an index array is printed as a scatter (see
-    ``scatter_lines``).
+    ``scatter_lines``). ``shapes`` (the tensors' shapes) leaves out of the line a bound
+    that a read's axis implies; without them, one in numbers is taken as implied.
     """
-    scattered = scatter_lines(statement, with_domain)
+    scattered = scatter_lines(statement, with_domain, shapes)
     if scattered is not None:
         return "\n".join(scattered)
-    printer = NotationPrinter(variables_of(statement))
+    printer = NotationPrinter(variables_of(statement), shapes)
     printer.domain_terms = {id(term) for term in terms_of(statement.rhs)}
     lines = [f"{lhs(statement, printer)} = {printer.expr(statement.rhs)}"]
     if with_domain:
@@ -96,7 +101,7 @@ def forward_lines(program: Program) -> list[str]:
     """Each forward statement, its free and summed indices, and its domain."""
     lines = []
     for statement in program.statements:
-        first, *domain = statement_text(statement).splitlines()
+        first, *domain = statement_text(statement, shapes=program.shapes).splitlines()
         if statement.written is not None:
             # reads rewritten into pieces: the statement as written, then its pieces
             lines.append(statement.written)
@@ -146,7 +151,7 @@ def derivation_text(derivation: Derivation) -> str:
     seed = derivation.backward.seeds[0]
     lines.append(f"pullbacks ({seed} is the cotangent of {program.output}):")
     for statement in derivation.backward.statements:
-        for line in statement_text(statement).splitlines():
+        for line in statement_text(statement, shapes=derivation.shapes).splitlines():
             lines.append("  " + line)
     lines += padding_mode_lines(derivation, with_reason=False)  # the calls, where it is one
     return "\n".join(lines)

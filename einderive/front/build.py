@@ -144,21 +144,20 @@ class _Builder:
             )
         if isinstance(node, SProduct):
             # an error points at the chain up to the offending factor, as written
-            if True in node.divides:
-                divisor = node.factors[node.divides.index(True)]
-                raise IndexNotationError(
-                    "index expressions must be affine: division is not allowed in an index",
-                    (node.span[0], divisor.span[1]),
-                    self.text,
-                )
             index_symbols = self._index_symbols(variables)
             product = self._index_expr(node.factors[0], variables)
-            for factor in node.factors[1:]:
+            for factor, divides in zip(node.factors[1:], node.divides[1:], strict=True):
+                chain = (node.span[0], factor.span[1])
+                if divides:
+                    # exact division: the read happens where the divisor divides (ir.Divide)
+                    divisor = self._divisor(factor, variables, "'/'", chain)
+                    product = ir.Divide(expand(product), divisor)
+                    continue
                 right = self._index_expr(factor, variables)
                 if product.free_symbols & index_symbols and right.free_symbols & index_symbols:
                     raise IndexNotationError(
                         "index expressions must be affine: this multiplies two index variables",
-                        (node.span[0], factor.span[1]),
+                        chain,
                         self.text,
                     )
                 product = expand(product * right)
@@ -174,19 +173,28 @@ class _Builder:
             self.text,
         )
 
-    def _divisor(self, node: Any, variables: Mapping[str, sympy.Symbol], what: str) -> sympy.Expr:
-        """The divisor of ``//`` or the period of ``mod``/``reflect``: a positive number or
-        a product of parameters and sizes, no index."""
+    def _divisor(
+        self,
+        node: Any,
+        variables: Mapping[str, sympy.Symbol],
+        what: str,
+        span: Span | None = None,
+    ) -> sympy.Expr:
+        """The divisor of ``/`` or ``//``, or the period of ``mod``/``reflect``: a positive
+        number or a product of parameters and sizes, no index. An error points at ``span``
+        (the chain up to the divisor, for ``/``) or at the divisor."""
+        span = span or node.span
         value = self.index_expr(node, variables)
         if value.free_symbols & self._index_symbols(variables) or has_index_function(value):
             raise IndexNotationError(
                 f"the divisor of {what} must be a number or a parameter, not an index",
-                node.span,
+                span,
                 self.text,
             )
         if not affine.positive(value):
+            zero = " (a division by zero)" if value == 0 else ""
             raise IndexNotationError(
-                f"the divisor of {what} must be positive; {value} is not", node.span, self.text
+                f"the divisor of {what} must be positive; {value} is not{zero}", span, self.text
             )
         return value
 
@@ -226,6 +234,20 @@ class _Builder:
             self.text,
         )
 
+    def _condition_side(self, side: Any, variables: Mapping[str, sympy.Symbol]) -> sympy.Expr:
+        """One side of a comparison or of a reduction's condition: affine, no index function."""
+        expr = self.index_expr(side, variables)
+        if has_index_function(expr):
+            # a quotient or remainder in a condition would need a fresh quotient of its
+            # own; reads have it, conditions do not (yet): refused here, not downstream
+            raise IndexNotationError(
+                "a comparison takes affine index expressions: '/', '//', mod, clamp and "
+                "reflect are for reads (X[i // 2], X[p / 2]), not for conditions",
+                side.span,
+                self.text,
+            )
+        return expr
+
     def _comparison(self, node: SCompare, variables: Mapping[str, sympy.Symbol]) -> ir.Node:
         """``(left op right)`` of index expressions, as an indicator."""
         sides = []
@@ -242,17 +264,7 @@ class _Builder:
                     side.span,
                     self.text,
                 )
-            expr = self.index_expr(side, variables)
-            if has_index_function(expr):
-                # a quotient or remainder in a condition would need a fresh quotient of its
-                # own; reads have it, conditions do not (yet): refused here, not downstream
-                raise IndexNotationError(
-                    "a comparison takes affine index expressions: '//', mod, clamp and "
-                    "reflect are for reads (X[i // 2]), not for conditions",
-                    side.span,
-                    self.text,
-                )
-            sides.append(expr)
+            sides.append(self._condition_side(side, variables))
         return comparison(node.op, *sides)
 
     # ---- shapes and extents ------------------------------------------------------------
@@ -606,8 +618,8 @@ class _Builder:
 
     def _condition(self, node: SCompare, variables: Mapping[str, sympy.Symbol]) -> ir.Constraint:
         """A condition of a reduction's domain, ``k <= j - 1``, as an affine constraint."""
-        left = self.index_expr(node.left, variables)
-        right = self.index_expr(node.right, variables)
+        left = self._condition_side(node.left, variables)
+        right = self._condition_side(node.right, variables)
         # `!=` is refused by the parser: a domain is a conjunction of affine conditions
         difference = {
             "<=": right - left,
@@ -732,8 +744,8 @@ class _Builder:
         for index, write in zip(node.target.indices, writes, strict=True):
             if has_index_function(write):
                 raise IndexNotationError(
-                    "a left-hand side is written at affine positions; mod, clamp, reflect "
-                    "and '//' are for reads",
+                    "a left-hand side is written at affine positions; mod, clamp, reflect, "
+                    "'//' and '/' are for reads",
                     index.span,
                     self.text,
                 )

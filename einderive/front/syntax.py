@@ -43,8 +43,8 @@ def comparisons(node: Any) -> list[SCompare]:
 def multiplied_names(node: Any) -> set[str]:
     """Names that appear as a factor of a product inside an index expression.
 
-    In ``a * b / c`` the names of ``a`` and ``b`` are multiplied; a divisor's are not
-    (unless a later factor multiplies the quotient: ``a / c * b``).
+    In ``a * b / c`` the names of ``a`` and ``b`` are multiplied; a divisor's too (an exact
+    division's divisor is a positive parameter, as a stride).
     """
     inner = set().union(*(multiplied_names(operand) for operand in operands(node)))
     if isinstance(node, SCall):
@@ -57,6 +57,9 @@ def multiplied_names(node: Any) -> set[str]:
         multiplied = [k for k, divides in enumerate(node.divides) if k and not divides]
         if multiplied:
             inner |= set().union(*(names_in(f) for f in node.factors[: multiplied[-1] + 1]))
+        inner |= set().union(
+            *(names_in(f) for f, divides in zip(node.factors, node.divides, strict=True) if divides)
+        )
     return inner
 
 
