@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Callable
 from importlib.util import find_spec
+from typing import Any
 
 import numpy as np
 import pytest
@@ -384,3 +385,88 @@ def test_no_wrapped_read_no_padding_mode() -> None:
     assert derivation.padding_mode is None and derivation.padding_mode_calls() is None
     assert json.loads(as_json(derivation))["padding_mode"] is None
     assert "padding_mode" not in conv(derivation) + str(derivation)
+
+
+def _depthwise(x: Any, w: Any) -> Any:
+    import torch
+
+    module = torch.nn.Conv2d(
+        3, 3, 3, stride=(1, 2), padding=1, groups=3, padding_mode="reflect", bias=False
+    )
+    return torch.func.functional_call(module, {"weight": w[:, None]}, (x,))
+
+
+def _channels_last(x: Any, w: Any) -> Any:
+    import torch
+
+    module = torch.nn.Conv2d(2, 4, 3, padding=1, padding_mode="circular", bias=False)
+    inputs = (x.permute(0, 3, 1, 2),)
+    return torch.func.functional_call(module, {"weight": w.permute(3, 2, 0, 1)}, inputs)
+
+
+def _grouped(x: Any, w: Any) -> Any:
+    import torch
+
+    module = torch.nn.Conv1d(4, 6, 3, padding=1, groups=2, padding_mode="replicate", bias=False)
+    weight = w.reshape(6, 2, 3)
+    return torch.func.functional_call(module, {"weight": weight}, (x.reshape(2, 4, 6),))
+
+
+# (expression, shapes, the module written by hand on the arranged tensors, its output back
+# in the expression's axes): depthwise, channels last, and grouped (torch pads the flattened
+# leading axes)
+LAYOUTS = [
+    (
+        "Y[b,c,i,j] = W[c,m,n]*X[b, c, reflect(i+m-1, 6), reflect(2*j+n-1, 7)]",
+        {"X": (2, 3, 6, 7), "W": (3, 3, 3), "Y": (2, 3, 6, 4)},
+        _depthwise,
+        lambda y: y,
+    ),
+    (
+        "Y[b,i,j,o] = W[m,n,c,o]*X[b, mod(i+m-1, 6), mod(j+n-1, 5), c]",
+        {"X": (2, 6, 5, 2), "W": (3, 3, 2, 4), "Y": (2, 6, 5, 4)},
+        _channels_last,
+        lambda y: y.permute(0, 2, 3, 1),
+    ),
+    (
+        "Y[b,g,o,i] = W[g,o,c,m]*X[b, g, c, clamp(i+m-1, 0, 5)]",
+        {"X": (2, 2, 2, 6), "W": (2, 3, 2, 3), "Y": (2, 2, 3, 6)},
+        _grouped,
+        lambda y: y.reshape(2, 2, 3, 6),
+    ),
+]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(("text", "shapes", "module", "back"), LAYOUTS)
+def test_padding_mode_calls_of_other_layouts_run_as_printed(
+    text: str, shapes: dict, module: Callable, back: Callable, framework: str
+) -> None:
+    import torch
+
+    derivation = ed.derive(text, shapes=shapes)
+    rng = np.random.default_rng(5)
+    arrays = {name: rng.standard_normal(shapes[name]) for name in ("X", "W")}
+    arrays["dY"] = rng.standard_normal(shapes["Y"])
+    x = torch.tensor(arrays["X"], requires_grad=True)
+    w = torch.tensor(arrays["W"], requires_grad=True)
+    y = back(module(x, w))
+    dx, dw = torch.autograd.grad(y, (x, w), torch.tensor(arrays["dY"]))
+    expected = {"Y": y.detach().numpy(), "dX": dx.numpy(), "dW": dw.numpy()}
+    context: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if framework == "jax":
+        import jax
+
+        context = jax.enable_x64(True)
+    runs = _padded_printed(derivation, framework)
+    if framework == "torch":  # each has its module line
+        assert all(len(r) == 2 for r in runs.values()), runs
+    with context:
+        for source, source_runs in runs.items():
+            for lines in source_runs:
+                results = _run_lines(framework, lines, arrays)
+                assert set(results) == ({"Y"} if len(lines) == 1 else {"Y", "dX", "dW"})
+                for name, value in results.items():
+                    np.testing.assert_allclose(
+                        value, expected[name], rtol=1e-10, atol=1e-12, err_msg=f"{source} {name}"
+                    )

@@ -71,17 +71,18 @@ class PaddedConv:
         padded as much before as after. Otherwise why not, in one line."""
         call = self.torch
         module = f"torch.nn.Conv{len(call.stride)}d"
-        plain = (
-            call.function.startswith("conv")
-            and not call.function.startswith("conv_transpose")
-            and not (call.transpose_input or call.transpose_kernel or call.flip_dims)
-            and call.fill is None
-            and call.pad is None
-            and call.batch_groups == 1
-            and not self.conv.x_layout.flips
-        )
-        if not plain:
-            return f"the call transposes, flips or dilates its operands, which {module} does not"
+        # what the module cannot do before its call (it may transpose or flip the kernel
+        # and swap the input's first two axes: those are on the operands it is given)
+        cannot = [
+            (call.function.startswith("conv_transpose"), "it is a transposed convolution"),
+            (call.fill is not None, "it dilates its input"),
+            (call.pad is not None, "it zero-pads its input"),
+            (call.batch_groups != 1, "it groups the batch"),
+            (bool(self.conv.x_layout.flips), f"it reads {self.tensor} reversed"),
+        ]
+        reasons = [reason for applies, reason in cannot if applies]
+        if reasons:
+            return f"{module} is not the call: {'; '.join(reasons)}"
         spatial = self.conv.x_layout.axes[2:]
         if not set(self.axes) <= set(spatial):
             return f"a padded axis of {self.tensor} is not a spatial axis of the call"
@@ -279,6 +280,8 @@ def padded_convolution(derivation: Derivation) -> PaddedConv | str:
     )
     if not isinstance(recognition, ConvPullback):
         return f"on the padded input, not a convolution: {recognition.reason}"
+    if recognition.call.x != padded:
+        return f"{padded} is the call's kernel, not its input"
     # a declared output shorter than the padded input allows crops it (negative padding)
     if any(not (lo <= 0 and hi <= 0) for lo, hi in recognition.call.padding):
         return "on the padded input, the convolution still pads"

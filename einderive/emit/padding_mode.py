@@ -66,6 +66,8 @@ def module_statement(found: PaddedConv, derivation: Derivation, padding: tuple[i
     call = torch_call(conv.call, conv.kernel_size)
     kernel = tuple(int(n) for n in derivation.program.shapes[conv.call.w])
     kernel_shape = np.asarray(conv.w_layout.apply(np.zeros(kernel))).shape
+    if call.transpose_kernel:  # the module's weight is the call's, axes swapped
+        kernel_shape = (kernel_shape[1], kernel_shape[0], *kernel_shape[2:])
     out_channels, in_channels = kernel_shape[0], kernel_shape[1] * call.groups
     kernel_size = tuple(int(n) for n in kernel_shape[2:])
     module = (
@@ -74,7 +76,10 @@ def module_statement(found: PaddedConv, derivation: Derivation, padding: tuple[i
         f"groups={call.groups}, bias=False, padding_mode={found.mode!r})"
     )
     x = operand_code(found.tensor, conv.x_layout, "torch")
+    x += ".transpose(0, 1)" if call.transpose_input else ""
     w = operand_code(conv.call.w, conv.w_layout, "torch")
+    w += ".transpose(0, 1)" if call.transpose_kernel else ""
+    w += f".flip({call.flip_dims})" if call.flip_dims else ""
     applied = f"torch.func.functional_call({module}, {{'weight': {w}}}, ({x},))"
     return f"{conv.pullback} = {result_code(conv, applied, 'torch')}"
 
