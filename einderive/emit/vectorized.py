@@ -458,10 +458,42 @@ class JaxPrinter(NumpyPrinter):
 
 
 class TorchPrinter(JaxPrinter):
-    """``torch`` for the data, float64 tensors; index arrays become tensors where they meet data."""
+    """``torch`` for everything: the data, and the index grids and masks too, on the device
+    of the data and in its dtype (those of ``like``, the function's first tensor that is
+    not an index array), so that no value goes through NumPy or the host."""
 
     array = "torch"
     target = "torch"
+    index_arrays: frozenset[str] = frozenset()
+    scalars: frozenset[str] = frozenset()  # sizes and parameters: Python numbers, not grids
+    like = "dY"
+
+    def _print_AsNumber(self, expr: sympy.Expr) -> str:
+        # an index read as a number (`sin(i / 100)`): its grid in the data's dtype (torch
+        # would compute an integer tensor times a float in its default dtype, float32)
+        (var,) = expr.args
+        name = self._print(var)
+        return name if str(var) in self.scalars else f"{name}.to({self.like}.dtype)"
+
+    def _print_PythonFunction(self, node: PythonFunction) -> str:
+        names = [self._print(p) for p in node.parameters]
+        data = [n for n in names if n not in self.index_arrays]
+        self.like = (data or names or ["dY"])[0]
+        return super()._print_PythonFunction(node)
+
+    def _print_Grid(self, node: Grid) -> str:
+        start, stop = node.start, node.stop
+        bounds = [self._print(b) for b in ([stop] if start == 0 else [start, stop])]
+        text = f"torch.arange({', '.join([*bounds, f'device={self.like}.device'])})"
+        if node.trailing:
+            text += f".reshape(-1{', 1' * int(node.trailing)})"
+        return f"{self._print(node.var)} = {text}"
+
+    def _print_NegativeInfinity(self, expr: sympy.Basic) -> str:
+        return "-torch.inf"
+
+    def _print_Infinity(self, expr: sympy.Basic) -> str:
+        return "torch.inf"
 
     def _parts_Contraction(self, expr: Contraction) -> tuple[str, list[Piece]]:
         subscripts, *operands = expr.args
@@ -490,32 +522,46 @@ class TorchPrinter(JaxPrinter):
         return self._call("_is_at", arguments)
 
     def _print_AsFloat(self, expr: AsFloat) -> str:
-        return f"{self._operand(expr.args[0], ATOM_LEVEL)}.double()"
+        return f"{self._operand(expr.args[0], ATOM_LEVEL)}.to({self.like}.dtype)"
 
     def _print_Constant(self, expr: Constant) -> str:
-        return f"torch.tensor({self._print(expr.args[0])}, dtype=torch.float64)"
+        value = self._print(expr.args[0])
+        return f"torch.as_tensor({value}, dtype={self.like}.dtype, device={self.like}.device)"
 
     def _print_ConvCall(self, node: ConvCall) -> str:
         record = torch_call(node.conv.call, node.conv.kernel_size)
         return self._framework_call(node, record)
 
     def _print_FusedConv2d(self, node: FusedConv2d) -> str:
-        # autograd's own kernel for both pullbacks of a convolution (output_mask: dX, dW)
+        # autograd's own kernel for both pullbacks of a convolution (output_mask: dX, dW),
+        # its arguments positional: keywords cost the op's Python binding more than a small
+        # convolution's backward takes to compute (~10-30 us a call)
         call = node.conv.call
         arguments: list[Piece] = [
             self._print(node.seed),
             *(self._print(sympy.Symbol(n)) for n in (call.x, call.w)),
-            "bias_sizes=None",
-            f"stride={self._print(sympy.Tuple(*call.stride))}",
-            f"padding={self._print(sympy.Tuple(*(lo for lo, _ in call.padding)))}",
-            f"dilation={self._print(sympy.Tuple(*call.dilation))}",
-            "transposed=False",
-            "output_padding=(0, 0)",
-            "groups=1",
-            "output_mask=(True, True, False)",
+            "None",
+            self._print(sympy.Tuple(*call.stride)),
+            self._print(sympy.Tuple(*(lo for lo, _ in call.padding))),
+            self._print(sympy.Tuple(*call.dilation)),
+            "False",
+            "(0, 0)",
+            "1",
+            "(True, True, False)",
         ]
+        comment = Comment(
+            "autograd's own kernel, arguments positional (faster than keywords): dY, input, "
+            "weight, bias_sizes, stride, padding, dilation, transposed, output_padding, "
+            "groups, output_mask"
+        )
         head = f"{self._print(node.grad_x)}, {self._print(node.grad_w)}, _ = "
-        return head + self._call("torch.ops.aten.convolution_backward", arguments, len(head))
+        function = "torch.ops.aten.convolution_backward"
+        inner = ", ".join(self._piece(a) for a in arguments)
+        if not self._fits(f"{head}{function}({inner})") and self._fits(inner, 1):
+            call_text = f"{function}(\n{self.tab}{inner}\n)"  # the arguments on a line of their own
+        else:
+            call_text = self._call(function, arguments, len(head))
+        return f"{self._print(comment)}\n{head}{call_text}"
 
     def _operand_code(self, name: str, layout: Any) -> str:
         # torch's transpose swaps two axes; permute takes them all
@@ -993,7 +1039,7 @@ _RUNTIME_CALLS = (
 _RUNTIME_MODULES = {
     "numpy": ("numpy_helpers", "numpy_conv"),
     "jax": ("jax_helpers", "numpy_helpers"),
-    "torch": ("torch_helpers", "numpy_helpers", "numpy_conv"),
+    "torch": ("torch_helpers",),
 }
 
 
@@ -1029,9 +1075,9 @@ _FRAMEWORKS = {
         "torch",
         "PyTorch",
         TorchPrinter,
-        ("import numpy as np", "import torch"),
-        note="They need PyTorch and NumPy and take float64 tensors; index arrays are "
-        "built with NumPy.",
+        ("import torch",),
+        note="They need PyTorch only, and compute on the device of the tensors they are "
+        "given, in their dtype (index arrays: integer tensors).",
     ),
 }
 
@@ -1050,6 +1096,9 @@ def _module(derivation: Derivation, framework: _Framework) -> str:
     for statement in statements:
         taken |= {v.name for v in _bound_variables(statement.rhs)}
     printer = framework.printer(order)
+    if isinstance(printer, TorchPrinter):
+        printer.index_arrays = frozenset(program.index_arrays)
+        printer.scalars = frozenset(s.name for s in [*program.symbols, *program.definitions])
     source = _VectorSource(
         derivation, printer, dict(shapes), taken, plans(derivation), framework.name == "numpy"
     )
@@ -1212,5 +1261,6 @@ def jax_source(derivation: Derivation) -> str:
 
 
 def torch_source(derivation: Derivation) -> str:
-    """The same module in PyTorch: ``torch.nn.functional`` calls, float64 tensors."""
+    """The same module in PyTorch: ``torch.nn.functional`` calls, everything on the
+    tensors' device and in their dtype."""
     return _module(derivation, _FRAMEWORKS["torch"])

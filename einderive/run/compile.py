@@ -408,9 +408,9 @@ class Compiled:
         arrays = {}
         for name in names:
             value = inputs[name]
-            if name in self._index_arrays:  # integer positions: NumPy in every backend
+            if name in self._index_arrays:  # integer positions: NumPy, or int64 torch tensors
                 native = native and convert.native(value)
-                arrays[name] = as_index_array(name, value)
+                arrays[name] = as_index_array(name, value, keep_tensor=self.backend == "torch")
                 continue
             if self._numpy and type(value) is np.ndarray and value.dtype == np.float64:
                 arrays[name] = value  # already what the module takes: no conversion
@@ -570,6 +570,10 @@ class Compiled:
                 if made is None:
                     made = self._runner_for(dict(zip(names, signature, strict=True)))
                 self._last = made
+                if self.out_of_range == "raise" and self.backend == "torch":
+                    # (JAX: under jit the index arrays are tracers, with no values to check)
+                    indices = {n: a for n, a in zip(names, given, strict=True)}
+                    check_index_values(made.derivation.program, indices)
                 return made.op(kind)(*given)
 
             function.__name__ = function.__qualname__ = "op"

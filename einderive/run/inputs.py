@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,10 +31,21 @@ def as_array(name: str, value: object) -> np.ndarray:
         raise ArgumentError(f"{name!r} must be a numeric array") from None
 
 
-def as_index_array(name: str, value: object) -> np.ndarray:
+def as_index_array(name: str, value: object, keep_tensor: bool = False) -> Any:
     """An index array as int64 NumPy: integers only (a float array is refused, even one
-    holding whole numbers: positions are integers by type, as in torch and NumPy)."""
+    holding whole numbers: positions are integers by type, as in torch and NumPy).
+
+    ``keep_tensor``: a torch tensor stays one, int64 on its device (the PyTorch backend's
+    modules read it there, with no copy to the host)."""
     detach = getattr(value, "detach", None)
+    if callable(detach) and keep_tensor:
+        tensor: Any = detach()
+        if tensor.is_floating_point() or tensor.is_complex() or str(tensor.dtype) == "torch.bool":
+            raise ArgumentError(
+                f"{name!r} is read inside brackets, so it is an index array: it must hold "
+                f"integers, not {str(tensor.dtype).removeprefix('torch.')}"
+            )
+        return tensor.long()
     if callable(detach):
         value = detach().cpu().numpy()
     array = np.asarray(value)
@@ -135,15 +147,18 @@ def check_index_values(program: Program, arrays: Mapping[str, Any]) -> None:
     of (``out_of_range="raise"``; by default such a read is zero, as every read outside
     a tensor)."""
     for name, uses in index_positions(program).items():
-        values = np.asarray(arrays[name])
-        if values.size == 0:
+        values = arrays[name]  # NumPy, or a torch tensor on its device
+        if math.prod(values.shape) == 0:
             continue
         low, high = int(values.min()), int(values.max())
         for size, where in uses:
             if low >= 0 and high < int(size):
                 continue
             bad = low if low < 0 else high
-            position = tuple(int(k) for k in np.argwhere(values == bad)[0])
+            if isinstance(values, np.ndarray):
+                position = tuple(int(k) for k in np.argwhere(values == bad)[0])
+            else:  # a tensor: its first such position, read back for the message only
+                position = tuple((values == bad).nonzero()[0].tolist())
             raise ArgumentError(
                 f"{name}{list(position)} = {bad} is outside {where}, which has size "
                 f"{int(size)} (out_of_range='raise'; with 'zero' that read is zero)"

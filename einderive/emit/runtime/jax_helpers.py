@@ -39,7 +39,11 @@ def _scatter_add(shape, values, *positions):
     """Zeros of ``shape`` with ``values`` added at ``positions`` (``.at[].add``): a
     position outside ``shape`` adds nothing, a repeated one adds up."""
     inside, clipped = _where_inside(shape, positions)
-    kept = jnp.where(inside, jnp.broadcast_to(values, inside.shape), 0.0)
+    # broadcast with the values: a summed index that no position depends on adds its
+    # terms in one place
+    inside, values, *positions = jnp.broadcast_arrays(inside, values, *clipped)
+    clipped = tuple(positions)
+    kept = jnp.where(inside, values, 0.0)
     return jnp.zeros(shape).at[clipped].add(kept)
 
 

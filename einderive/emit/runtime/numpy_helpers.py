@@ -39,7 +39,10 @@ def _scatter_add(shape, values, *positions):
     together): a position outside ``shape`` adds nothing, a repeated one adds up."""
     inside, clipped = _positions(shape, positions)
     out = np.zeros(shape)
-    values = np.broadcast_to(values, inside.shape)
+    # broadcast with the values: a summed index that no position depends on (``o`` in
+    # ``dX[p, q, idx[i] + m - 1] += dY[p, o, i] * W[o, q, m]``) adds its terms in one place
+    inside, values, *clipped = np.broadcast_arrays(inside, values, *clipped)
+    clipped = tuple(clipped)
     if inside.all():
         np.add.at(out, clipped, values)
     else:
