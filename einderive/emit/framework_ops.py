@@ -201,21 +201,29 @@ def _torch_wrapper(signature: _Signature, params_of: Sequence[str]) -> str:
     ]
     if saved:
         lines.append(f"        {_tuple(saved)} = ctx.saved_tensors")
-    for tensor in inputs:
-        value = f"_stand_in({tensor}, ctx.shapes[{inputs.index(tensor)}], {seed})"
-        if tensor not in saved:
-            value = f"{seed}.new_zeros(()).expand(ctx.shapes[{inputs.index(tensor)}])"
-        lines.append(f"        {tensor} = {value}")
     if params:
         lines.append(f"        {_tuple(params)} = ctx.params")
+
+    def size_only(tensor: str) -> str:  # an input no pullback reads: zeros of its shape
+        return f"        {tensor} = {seed}.new_zeros(()).expand(ctx.shapes[{inputs.index(tensor)}])"
+
     arguments_of = [seed, *inputs]
     every = " and ".join(needs[t] for t in differentiable)
     results = [gradients[t] for t in differentiable]
+    # every pullback runs: each input one reads was saved, so no stand-in is needed (the
+    # common call, kept short: this is the backward autograd runs at every step)
     lines.append(f"        if {every}:  # every pullback: vjp (one call where it fuses them)")
+    lines += ["    " + size_only(t) for t in inputs if t not in saved]
     lines.append(
         f"            {_tuple(results)} = {_call('vjp', arguments_of, signature.vjp_params)}"
     )
     lines.append("        else:")
+    for tensor in inputs:
+        if tensor in saved:
+            value = f"_stand_in({tensor}, ctx.shapes[{inputs.index(tensor)}], {seed})"
+            lines.append(f"            {tensor} = {value}")
+        else:
+            lines.append("    " + size_only(tensor))
     for tensor in differentiable:
         call = _call(f"pullback_{tensor}", arguments_of, signature.pullback_params[tensor])
         lines.append(f"            {gradients[tensor]} = {call} if {needs[tensor]} else None")
