@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 TERMINAL_NAMES = {
     "NAME": "a name",
     "NUMBER": "a number",
-    "REDUCER": "sum_/max_/min_/prod_",
+    "REDUCER": "sum_/max_/min_/prod_/argmax_/argmin_",
     "EQUALS": "'='",
     "PLUS_EQUALS": "'+='",
     "PLUS": "'+'",
@@ -105,6 +105,14 @@ class SCompare:
 
 
 @dataclass(frozen=True)
+class STuple:
+    """``(a, b)``: the position compared with an argmax of several indices."""
+
+    items: tuple[Any, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class SReduce:
     op: str
     names: tuple[SName, ...]
@@ -154,6 +162,16 @@ class SStatement:
 
 SExpr = SName | SNumber | SAccess | SCall | SReduce | SSum | SProduct | SBinary | SNeg | SCompare
 
+# The indicators of an extremum's position: ``(e == argmax_{m}(body))`` is 1 where ``e`` is
+# the first position (row-major) of the maximum of ``body`` over ``m``.
+ARG_REDUCERS = {"argmax": "max", "argmin": "min"}
+
+
+def is_argmax(node: Any) -> bool:
+    """Whether ``node`` is ``argmax_{...}(...)`` or ``argmin_{...}(...)``."""
+    return isinstance(node, SReduce) and node.op in ARG_REDUCERS
+
+
 # The functions of index positions: X[mod(e, n)], X[clamp(e, lo, hi)], X[reflect(e, n)],
 # by their number of arguments.
 INDEX_FUNCTIONS = {"mod": 2, "clamp": 3, "reflect": 2}
@@ -175,6 +193,8 @@ def operands(node: Any) -> tuple[Any, ...]:
         return (node.left, node.right)
     if isinstance(node, SNeg):
         return (node.operand,)
+    if isinstance(node, STuple):
+        return node.items
     return ()
 
 
@@ -185,7 +205,9 @@ def syntax_nodes(node: Any, brackets: bool = True) -> Iterator[Any]:
     yield node
     children = operands(node)
     if isinstance(node, SCompare) and not brackets:
-        children = ()  # a comparison's operands are index expressions, as in brackets
+        # a comparison's operands are index expressions, as in brackets; an argmax's body
+        # is a value
+        children = tuple(side for side in children if is_argmax(side))
     if isinstance(node, SCall):
         children = node.arguments
     elif isinstance(node, SReduce):
@@ -271,6 +293,10 @@ def _make_transformer() -> Any:
         def comparison(self, meta: Any, children: list[Any]) -> SCompare:
             _, left, op, right, _ = children
             return SCompare(str(op), left, right, _span(meta))
+
+        def position(self, meta: Any, children: list[Any]) -> STuple:
+            items = tuple(c for c in children[1:-1] if not _is_token(c, "COMMA"))
+            return STuple(items, _span(meta))
 
         def reduction(self, meta: Any, children: list[Any]) -> SReduce:
             op = str(children[0]).rstrip("_")
@@ -441,6 +467,7 @@ def index_arrays(statements: list[SStatement], text: str) -> tuple[str, ...]:
             for node in syntax_nodes(statement.rhs)
             if isinstance(node, SCompare)
             for side in (node.left, node.right)
+            if not is_argmax(side)  # its body holds values (syntax_nodes reads them so)
         ]
         for found, positions in (
             (inside, [position for access in reads for position in access.indices]),
@@ -496,6 +523,7 @@ def _check_calls(statements: list[SStatement], text: str) -> None:
                 text,
             )
         _check_comparisons(statement.rhs, True, text)
+        _check_indicators(statement.rhs, text)
         for node in syntax_nodes(statement.rhs, brackets=False):
             if isinstance(node, SAccess):
                 _check_brackets(node, text)
@@ -550,6 +578,41 @@ def _check_comparisons(node: Any, factor: bool, text: str) -> None:
     elif isinstance(node, SCall | SBinary):
         for operand in node.arguments if isinstance(node, SCall) else operands(node):
             _check_comparisons(operand, False, text)
+
+
+def _check_indicators(rhs: Any, text: str) -> None:
+    """``argmax_``/``argmin_`` only as the right side of ``==`` whose left is the position
+    (an index expression, or a tuple of them, one per reduced index); a tuple only there."""
+    placed: set[int] = set()
+    for node in syntax_nodes(rhs):
+        if isinstance(node, SCompare) and node.op == "==" and is_argmax(node.right):
+            placed.add(id(node.right))
+            count = len(node.left.items) if isinstance(node.left, STuple) else 1
+            if count != len(node.right.names):
+                raise IndexNotationError(
+                    f"the position compared with {node.right.op}_ has {count} "
+                    f"{'index' if count == 1 else 'indices'}, one per reduced index: "
+                    f"{len(node.right.names)} here",
+                    node.left.span,
+                    text,
+                )
+            placed.add(id(node.left))
+    for node in syntax_nodes(rhs):
+        if is_argmax(node) and id(node) not in placed:
+            raise IndexNotationError(
+                f"{node.op}_ is an indicator of the position of the "
+                f"{ARG_REDUCERS[node.op]}imum: it is written compared with that position, "
+                f"((p - 2*i) == {node.op}_{{m}}(X[2*i + m])), 1 there and 0 elsewhere",
+                node.span,
+                text,
+            )
+        if isinstance(node, STuple) and id(node) not in placed:
+            raise IndexNotationError(
+                "a tuple of positions is compared with an argmax of as many indices: "
+                "((p - 2*i, q - 2*j) == argmax_{m,n}(...))",
+                node.span,
+                text,
+            )
 
 
 def _check_conditions(reduction: SReduce, text: str) -> None:

@@ -151,8 +151,8 @@ def test_max_tangent_prints_an_argmax_weight():
     text = derivation.notation()
     assert "tR[o, i, j] = step(Z[o, i, j]) * tZ[o, i, j]" in text
     assert re.search(
-        r"tP\[o, i, j\] = sum_\{a,b\}\(\[\(a, b\) = argmax_\{(\w+),(\w+)\}"
-        r"\(R\[o, 2\*i \+ \1, 2\*j \+ \2\]\)\] \* tR\[o, 2\*i \+ a, 2\*j \+ b\]\)",
+        r"tP\[o, i, j\] = sum_\{a,b\}\(\(\(a, b\) == argmax_\{(\w+),(\w+)\}"
+        r"\(R\[o, 2\*i \+ \1, 2\*j \+ \2\]\)\) \* tR\[o, 2\*i \+ a, 2\*j \+ b\]\)",
         text,
     )
 

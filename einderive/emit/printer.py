@@ -286,7 +286,7 @@ class NotationPrinter:
             names += " : " + ", ".join(conditions)
         return f"{node.op}_{{{names}}}({self.expr(node.body)})", ATOM
 
-    def reduction_conditions(self, node: ir.Reduce) -> list[str]:
+    def reduction_conditions(self, node: ir.Reduce | ir.IsExtremum) -> list[str]:
         """The conditions written in a reduction's braces (``prod_{k : k <= j - 1}``): all
         but its box, which reading it back gives again (``k >= 0`` and an upper bound
         by sizes), and those of a top-level sum that the domain's lines print."""
@@ -318,9 +318,17 @@ class NotationPrinter:
         return text.replace(" = ", f" {self.equals} ") if constraint.kind == "eq" else text
 
     def _print_IsExtremum(self, node: ir.IsExtremum) -> tuple[str, int]:
+        """``(p - 2*i == argmax_{m}(X[2*i + m]))``: 1 where the position is the argmax (a
+        tuple of positions for several indices, ``((p, q) == argmax_{m,n}(...))``)."""
         names = ",".join(self.symbol(v) for v in node.variables)
+        conditions = self.reduction_conditions(node)
+        if conditions:
+            names += " : " + ", ".join(conditions)
         at = ", ".join(self.index(e) for e in node.at)
-        return f"[({at}) = arg{node.op}_{{{names}}}({self.expr(node.body)})]", ATOM
+        if len(node.at) > 1:
+            at = self.group(at)
+        extremum = f"arg{node.op}_{{{names}}}({self.expr(node.body)})"
+        return self.group(f"{at} {self.equals} {extremum}"), ATOM
 
     # ---- bounds and conditions ----------------------------------------------------------
 
@@ -416,7 +424,9 @@ def _padded_read(node: ir.Add) -> tuple[ir.Access, sympy.Expr] | None:
     return read, values.pop()
 
 
-def _is_box(constraint: ir.Constraint, node: ir.Reduce, shapes: Shapes | None = None) -> bool:
+def _is_box(
+    constraint: ir.Constraint, node: ir.Reduce | ir.IsExtremum, shapes: Shapes | None = None
+) -> bool:
     """Whether ``constraint`` is ``v >= 0`` or ``bound - v >= 0`` of one variable of
     ``node``, the bound free of indices: a box that the variable's extent gives. With
     ``shapes``, a bound above is one only where it is the extent that reading the line
@@ -450,7 +460,7 @@ def _moves(expr: sympy.Expr) -> bool:
 
 
 def _implied_by_factors(
-    constraint: ir.Constraint, node: ir.Reduce, shapes: Shapes | None = None
+    constraint: ir.Constraint, node: ir.Reduce | ir.IsExtremum, shapes: Shapes | None = None
 ) -> bool:
     """Whether a factor of the body is zero wherever ``constraint`` fails: a read outside
     its tensor (``e >= 0`` or ``bound - e >= 0`` of one of its indices ``e``, up to a

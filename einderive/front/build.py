@@ -21,6 +21,7 @@ from ..functions import FUNCTIONS
 from ..ir import expand, fresh
 from ..model import Program, substitute
 from ..parse import (
+    ARG_REDUCERS,
     INDEX_FUNCTIONS,
     SAccess,
     SBinary,
@@ -34,7 +35,9 @@ from ..parse import (
     SReduce,
     SStatement,
     SSum,
+    STuple,
     index_arrays,
+    is_argmax,
     operands,
     syntax_nodes,
 )
@@ -579,6 +582,8 @@ class _Builder:
             indices = tuple(self.index_expr(i, variables) for i in node.indices)
             pad = None if node.pad is None else self._pad_value(node.pad)
             return ir.Access(node.name, indices, node.span, pad)
+        if isinstance(node, SCompare) and is_argmax(node.right):
+            return self._indicator(node, variables, extents, bound)
         if isinstance(node, SCompare):
             return self._comparison(node, variables)
         if isinstance(node, SSum | SProduct):
@@ -596,25 +601,51 @@ class _Builder:
             arguments = [self.value(a, variables, extents, bound) for a in node.arguments]
             return ir.Call(node.name, arguments[0], node.span, tuple(arguments[1:]))
         if isinstance(node, SReduce):
-            reduced = []
-            for name in node.names:
-                if name.name in bound:
-                    raise IndexNotationError(
-                        f"index {name.name!r} is already bound outside this reduction",
-                        name.span,
-                        self.text,
-                    )
-                reduced.append(name.name)
-            if len(set(reduced)) != len(reduced):
-                raise IndexNotationError(
-                    "an index is listed twice in this reduction", node.span, self.text
-                )
+            reduced = self._reduced(node, bound)
             body = self.value(node.body, variables, extents, bound | set(reduced))
             symbols = tuple(variables[n] for n in reduced)
             where = tuple(c for v in symbols for c in ir.box(v, extents[v.name]))
             where += tuple(self._condition(c, variables) for c in node.conditions)
             return ir.Reduce(node.op, symbols, body, where, node.span)  # type: ignore[arg-type]
         raise IndexNotationError("unsupported expression", getattr(node, "span", None), self.text)
+
+    def _reduced(self, node: SReduce, bound: set[str]) -> list[str]:
+        """The names a reduction binds, each once and none bound outside it."""
+        reduced = []
+        for name in node.names:
+            if name.name in bound:
+                raise IndexNotationError(
+                    f"index {name.name!r} is already bound outside this reduction",
+                    name.span,
+                    self.text,
+                )
+            reduced.append(name.name)
+        if len(set(reduced)) != len(reduced):
+            raise IndexNotationError(
+                "an index is listed twice in this reduction", node.span, self.text
+            )
+        return reduced
+
+    def _indicator(
+        self,
+        node: SCompare,
+        variables: Mapping[str, sympy.Symbol],
+        extents: Mapping[str, sympy.Expr],
+        bound: set[str],
+    ) -> ir.Node:
+        """``(e == argmax_{m}(body))``: 1 where ``e`` is the first position (row-major in the
+        reduced indices) of the maximum of ``body``, the node a max pullback builds."""
+        extremum = node.right
+        assert isinstance(extremum, SReduce)
+        reduced = self._reduced(extremum, bound)
+        body = self.value(extremum.body, variables, extents, bound | set(reduced))
+        symbols = tuple(variables[n] for n in reduced)
+        where = tuple(c for v in symbols for c in ir.box(v, extents[v.name]))
+        where += tuple(self._condition(c, variables) for c in extremum.conditions)
+        positions = node.left.items if isinstance(node.left, STuple) else (node.left,)
+        at = tuple(self._condition_side(e, variables) for e in positions)
+        op = ARG_REDUCERS[extremum.op]
+        return ir.IsExtremum(op, symbols, body, where, at, node.span)  # type: ignore[arg-type]
 
     def _condition(self, node: SCompare, variables: Mapping[str, sympy.Symbol]) -> ir.Constraint:
         """A condition of a reduction's domain, ``k <= j - 1``, as an affine constraint."""
