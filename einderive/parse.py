@@ -158,6 +158,7 @@ class SStatement:
     target: SAccess | SName
     rhs: Any
     span: Span
+    accumulates: bool = False  # written with `+=`: adds to the statement before, if same target
 
 
 SExpr = SName | SNumber | SAccess | SCall | SReduce | SSum | SProduct | SBinary | SNeg | SCompare
@@ -255,8 +256,8 @@ def _make_transformer() -> Any:
             return list(children)
 
         def statement(self, meta: Any, children: list[Any]) -> SStatement:
-            target, _, rhs = children
-            return SStatement(target, rhs, _span(meta))
+            target, operator, rhs = children
+            return SStatement(target, rhs, _span(meta), _is_token(operator, "PLUS_EQUALS"))
 
         def scalar_target(self, meta: Any, children: list[Any]) -> SName:
             (token,) = children

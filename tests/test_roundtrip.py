@@ -302,3 +302,48 @@ def test_an_argmax_elsewhere_is_refused_at_its_column(
         ed.derive(text, ranges={"m": 3})
     assert caught.value.span is not None
     assert text[slice(*caught.value.span)] == underlined
+
+
+def test_several_scatter_lines_read_back_as_one_accumulated_statement() -> None:
+    # a pullback with two scatter terms prints two `+=` lines; read back as a program, the
+    # second was refused ("'dE' is written twice")
+    text = "Y[b, q] = E[tok[b], q] * W[q] + E[tok2[b], q]"
+    shapes = {"E": (5, 3), "W": (3,), "tok": (4,), "tok2": (4,)}
+    derivation = ed.derive(text, shapes=shapes)
+    printed = derivation.pullbacks["E"].notation()
+    assert printed.count(" += ") == 2 and printed.count("\n") == 1
+    rng = np.random.default_rng(8)
+    inputs = {
+        "E": rng.standard_normal((5, 3)),
+        "W": rng.standard_normal(3),
+        "tok": np.array([1, 4, 1, 0]),  # a repeated token adds up
+        "tok2": np.array([1, 2, 2, 3]),
+    }
+    cotangent = rng.standard_normal((4, 3))
+    read = ed.evaluate(
+        printed,
+        {"dY": cotangent, "W": inputs["W"], "tok": inputs["tok"], "tok2": inputs["tok2"]},
+        shapes={"dE": (5, 3)},
+    )
+    # the reference: NumPy's unbuffered scatter-add of each term
+    expected = np.zeros((5, 3))
+    np.add.at(expected, inputs["tok"], cotangent * inputs["W"])
+    np.add.at(expected, inputs["tok2"], cotangent)
+    np.testing.assert_allclose(read, expected, rtol=1e-12)
+    np.testing.assert_allclose(ed.vjp(text, inputs, cotangent)["E"], expected, rtol=1e-12)
+
+
+def test_plus_equals_statements_into_one_tensor_add_up() -> None:
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0])
+    np.testing.assert_array_equal(ed.evaluate("Y[i] = A[i]; Y[i] += B[i]", {"A": a, "B": b}), a + b)
+    # scatter forms: the tensor holds every write (here 6 positions, interleaved)
+    np.testing.assert_array_equal(
+        ed.evaluate("Y[2*i] += A[i]\nY[2*i+1] += B[i]", {"A": a, "B": b}), [1, 10, 2, 20, 3, 30]
+    )
+    grads = ed.vjp("Y[2*i] += A[i]\nY[2*i+1] += B[i]", {"A": a, "B": b}, np.arange(6.0))
+    np.testing.assert_array_equal(grads["A"], [0, 2, 4])
+    np.testing.assert_array_equal(grads["B"], [1, 3, 5])
+    # only one after another: a statement between reads the tensor half written
+    with pytest.raises(ed.IndexNotationError, match="written twice") as caught:
+        ed.derive("Y[i] = A[i]; Z[i] = Y[i]; Y[i] += B[i]")
+    assert caught.value.span == (26, 30)

@@ -820,14 +820,51 @@ class _Builder:
             rhs_gather = replace(rhs_gather, where=kept)
         return ir.Statement(node.target.name, targets, rhs_gather, node.span), shape
 
+    def _accumulate(
+        self, before: ir.Statement, k: int, node: SStatement, written: set[str]
+    ) -> ir.Statement:
+        """``T[...] += rhs`` after a statement into ``T``: one statement, the sum of both
+        (a pullback in scatter form prints a ``+=`` line per term; read back, they add up).
+        The tensor holds every write: an axis is the larger of two numbers, or one size."""
+        shape = self.sizes.shapes.pop(node.target.name)
+        statement = self.statement(k, node, written)
+        added = self.sizes.shapes[node.target.name]
+        for axis, (first, second) in enumerate(zip(shape, added, strict=True)):
+            if first.is_number and second.is_number:
+                shape[axis] = max(first, second)
+                continue
+            unified = self.sizes.unify(first, second, "", node.target.span, soft=True)
+            if unified is None:
+                raise ExtentError(
+                    f"the '+=' statements into {node.target.name!r} give axis {axis} the sizes "
+                    f"{self.sizes.current(first)} and {self.sizes.current(second)}; declare its "
+                    f"shape (shapes={{{node.target.name!r}: ...}}, or --shape "
+                    f"{node.target.name}=...)",
+                    node.target.span,
+                    self.text,
+                )
+            shape[axis] = unified
+        self.sizes.shapes[node.target.name] = shape
+        for var, extent in zip(before.indices, shape, strict=True):
+            self.sizes.extents[var] = extent
+        renamed = ir.subs(statement.rhs, dict(zip(statement.indices, before.indices, strict=True)))
+        span = (before.span[0], node.span[1]) if before.span is not None else node.span
+        return replace(before, rhs=ir.make_add([before.rhs, renamed]), span=span)
+
     def run(self, statements: list[SStatement]) -> Program:
         written: set[str] = set()
         result: list[ir.Statement] = []
         for k, node in enumerate(statements):
             target = node.target.name
             if target in written:
+                if node.accumulates and result[-1].target == target:
+                    result[-1] = self._accumulate(result[-1], k, node, written)
+                    continue
                 raise IndexNotationError(
-                    f"{target!r} is written twice", node.target.span, self.text
+                    f"{target!r} is written twice (several '+=' statements into one tensor "
+                    "add up when they follow one another)",
+                    node.target.span,
+                    self.text,
                 )
             if target in self.sizes.shapes:
                 raise IndexNotationError(
