@@ -413,3 +413,9 @@ def test_exact_division_is_a_transposed_convolution_in_gather_form() -> None:
         np.testing.assert_allclose(np.asarray(grads["X"]), dx, rtol=1e-9, err_msg=backend)
         np.testing.assert_allclose(np.asarray(grads["W"]), dw, rtol=1e-9, err_msg=backend)
     assert ed.verify(text, shapes={"X": (4,), "W": (3,), "Y": (9,)}).ok
+
+
+def test_the_forward_names_each_summed_index_once() -> None:
+    """The pieces of a clamped read all sum over the written `m`: it is one summed index."""
+    d = ed.derive("Y[i] = W[m]*X[clamp(i+m-1, 0, 7)]", shapes={"X": (8,), "Y": (8,), "W": (3,)})
+    assert "free: i; summed: m\n" in str(d)

@@ -123,7 +123,8 @@ def forward_lines(program: Program) -> list[str]:
             if isinstance(node, ir.Reduce)
             for v in node.variables
         ]
-        if pinned:
+        if pinned or statement.written is not None:
+            # a scatter's terms, or the pieces of one read, sum over the same written index
             summed = list(dict.fromkeys(summed))
         lines.append(f"    free: {free}; summed: {', '.join(summed) or 'none'}")
         lines += domain
