@@ -275,7 +275,7 @@ class NotationPrinter:
             # top-level term's domain lines say them too); a divisibility is said by the
             # exact division that reads the value (dY[p / 2])
             factors = [self.comparison(c) for c in unsaid]
-            return self.times.join([*factors, self.expr(node.body, MUL + 1)]), MUL
+            return self.times.join([*factors, self.expr(node.body, MUL)]), MUL
         if not node.variables:
             return self.expr(node.body, MUL), MUL
         if isinstance(node.body, ir.Const) and node.body.value == 0:
