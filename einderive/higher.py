@@ -84,7 +84,9 @@ def backward_program(derivation: Derivation, wrt: str) -> Program:
     }
     inputs = (*forward.inputs, seed)
     return Program(
-        text="; ".join(statement_text(s, with_domain=False) for s in statements),
+        # read back by whoever derives it again from its text: a bound narrower than a
+        # read's axis must be in the line, so the printer is given the shapes
+        text="; ".join(statement_text(s, with_domain=False, shapes=shapes) for s in statements),
         statements=tuple(statements),
         shapes={name: shape for name, shape in shapes.items() if name in used or name in inputs},
         inputs=inputs,

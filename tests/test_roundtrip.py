@@ -347,3 +347,13 @@ def test_plus_equals_statements_into_one_tensor_add_up() -> None:
     with pytest.raises(ed.IndexNotationError, match="written twice") as caught:
         ed.derive("Y[i] = A[i]; Z[i] = Y[i]; Y[i] += B[i]")
     assert caught.value.span == (26, 30)
+
+
+def test_a_pullback_differentiated_again_keeps_its_narrower_bounds_in_its_text() -> None:
+    text = "Y[i] = X[i+1] * (i <= 2) * X[i]"
+    second = ed.derive_twice(text, "X", shapes={"X": (6,)})
+    assert "(p <= 3) * dY[p - 1]" in second.program.text
+    rng = np.random.default_rng(9)
+    x, dy = rng.standard_normal(6), rng.standard_normal(5)
+    read = ed.evaluate(second.program.text, {"X": x, "dY": dy}, shapes={"dX": (6,)})
+    np.testing.assert_allclose(read, ed.vjp(text, {"X": x}, dy)["X"], rtol=1e-12)
