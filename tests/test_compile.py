@@ -197,3 +197,23 @@ def test_the_hot_path_of_a_signature_checks_what_it_skips(data) -> None:
     grads = compiled.vjp(dy, X=x.view(Marked), W=w)
     assert type(grads["X"]) is np.ndarray
     np.testing.assert_allclose(grads["X"], expected["X"], atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_forward_comes_back_as_the_pullbacks_do(backend: str) -> None:
+    """Given float32 framework arrays, ``forward`` answers in float32 like ``vjp`` (it
+    answered float64), and with the numbers of the framework's own convolution."""
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        x, w = torch.arange(7.0), torch.tensor([1.0, -2.0, 0.5])
+        expected = torch.nn.functional.conv1d(x[None, None], w[None, None])[0, 0].numpy()
+    else:
+        jnp = pytest.importorskip("jax.numpy")
+        x, w = jnp.arange(7.0, dtype=jnp.float32), jnp.array([1.0, -2.0, 0.5], jnp.float32)
+        expected = np.correlate(np.arange(7.0), np.array([1.0, -2.0, 0.5]), mode="valid")
+    compiled = ed.compile("Y[i] = W[m]*X[i+m]", backend=backend)
+    y = compiled.forward(X=x, W=w)
+    grads = compiled.vjp(y, X=x, W=w)
+    assert y.dtype == x.dtype == grads["X"].dtype
+    assert type(y) is type(grads["X"])
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-6)

@@ -505,7 +505,13 @@ class Compiled:
             if given is not None:
                 return hot.runner.forward_of(given)
         made, arrays, native = self._prepare(inputs)
-        return self._out(made.forward(arrays), native)
+        result = self._out(made.forward(arrays), native)
+        if native and not self._numpy:
+            # in the dtype and on the device of the data, as the pullbacks come back
+            data = [inputs[name] for name in arrays if name not in self._index_arrays]
+            if data:
+                return self._framework.as_given(result, data[0])
+        return result
 
     def vjp(self, cotangent: Any, /, **inputs: Any) -> dict[str, Any]:
         """Every pullback of ``cotangent`` (shaped like the output), by input name."""
