@@ -1022,16 +1022,17 @@ def _reads_step(derivation: Derivation) -> Step | None:
 
 
 def _padding_mode_steps(derivation: Derivation) -> list[Step]:
-    """The forward as PyTorch's convolution with a padding_mode, where it is one."""
-    from .conv.padding import padded_convolution
+    """The forward as PyTorch's convolution with a padding_mode, where it is one: the lines
+    of the text output and ``--emit conv``, code that runs as printed."""
+    from .emit.padding_mode import padding_mode_data, padding_mode_lines
 
-    if any(not n.is_number for shape in derivation.shapes.values() for n in shape):
+    lines = padding_mode_lines(derivation, with_reason=False)
+    if not lines:
         return []
-    found = padded_convolution(derivation)
-    if isinstance(found, str):
-        return []
-    title = f"The forward as a convolution with padding_mode={found.mode!r}"
-    return [_step(title, [], [[line] for line in found.lines()])]
+    data = padding_mode_data(derivation)
+    assert data is not None
+    title = f"The forward as a convolution with padding_mode={data['mode']!r}"
+    return [_step(title, [], [[line] for line in lines])]
 
 
 def _read_in_words(tensor: str, node: object, text: str) -> str | None:

@@ -28,7 +28,7 @@ from ..errors import EinderiveError
 from ..model import Derivation, Program
 from ..parse import SAccess, SCall, parse, syntax_nodes
 from ..reads import value_range
-from .calls import TorchConvCall, jax_call, torch_call
+from .calls import TorchConvCall, torch_call
 from .recognise import ConvPullback, Recognition, convolutions, recognise
 
 MODES = {"mod": "circular", "clamp": "replicate", "reflect": "reflect"}
@@ -122,34 +122,6 @@ class PaddedConv:
         """``F.pad``'s argument: (before, after) pairs, the last axis first."""
         return tuple(n for pair in reversed(self.padding) for n in pair)
 
-    def lines(self) -> list[str]:
-        """The calls, and how the pullbacks finish, in words."""
-        call = self.torch
-        keywords = ", ".join(f"{k}={v}" for k, v in call.keywords().items() if k != "padding")
-        x, padded = self.tensor, self.padded
-        rank = len(self.shape)
-        lines = [
-            f"{padded} = F.pad({x}, {self.torch_pad()}, mode={self.mode!r})",
-            f"Y = F.{call.function}({padded}, W, {keywords})",
-        ]
-        module = self.module_padding()
-        if not isinstance(module, str):
-            lines.append(
-                f"    the same as torch.nn.Conv{len(self.axes)}d(..., "
-                f"padding={module}, padding_mode={self.mode!r})"
-            )
-        widths = ", ".join(f"({lo}, {hi})" for lo, hi in self.padding)
-        lines += [
-            f"JAX: {padded} = jnp.pad({x}, {self.widths(rank)}, "
-            f"mode={NUMPY_MODES[self.mode]!r}), then lax.conv_general_dilated({padded}, W, "
-            f"padding={jax_call(self.conv.call).keywords()['padding']})",
-            f"the pullback into W: that convolution's weight gradient, on {padded}",
-            f"the pullback into {x}: that convolution's input gradient d{padded} (a transposed "
-            f"convolution), then folded by the adjoint of the padding {widths}: "
-            + _FOLDS[self.mode],
-        ]
-        return lines
-
     def pad(self, x: np.ndarray) -> np.ndarray:
         mode: Any = NUMPY_MODES[self.mode]  # one of np.pad's literal modes
         return np.pad(x, self.widths(x.ndim), mode=mode)
@@ -167,15 +139,6 @@ class PaddedConv:
             np.add.at(moved, source, np.moveaxis(folded, axis, 0))
             folded = out
         return folded
-
-
-_FOLDS = {
-    "circular": "the margin before the start is added onto the last positions and the one "
-    "past the end onto the first",
-    "replicate": "every margin is added into its edge (the first or the last position)",
-    "reflect": "the margin before the start is added, mirrored, onto positions 1, 2, ... and "
-    "the one past the end onto n-2, n-3, ...",
-}
 
 
 def _source(positions: np.ndarray, size: int, mode: str) -> np.ndarray:
